@@ -1,0 +1,417 @@
+//! Code generation: IR + blob sections -> Rust tokens -> formatted source.
+//!
+//! One function per op kind turns IR into tokens; [`generate`] assembles the module.
+
+mod format;
+
+use proc_macro2::{Ident, Literal, Span, TokenStream};
+use quote::{format_ident, quote};
+
+pub use format::format_file;
+
+use crate::blob::Section;
+use crate::ir::{Body, LayerPrecision, Linear, Model};
+use crate::quantize::ErrorStats;
+use crate::spec::{ActivationGranularity, ActivationSpec, SchemeSpec, WeightGranularity};
+
+/// How the generated code finds its weight blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobRef {
+    /// `include_bytes!(concat!(env!("OUT_DIR"), "/<file>"))`: build.rs output.
+    OutDir(String),
+    /// `include_bytes!("<file>")`: next to the generated source file.
+    Relative(String),
+    /// `include_bytes!("<absolute path>")`: the proc macro's cache.
+    Absolute(std::path::PathBuf),
+}
+
+/// Blob sections of one linear layer.
+#[derive(Debug, Clone)]
+pub enum LinearSections {
+    /// INT8 weights.
+    Int8 {
+        /// Packed weights (row-major).
+        weight: Section,
+        /// Per-channel scales.
+        scales: Section,
+        /// Per-channel column sums.
+        col_sums: Section,
+        /// Bias.
+        bias: Option<Section>,
+        /// Quantization error.
+        stats: ErrorStats,
+    },
+    /// f32 weights.
+    F32 {
+        /// Row-major weights.
+        weight: Section,
+        /// Bias.
+        bias: Option<Section>,
+    },
+}
+
+/// Everything codegen needs besides the IR.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    /// Where the blob is.
+    pub blob: BlobRef,
+    /// Its SHA-256 id, hex.
+    pub blob_id: String,
+    /// Its length.
+    pub blob_len: usize,
+    /// Per linear layer, in IR order.
+    pub linears: Vec<LinearSections>,
+}
+
+fn lit(n: usize) -> Literal {
+    Literal::usize_unsuffixed(n)
+}
+
+fn activation_tokens(a: ActivationSpec) -> TokenStream {
+    match a {
+        ActivationSpec::None => quote!(rt::Activation::None),
+        ActivationSpec::Relu => quote!(rt::Activation::Relu),
+        ActivationSpec::Gelu => quote!(rt::Activation::Gelu),
+        ActivationSpec::GeluTanh => quote!(rt::Activation::GeluTanh),
+        ActivationSpec::Tanh => quote!(rt::Activation::Tanh),
+        ActivationSpec::Sigmoid => quote!(rt::Activation::Sigmoid),
+    }
+}
+
+fn activation_name(a: ActivationSpec) -> &'static str {
+    match a {
+        ActivationSpec::None => "no activation",
+        ActivationSpec::Relu => "relu",
+        ActivationSpec::Gelu => "gelu",
+        ActivationSpec::GeluTanh => "gelu_tanh",
+        ActivationSpec::Tanh => "tanh",
+        ActivationSpec::Sigmoid => "sigmoid",
+    }
+}
+
+fn section_tokens(method: &str, s: &Section) -> TokenStream {
+    let m = format_ident!("{}", method);
+    let (o, c) = (lit(s.offset), lit(s.count));
+    quote!(b.#m(#o, #c)?)
+}
+
+fn option_tokens(method: &str, s: &Option<Section>) -> TokenStream {
+    match s {
+        Some(s) => {
+            let t = section_tokens(method, s);
+            quote!(Some(#t))
+        }
+        None => quote!(None),
+    }
+}
+
+/// The doc line that says where a layer came from and how it was stored.
+fn provenance(l: &Linear, s: &LinearSections) -> String {
+    let head = format!(
+        " {}: Linear {}x{}, {}",
+        l.name,
+        l.in_features,
+        l.out_features,
+        activation_name(l.activation)
+    );
+    match (s, l.precision) {
+        (LinearSections::Int8 { stats, .. }, LayerPrecision::Int8(g)) => format!(
+            "{head}, int8 per {}, max abs error {:.1e}, SQNR {:.1} dB",
+            match g {
+                WeightGranularity::PerChannel => "channel",
+                WeightGranularity::PerTensor => "tensor",
+            },
+            stats.max_abs_error,
+            stats.sqnr_db
+        ),
+        _ => format!("{head}, f32"),
+    }
+}
+
+/// Field declaration and blob-view initializer of one linear layer.
+fn linear_weights(l: &Linear, s: &LinearSections) -> (TokenStream, TokenStream) {
+    let ident = format_ident!("{}", l.ident);
+    let doc = provenance(l, s);
+    let (n, k) = (lit(l.out_features), lit(l.in_features));
+    match s {
+        LinearSections::Int8 {
+            weight,
+            scales,
+            col_sums,
+            bias,
+            ..
+        } => {
+            let (w, sc, cs, b) = (
+                section_tokens("i8s", weight),
+                section_tokens("f32s", scales),
+                section_tokens("i32s", col_sums),
+                option_tokens("f32s", bias),
+            );
+            (
+                quote! { #[doc = #doc] #ident: rt::QLinear<'static>, },
+                quote! { #ident: rt::QLinear { n: #n, k: #k, weight: #w, scales: #sc, col_sums: #cs, bias: #b }, },
+            )
+        }
+        LinearSections::F32 { weight, bias } => {
+            let (w, b) = (section_tokens("f32s", weight), option_tokens("f32s", bias));
+            (
+                quote! { #[doc = #doc] #ident: rt::F32Linear<'static>, },
+                quote! { #ident: rt::F32Linear { n: #n, k: #k, weight: #w, bias: #b }, },
+            )
+        }
+    }
+}
+
+/// The call that runs one linear layer from `input` into `output`.
+fn linear_call(
+    l: &Linear,
+    model: &Model,
+    input: &TokenStream,
+    output: &TokenStream,
+) -> TokenStream {
+    let ident = format_ident!("{}", l.ident);
+    let (k, n) = (lit(l.in_features), lit(l.out_features));
+    let act = activation_tokens(l.activation);
+    match l.precision {
+        LayerPrecision::Int8(_) => {
+            let g = match model.act_quant.granularity {
+                ActivationGranularity::PerToken => quote!(rt::Granularity::PerToken),
+                ActivationGranularity::PerTensor => quote!(rt::Granularity::PerTensor),
+            };
+            let s = match model.act_quant.scheme {
+                SchemeSpec::Symmetric => quote!(rt::Scheme::Symmetric),
+                SchemeSpec::Asymmetric => quote!(rt::Scheme::Asymmetric),
+            };
+            quote! {
+                rt::ops::linear_q::<K, #k, #n>(
+                    kernel, #input, rows, &w.#ident, #act,
+                    rt::ops::ActQuant { granularity: #g, scheme: #s },
+                    buf.quant, buf.scales, buf.zero_points, #output,
+                );
+            }
+        }
+        LayerPrecision::F32 => quote! {
+            rt::ops::linear_f32::<K, #k, #n>(kernel, #input, rows, &w.#ident, #act, #output);
+        },
+    }
+}
+
+fn blob_tokens(blob: &BlobRef) -> TokenStream {
+    match blob {
+        BlobRef::OutDir(file) => {
+            let f = format!("/{file}");
+            quote!(include_bytes!(concat!(env!("OUT_DIR"), #f)))
+        }
+        BlobRef::Relative(file) => quote!(include_bytes!(#file)),
+        BlobRef::Absolute(path) => {
+            let p = path.display().to_string();
+            quote!(include_bytes!(#p))
+        }
+    }
+}
+
+fn kernel_list(model: &Model) -> TokenStream {
+    let ids = model.kernels.iter().map(|k| {
+        let variant = Ident::new(
+            match k.as_str() {
+                "scalar" => "Scalar",
+                "avx2" => "Avx2",
+                "avx512vnni" => "Avx512Vnni",
+                "avxvnni" => "AvxVnni",
+                "neon_dot" => "NeonDot",
+                _ => "NeonI8mm",
+            },
+            Span::call_site(),
+        );
+        quote!(rt::KernelId::#variant)
+    });
+    quote!(&[#(#ids),*])
+}
+
+/// Generates the model module and its re-export.
+pub fn generate(model: &Model, layout: &Layout) -> TokenStream {
+    match &model.body {
+        Body::Mlp { input_size, layers } => mlp(model, layout, *input_size, layers),
+    }
+}
+
+fn mlp(model: &Model, layout: &Layout, input_size: usize, layers: &[Linear]) -> TokenStream {
+    let module = format_ident!("{}", model.name);
+    let ty = format_ident!("{}", model.type_name);
+    let output_size = layers.last().map_or(0, |l| l.out_features);
+    let (fields, inits): (Vec<_>, Vec<_>) = layers
+        .iter()
+        .zip(&layout.linears)
+        .map(|(l, s)| linear_weights(l, s))
+        .unzip();
+    // Hidden activations alternate between two scratch buffers; the last layer writes `out`.
+    let hidden = layers[..layers.len() - 1]
+        .iter()
+        .map(|l| l.out_features)
+        .max()
+        .unwrap_or(0);
+    let max_quant_in = layers
+        .iter()
+        .filter(|l| matches!(l.precision, LayerPrecision::Int8(_)))
+        .map(|l| l.in_features)
+        .max()
+        .unwrap_or(0);
+    let mut calls = Vec::new();
+    for (i, l) in layers.iter().enumerate() {
+        let input = match i {
+            0 => quote!(input),
+            i if i % 2 == 1 => quote!(&*h0),
+            _ => quote!(&*h1),
+        };
+        let output = if i + 1 == layers.len() {
+            quote!(out)
+        } else if i % 2 == 0 {
+            quote!(h0)
+        } else {
+            quote!(h1)
+        };
+        calls.push(linear_call(l, model, &input, &output));
+    }
+    // Two hidden buffers at most (ping-pong); a 2-layer MLP needs one.
+    let buffers = (layers.len() - 1).min(2);
+    let names: Vec<Ident> = (0..buffers).map(|i| format_ident!("h{}", i)).collect();
+    let lens = names.iter().map(|_| quote!(rows * HIDDEN));
+    let scratch = if buffers > 0 {
+        quote!(let [#(#names),*] = rt::split_mut(buf.f32, [#(#lens),*]);)
+    } else {
+        quote!()
+    };
+    let scratch_len = match buffers {
+        0 => quote!(0),
+        1 => quote!(rows * HIDDEN),
+        _ => quote!(2 * rows * HIDDEN),
+    };
+    let buffers_decl = if buffers > 0 || max_quant_in > 0 {
+        quote!(let buf = ws.buffers(#scratch_len, rows * QUANT_IN, rows);)
+    } else {
+        quote!(let _ = ws;)
+    };
+    let blob = blob_tokens(&layout.blob);
+    let (blob_id, blob_len) = (&layout.blob_id, lit(layout.blob_len));
+    let kernels = kernel_list(model);
+    let (input_lit, output_lit, hidden_lit, quant_lit) = (
+        lit(input_size),
+        lit(output_size),
+        lit(hidden),
+        lit(max_quant_in),
+    );
+    let name = &model.name;
+    let precision = model.precision.name();
+    let type_doc = format!(
+        " The `{name}` model: an MLP of {} layers, {input_size} -> {output_size}, {precision}.",
+        layers.len()
+    );
+    let module_doc = format!(" Generated code and weights of the `{name}` model.");
+    quote! {
+        #[doc = #module_doc]
+        #[allow(clippy::all, clippy::pedantic, unused_qualifications)]
+        pub mod #module {
+            use ::dynq_runtime as rt;
+
+            /// Width of one input row.
+            pub const INPUT_SIZE: usize = #input_lit;
+            /// Width of one output row.
+            pub const OUTPUT_SIZE: usize = #output_lit;
+            /// Widest hidden activation.
+            const HIDDEN: usize = #hidden_lit;
+            /// Widest input of a quantized layer.
+            const QUANT_IN: usize = #quant_lit;
+            /// Kernels the weights were packed for.
+            const KERNELS: &[rt::KernelId] = #kernels;
+            const BLOB_ID: &str = #blob_id;
+            const BLOB_LEN: usize = #blob_len;
+            static BLOB: &rt::blob::Aligned<[u8]> = &rt::blob::Aligned { bytes: *#blob };
+
+            struct Weights {
+                #(#fields)*
+            }
+
+            fn weights() -> Result<&'static Weights, rt::Error> {
+                static WEIGHTS: ::std::sync::OnceLock<Result<Weights, rt::Error>> = ::std::sync::OnceLock::new();
+                WEIGHTS
+                    .get_or_init(|| {
+                        let b = rt::blob::Blob::open(&BLOB.bytes, BLOB_ID, BLOB_LEN)?;
+                        Ok(Weights { #(#inits)* })
+                    })
+                    .as_ref()
+                    .map_err(Clone::clone)
+            }
+
+            #[doc = #type_doc]
+            ///
+            /// A unit struct: use it directly, `Model.forward(...)`. Inputs are rows of
+            /// [`INPUT_SIZE`] values; outputs rows of [`OUTPUT_SIZE`].
+            #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+            pub struct #ty;
+
+            impl #ty {
+                /// Width of one input row.
+                pub const INPUT_SIZE: usize = INPUT_SIZE;
+                /// Width of one output row.
+                pub const OUTPUT_SIZE: usize = OUTPUT_SIZE;
+
+                /// Runs `rows` examples: `input` holds `rows * INPUT_SIZE` values, `out`
+                /// receives `rows * OUTPUT_SIZE`. Uses this thread's workspace, so it does not
+                /// allocate after the first call with the largest `rows`.
+                pub fn forward(&self, input: &[f32], rows: usize, out: &mut [f32]) -> Result<(), rt::Error> {
+                    rt::with_workspace(|ws| self.forward_with(ws, input, rows, out))
+                }
+
+                /// [`Self::forward`] with a caller-owned workspace.
+                pub fn forward_with(
+                    &self,
+                    ws: &mut rt::Workspace,
+                    input: &[f32],
+                    rows: usize,
+                    out: &mut [f32],
+                ) -> Result<(), rt::Error> {
+                    rt::check_dense_io(input, rows, INPUT_SIZE, out, OUTPUT_SIZE)?;
+                    let w = weights()?;
+                    rt::dispatch(Forward { w, ws, input, rows, out }, KERNELS)
+                }
+
+                /// One example in, one output row out.
+                pub fn forward_one(&self, input: &[f32; INPUT_SIZE]) -> Result<[f32; OUTPUT_SIZE], rt::Error> {
+                    let mut out = [0.0; OUTPUT_SIZE];
+                    self.forward(input, 1, &mut out)?;
+                    Ok(out)
+                }
+            }
+
+            impl rt::DenseModel for #ty {
+                const NAME: &'static str = #name;
+                const INPUT_SIZE: usize = INPUT_SIZE;
+                const OUTPUT_SIZE: usize = OUTPUT_SIZE;
+                fn forward(&self, input: &[f32], rows: usize, out: &mut [f32]) -> Result<(), rt::Error> {
+                    #ty::forward(self, input, rows, out)
+                }
+            }
+
+            struct Forward<'a> {
+                w: &'static Weights,
+                ws: &'a mut rt::Workspace,
+                input: &'a [f32],
+                rows: usize,
+                out: &'a mut [f32],
+            }
+
+            impl rt::Job for Forward<'_> {
+                type Output = ();
+
+                #[inline(always)]
+                fn run<K: rt::Kernel>(self, kernel: K) {
+                    let Forward { w, ws, input, rows, out } = self;
+                    #buffers_decl
+                    #scratch
+                    #(#calls)*
+                }
+            }
+        }
+        pub use #module::#ty;
+    }
+}

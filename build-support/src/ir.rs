@@ -1,0 +1,159 @@
+//! The model IR: ops over named tensors with constant shapes.
+//!
+//! Presets expand a TOML description into it; quantization, packing and code generation read it.
+
+use crate::spec::{ActivationGranularity, ActivationSpec, SchemeSpec, WeightGranularity};
+use crate::weights::Tensor;
+
+/// Numeric precision of a generated model or of one layer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// INT8 weights, dynamically quantized activations (layers in `keep_f32` stay f32).
+    #[default]
+    Int8,
+    /// Everything in f32: the unquantized reference of the same model.
+    F32,
+}
+
+impl Precision {
+    /// Parses `int8` or `f32`.
+    ///
+    /// ```
+    /// use dynq_build::Precision;
+    /// assert_eq!(Precision::from_name("f32"), Some(Precision::F32));
+    /// assert_eq!(Precision::from_name("fp16"), None);
+    /// ```
+    pub fn from_name(s: &str) -> Option<Self> {
+        match s {
+            "int8" => Some(Precision::Int8),
+            "f32" => Some(Precision::F32),
+            _ => None,
+        }
+    }
+
+    /// `int8` or `f32`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Int8 => "int8",
+            Precision::F32 => "f32",
+        }
+    }
+}
+
+/// How a layer's weights are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerPrecision {
+    /// INT8 weights with the given granularity.
+    Int8(WeightGranularity),
+    /// f32 weights.
+    F32,
+}
+
+/// A linear layer `y = act(x W^T + b)`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// Tensor prefix in the weights file (`net.0`).
+    pub name: String,
+    /// Rust identifier derived from the name (`net_0`).
+    pub ident: String,
+    /// Input width.
+    pub in_features: usize,
+    /// Output width.
+    pub out_features: usize,
+    /// `[out, in]`.
+    pub weight: Tensor,
+    /// `[out]`.
+    pub bias: Option<Tensor>,
+    /// Activation after the layer.
+    pub activation: ActivationSpec,
+    /// Storage precision.
+    pub precision: LayerPrecision,
+}
+
+/// How activations are quantized before each integer GEMM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActQuantSpec {
+    /// Per token or per tensor.
+    pub granularity: ActivationGranularity,
+    /// Symmetric or asymmetric.
+    pub scheme: SchemeSpec,
+}
+
+/// A whole model.
+#[derive(Debug, Clone)]
+pub struct Model {
+    /// snake_case name (module name).
+    pub name: String,
+    /// CamelCase name (type name).
+    pub type_name: String,
+    /// The precision the model was generated for.
+    pub precision: Precision,
+    /// Activation quantization.
+    pub act_quant: ActQuantSpec,
+    /// Kernels to pack weights for and dispatch among.
+    pub kernels: Vec<String>,
+    /// The ops.
+    pub body: Body,
+}
+
+/// The preset-specific part of a model.
+#[derive(Debug, Clone)]
+pub enum Body {
+    /// A stack of linear layers.
+    Mlp {
+        /// Input width.
+        input_size: usize,
+        /// Layers in order.
+        layers: Vec<Linear>,
+    },
+}
+
+impl Model {
+    /// Every linear layer, in order.
+    pub fn linears(&self) -> Vec<&Linear> {
+        match &self.body {
+            Body::Mlp { layers, .. } => layers.iter().collect(),
+        }
+    }
+}
+
+/// `digits_v2` -> `DigitsV2`.
+///
+/// ```
+/// assert_eq!(dynq_build::ir::camel_case("all_minilm_l6"), "AllMinilmL6");
+/// ```
+pub fn camel_case(snake: &str) -> String {
+    snake
+        .split('_')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let mut c = p.chars();
+            c.next().map_or(String::new(), |f| {
+                f.to_ascii_uppercase().to_string() + c.as_str()
+            })
+        })
+        .collect()
+}
+
+/// A Rust identifier for a tensor prefix: `encoder.layer.0` -> `encoder_layer_0`.
+///
+/// ```
+/// assert_eq!(dynq_build::ir::ident_for("net.0"), "net_0");
+/// assert_eq!(dynq_build::ir::ident_for("0.Fc"), "t_0_fc");
+/// ```
+pub fn ident_for(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if !s.starts_with(|c: char| c.is_ascii_lowercase()) {
+        s.insert_str(0, "t_");
+    }
+    s
+}

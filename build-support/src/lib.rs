@@ -1,0 +1,327 @@
+//! `dynq-build`: turns a TOML model description and its safetensors weights into a specialized
+//! Rust forward function with INT8 weights and dynamically quantized activations.
+//!
+//! The pipeline, one module per stage:
+//! [`spec`] (TOML) -> [`weights`] (safetensors) -> [`ir`] via [`presets`] -> [`quantize`] ->
+//! [`pack`] -> [`blob`] + [`codegen`].
+//!
+//! Three front ends share it: the `dynq_model!` macro (crate `dynq-macros`, through
+//! [`cache::expand_cached`]), build scripts through [`Config`], and the `dynq` command-line tool.
+//!
+//! # From build.rs
+//!
+//! ```no_run
+//! // build.rs
+//! fn main() {
+//!     dynq_build::Config::new()
+//!         .compile("models/digits.toml")
+//!         .unwrap_or_else(|e| panic!("{e}"));
+//! }
+//! ```
+//! and in the crate: `include!(concat!(env!("OUT_DIR"), "/digits.rs"));`, which defines the
+//! module `digits` and re-exports the model type `Digits`.
+#![warn(missing_docs)]
+
+pub mod blob;
+pub mod cache;
+pub mod codegen;
+mod error;
+pub mod ir;
+pub mod pack;
+pub mod presets;
+pub mod quantize;
+pub mod spec;
+pub mod standalone;
+pub mod weights;
+
+use std::path::{Path, PathBuf};
+
+pub use codegen::BlobRef;
+pub use error::{Error, Result};
+pub use ir::Precision;
+
+use codegen::LinearSections;
+use ir::{LayerPrecision, Model};
+use spec::SpecFile;
+use weights::Weights;
+
+/// Options of one generation.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Options {
+    /// INT8 (default) or the f32 reference.
+    pub precision: Precision,
+    /// Overrides `model.name` (a snake_case identifier). Without it an f32 build is named
+    /// `<name>_f32`, so both builds of one model can live side by side.
+    pub name: Option<String>,
+    /// Target architecture (`x86_64`, `aarch64`, ...) whose kernels get packed weights when the
+    /// TOML has no `[target] kernels`; `None` means the host's.
+    pub target_arch: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            precision: Precision::Int8,
+            name: None,
+            target_arch: None,
+        }
+    }
+}
+
+/// The result of a generation.
+#[derive(Debug, Clone)]
+pub struct Generated {
+    /// The generated model's module name (the file stem of `code` and `blob`).
+    pub name: String,
+    /// The model type's name.
+    pub type_name: String,
+    /// Formatted Rust source.
+    pub code: String,
+    /// The weight blob.
+    pub blob: blob::FinishedBlob,
+    /// The IR, for summaries and reports.
+    pub model: Model,
+}
+
+/// The kernels to pack for: the TOML's `[target] kernels`, or every kernel of the architecture.
+fn resolve_kernels(spec: &SpecFile, target_arch: Option<&str>) -> Vec<String> {
+    if let Some(k) = &spec.spec.target.kernels {
+        let mut v: Vec<String> = k.iter().map(|s| s.get_ref().clone()).collect();
+        if !v.iter().any(|k| k == "scalar") {
+            v.push("scalar".into());
+        }
+        return v;
+    }
+    let arch = target_arch.unwrap_or(std::env::consts::ARCH);
+    let list: &[&str] = match arch {
+        "x86_64" => &["avx512vnni", "avxvnni", "avx2", "scalar"],
+        "aarch64" => &["neon_i8mm", "neon_dot", "scalar"],
+        _ => &["scalar"],
+    };
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// Reads, checks, quantizes, packs and generates; writes nothing.
+///
+/// `blob` says how the generated code will reach the blob file once the caller has written it.
+pub fn generate(
+    spec_path: &Path,
+    options: &Options,
+    blob: impl FnOnce(&str) -> BlobRef,
+) -> Result<Generated> {
+    let spec = SpecFile::load(spec_path)?;
+    let weights = Weights::open(&spec.weights_path())?;
+    generate_from(&spec, &weights, options, blob)
+}
+
+/// The name a generation will use: the override, or `model.name` (+ `_f32` for f32).
+pub fn output_name(spec: &SpecFile, options: &Options) -> Result<String> {
+    match &options.name {
+        Some(n) => {
+            let ok = n.starts_with(|c: char| c.is_ascii_lowercase())
+                && n.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if ok {
+                Ok(n.clone())
+            } else {
+                Err(Error::Options(format!(
+                    "name: expected a snake_case Rust identifier such as `digits_f32`, found {n:?}"
+                )))
+            }
+        }
+        None => {
+            let base = spec.spec.model.name.get_ref();
+            Ok(match options.precision {
+                Precision::Int8 => base.clone(),
+                Precision::F32 => format!("{base}_f32"),
+            })
+        }
+    }
+}
+
+/// [`generate`] over an already loaded description and weights.
+pub fn generate_from(
+    spec: &SpecFile,
+    weights: &Weights,
+    options: &Options,
+    blob: impl FnOnce(&str) -> BlobRef,
+) -> Result<Generated> {
+    let kernels = resolve_kernels(spec, options.target_arch.as_deref());
+    let mut model = presets::expand(spec, weights, options.precision, kernels)?;
+    model.name = output_name(spec, options)?;
+    model.type_name = ir::camel_case(&model.name);
+    let layouts = pack::Layout::for_kernels(&model.kernels);
+
+    let mut writer = blob::BlobWriter::default();
+    // Section indices per layer; offsets are known only once the writer finishes.
+    let mut pending = Vec::new();
+    for l in model.linears() {
+        let (n, k) = (l.out_features, l.in_features);
+        let bias = l.bias.as_ref().map(|b| writer.f32s(&b.name, &[n], &b.data));
+        match l.precision {
+            LayerPrecision::Int8(granularity) => {
+                if k > quantize::MAX_K {
+                    return Err(Error::Tensor {
+                        file: weights.path().to_path_buf(),
+                        tensor: l.weight.name.clone(),
+                        message: format!(
+                            "input width {k} exceeds {}, the largest whose int32 sums cannot overflow; keep it f32",
+                            quantize::MAX_K
+                        ),
+                    });
+                }
+                let q = quantize::quantize_weights(&l.weight.data, n, k, granularity);
+                let name = &l.weight.name;
+                let packed: Vec<usize> = layouts
+                    .iter()
+                    .map(|&layout| {
+                        writer.i8s(
+                            &format!("{name}:{layout:?}"),
+                            &[n, k],
+                            &pack::pack(&q, layout),
+                        )
+                    })
+                    .collect();
+                let weight = packed[0];
+                let scales = writer.f32s(&format!("{name}:scales"), &[n], &q.scales);
+                let col_sums = writer.i32s(&format!("{name}:col_sums"), &[n], &q.col_sums);
+                pending.push((Some((weight, scales, col_sums, q.stats)), None, bias));
+            }
+            LayerPrecision::F32 => {
+                let weight = writer.f32s(&l.weight.name, &[n, k], &l.weight.data);
+                pending.push((None, Some(weight), bias));
+            }
+        }
+    }
+    let finished = writer.finish();
+    let s = &finished.sections;
+    let linears = pending
+        .into_iter()
+        .map(|(q, f, bias)| match (q, f) {
+            (Some((w, sc, cs, stats)), _) => LinearSections::Int8 {
+                weight: s[w],
+                scales: s[sc],
+                col_sums: s[cs],
+                bias: bias.map(|b| s[b]),
+                stats,
+            },
+            (None, Some(w)) => LinearSections::F32 {
+                weight: s[w],
+                bias: bias.map(|b| s[b]),
+            },
+            (None, None) => unreachable!("every layer is int8 or f32"),
+        })
+        .collect();
+    let layout = codegen::Layout {
+        blob: blob(&model.name),
+        blob_id: finished.id.clone(),
+        blob_len: finished.bytes.len(),
+        linears,
+    };
+    let code = codegen::format_file(codegen::generate(&model, &layout), &model.name)?;
+    Ok(Generated {
+        name: model.name.clone(),
+        type_name: model.type_name.clone(),
+        code,
+        blob: finished,
+        model,
+    })
+}
+
+/// Writes `contents` to `path` unless it already holds exactly that (prost's habit: unchanged
+/// files keep their mtime, so nothing downstream rebuilds). Writes through a temporary file and
+/// a rename, so a concurrent reader never sees half a file.
+pub fn write_if_changed(path: &Path, contents: &[u8]) -> Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == contents) {
+        return Ok(());
+    }
+    let tmp = path.with_extension(format!(
+        "{}.tmp{}",
+        path.extension().and_then(|e| e.to_str()).unwrap_or(""),
+        std::process::id()
+    ));
+    std::fs::write(&tmp, contents).map_err(|e| Error::io(&tmp, "cannot write", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "cannot write", e))
+}
+
+/// Build-script front end, in the spirit of `prost_build::Config`.
+///
+/// ```no_run
+/// // build.rs
+/// dynq_build::Config::new()
+///     .precision(dynq_build::Precision::F32)
+///     .compile("models/digits.toml")
+///     .unwrap_or_else(|e| panic!("{e}"));
+/// // lib.rs: include!(concat!(env!("OUT_DIR"), "/digits_f32.rs"));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct Config {
+    options: Options,
+    out_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Default options: INT8, the TOML's name, output in `OUT_DIR`.
+    pub fn new() -> Self {
+        Config::default()
+    }
+
+    /// Chooses INT8 or the f32 reference.
+    pub fn precision(&mut self, precision: Precision) -> &mut Self {
+        self.options.precision = precision;
+        self
+    }
+
+    /// Overrides the generated module name (and so the file names and the type name).
+    pub fn name(&mut self, name: impl Into<String>) -> &mut Self {
+        self.options.name = Some(name.into());
+        self
+    }
+
+    /// Writes into `dir` instead of `OUT_DIR`; the generated code then includes the blob by a
+    /// path relative to itself.
+    pub fn out_dir(&mut self, dir: impl Into<PathBuf>) -> &mut Self {
+        self.out_dir = Some(dir.into());
+        self
+    }
+
+    /// Generates `<name>.rs` and `<name>.blob` for the model described by `toml`; returns the
+    /// path of the `.rs` file. In a build script it also prints the `rerun-if-changed` lines
+    /// and targets `CARGO_CFG_TARGET_ARCH`, not the host.
+    pub fn compile(&self, toml: impl AsRef<Path>) -> Result<PathBuf> {
+        let toml = toml.as_ref();
+        let in_build_script = std::env::var_os("OUT_DIR").is_some() && self.out_dir.is_none();
+        let dir = match (&self.out_dir, std::env::var_os("OUT_DIR")) {
+            (Some(d), _) => d.clone(),
+            (None, Some(d)) => PathBuf::from(d),
+            (None, None) => return Err(Error::Options(
+                "OUT_DIR is not set: call Config::compile from build.rs, or set Config::out_dir"
+                    .into(),
+            )),
+        };
+        let spec = SpecFile::load(toml)?;
+        let weights_path = spec.weights_path();
+        if in_build_script {
+            println!("cargo:rerun-if-changed={}", toml.display());
+            println!("cargo:rerun-if-changed={}", weights_path.display());
+        }
+        let weights = Weights::open(&weights_path)?;
+        let mut options = self.options.clone();
+        if options.target_arch.is_none() {
+            options.target_arch = std::env::var("CARGO_CFG_TARGET_ARCH").ok();
+        }
+        let g = generate_from(&spec, &weights, &options, |name| {
+            let file = format!("{name}.blob");
+            if in_build_script {
+                BlobRef::OutDir(file)
+            } else {
+                BlobRef::Relative(file)
+            }
+        })?;
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "cannot create directory", e))?;
+        write_if_changed(&dir.join(format!("{}.blob", g.name)), &g.blob.bytes)?;
+        let rs = dir.join(format!("{}.rs", g.name));
+        write_if_changed(&rs, g.code.as_bytes())?;
+        Ok(rs)
+    }
+}

@@ -1,0 +1,97 @@
+//! `preset = "mlp"`: a stack of linear layers.
+
+use std::collections::BTreeSet;
+
+use crate::error::Result;
+use crate::ir::{ident_for, Body, LayerPrecision, Linear, Precision};
+use crate::spec::SpecFile;
+use crate::weights::Weights;
+
+pub(super) fn expand(spec: &SpecFile, weights: &Weights, precision: Precision) -> Result<Body> {
+    let s = &spec.spec;
+    let mlp = s.mlp.as_ref().expect("validated by spec").get_ref();
+    let input_size = *mlp.input_size.get_ref();
+    let keep = &s.quantize.keep_f32;
+    let mut used_keep = vec![false; keep.len()];
+    let mut idents = BTreeSet::new();
+    let mut width = input_size;
+    let mut layers = Vec::new();
+    for (i, layer) in mlp.layers.get_ref().iter().enumerate() {
+        let l = layer.get_ref();
+        let wname = format!("{}.weight", l.tensor);
+        let shape = weights.shape(&wname);
+        // The output width comes from the tensor; its input width must chain.
+        let out = match shape.as_deref() {
+            Some([out, _]) => *out,
+            _ => 0,
+        };
+        let weight = weights.get(&wname, &[out.max(1), width]).map_err(|e| match shape {
+            Some(ref sh) if sh.len() != 2 || sh[1] != width => crate::Error::Tensor {
+                file: weights.path().to_path_buf(),
+                tensor: wname.clone(),
+                message: format!(
+                    "expected shape [out, {width}] (layer {i} of [mlp] layers, fed by {}), found {sh:?}",
+                    if i == 0 { "mlp.input_size".to_string() } else { format!("layer {}", i - 1) }
+                ),
+            },
+            _ => e,
+        })?;
+        let bias = if l.bias {
+            Some(weights.get(&format!("{}.bias", l.tensor), &[out]).map_err(|e| match e {
+                crate::Error::Tensor { file, tensor, message } if message.starts_with("not found") => {
+                    crate::Error::Tensor {
+                        file,
+                        tensor,
+                        message: format!("{message} (set `bias = false` on layer {i} for a layer without bias)"),
+                    }
+                }
+                e => e,
+            })?)
+        } else {
+            None
+        };
+        let mut kept = false;
+        for (k, used) in keep.iter().zip(used_keep.iter_mut()) {
+            if l.tensor == *k.get_ref() || l.tensor.starts_with(&format!("{}.", k.get_ref())) {
+                kept = true;
+                *used = true;
+            }
+        }
+        let mut ident = ident_for(&l.tensor);
+        if !idents.insert(ident.clone()) {
+            ident = format!("{ident}_{i}");
+            idents.insert(ident.clone());
+        }
+        layers.push(Linear {
+            name: l.tensor.clone(),
+            ident,
+            in_features: width,
+            out_features: out,
+            weight,
+            bias,
+            activation: l.activation,
+            precision: if kept || precision == Precision::F32 {
+                LayerPrecision::F32
+            } else {
+                LayerPrecision::Int8(s.quantize.weights)
+            },
+        });
+        width = out;
+    }
+    if let Some(pos) = used_keep.iter().position(|u| !u) {
+        let k = &keep[pos];
+        return Err(spec.error(
+            k.span(),
+            format!(
+                "key `quantize.keep_f32`: {:?} matches no layer; layers are {}",
+                k.get_ref(),
+                layers
+                    .iter()
+                    .map(|l| l.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    Ok(Body::Mlp { input_size, layers })
+}

@@ -1,0 +1,434 @@
+//! The TOML model description: parsing, defaults and validation that needs no weights.
+//!
+//! Every error carries the file, line and column of the key at fault.
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::error::{Error, Result};
+
+/// A parsed model description.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// `[model]`: name, preset, weights.
+    pub model: ModelSection,
+    /// `[mlp]`: the layer list for `preset = "mlp"`.
+    #[serde(default)]
+    pub mlp: Option<Spanned<MlpSection>>,
+    /// `[quantize]`: every key optional.
+    #[serde(default)]
+    pub quantize: QuantizeSection,
+    /// `[target]`: which kernels to pack weights for.
+    #[serde(default)]
+    pub target: TargetSection,
+}
+
+/// `[model]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    /// A Rust identifier in snake_case; names the generated items.
+    pub name: Spanned<String>,
+    /// Which architecture the description follows.
+    pub preset: Spanned<Preset>,
+    /// The safetensors file, relative to the TOML file.
+    pub weights: Spanned<String>,
+}
+
+/// The architectures dynq can generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// A stack of linear layers with activations.
+    Mlp,
+}
+
+/// `[mlp]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlpSection {
+    /// Width of the input rows.
+    pub input_size: Spanned<usize>,
+    /// The layers, in order.
+    pub layers: Spanned<Vec<Spanned<LayerSpec>>>,
+}
+
+/// One linear layer of an MLP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerSpec {
+    /// Tensor prefix: the layer reads `<tensor>.weight` `[out, in]` and `<tensor>.bias` `[out]`.
+    pub tensor: String,
+    /// Activation after the layer.
+    #[serde(default)]
+    pub activation: ActivationSpec,
+    /// Whether the layer has a bias tensor (default true).
+    #[serde(default = "yes")]
+    pub bias: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Activation names accepted in the TOML.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationSpec {
+    /// Identity.
+    #[default]
+    None,
+    /// `max(x, 0)`.
+    Relu,
+    /// Exact (erf) GELU.
+    Gelu,
+    /// Tanh-approximated GELU.
+    GeluTanh,
+    /// Hyperbolic tangent.
+    Tanh,
+    /// Logistic sigmoid.
+    Sigmoid,
+}
+
+/// Weight quantization granularity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightGranularity {
+    /// One scale per output channel.
+    #[default]
+    PerChannel,
+    /// One scale for the whole matrix.
+    PerTensor,
+}
+
+/// Activation quantization granularity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationGranularity {
+    /// One scale (and zero point) per row.
+    #[default]
+    PerToken,
+    /// One scale (and zero point) per matrix.
+    PerTensor,
+}
+
+/// Activation quantization scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum SchemeSpec {
+    /// int8, zero point 0.
+    #[default]
+    Symmetric,
+    /// uint8 with a zero point.
+    Asymmetric,
+}
+
+/// `[quantize]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuantizeSection {
+    /// Weight granularity.
+    #[serde(default)]
+    pub weights: WeightGranularity,
+    /// Activation granularity.
+    #[serde(default)]
+    pub activations: ActivationGranularity,
+    /// Activation scheme.
+    #[serde(default)]
+    pub scheme: SchemeSpec,
+    /// Tensor names (or prefixes) of layers left in f32.
+    #[serde(default)]
+    pub keep_f32: Vec<Spanned<String>>,
+}
+
+/// `[target]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetSection {
+    /// Kernels to pack weights for; default: every kernel of the target architecture.
+    #[serde(default)]
+    pub kernels: Option<Vec<Spanned<String>>>,
+}
+
+/// A parsed description together with where it came from, for error messages.
+#[derive(Debug, Clone)]
+pub struct SpecFile {
+    /// The TOML file.
+    pub path: PathBuf,
+    /// Its text.
+    pub source: String,
+    /// The parsed description.
+    pub spec: Spec,
+}
+
+/// Kernel names accepted in `[target] kernels`.
+pub const KERNEL_NAMES: [&str; 6] = [
+    "scalar",
+    "avx2",
+    "avx512vnni",
+    "avxvnni",
+    "neon_dot",
+    "neon_i8mm",
+];
+
+impl SpecFile {
+    /// Reads and parses a TOML description.
+    pub fn load(path: &Path) -> Result<Self> {
+        let source =
+            std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read", e))?;
+        Self::parse(path, source)
+    }
+
+    /// Parses TOML text; `path` is used for error messages and to resolve relative paths.
+    ///
+    /// ```
+    /// use dynq_build::spec::SpecFile;
+    /// let toml = "[model]\nname = \"m\"\npreset = \"mlp\"\nweights = \"m.safetensors\"\n\n[mlp]\ninput_size = 4\nlayers = [{ tensor = \"fc\" }]\n";
+    /// let spec = SpecFile::parse("m.toml".as_ref(), toml.into()).unwrap();
+    /// assert_eq!(spec.spec.model.name.get_ref(), "m");
+    /// let bad = SpecFile::parse("m.toml".as_ref(), toml.replace("input_size", "inputs")).unwrap_err();
+    /// assert!(bad.to_string().starts_with("m.toml:7:1: unknown field `inputs`"), "{bad}");
+    /// ```
+    pub fn parse(path: &Path, source: String) -> Result<Self> {
+        let spec: Spec = match toml::from_str(&source) {
+            Ok(s) => s,
+            Err(e) => {
+                let span = e.span().unwrap_or(0..0);
+                let mut message = e.message().trim().to_string();
+                if let Some(key) = key_before(&source, span.start) {
+                    if !message.contains(&format!("`{key}`")) {
+                        message = format!("key `{key}`: {message}");
+                    }
+                }
+                return Err(error_at(path, &source, span, message));
+            }
+        };
+        let file = SpecFile {
+            path: path.to_path_buf(),
+            source,
+            spec,
+        };
+        file.validate()?;
+        Ok(file)
+    }
+
+    /// An error located at `span` of this file.
+    pub fn error(&self, span: Range<usize>, message: impl Into<String>) -> Error {
+        error_at(&self.path, &self.source, span, message.into())
+    }
+
+    /// The directory relative paths are resolved against.
+    pub fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or(Path::new(""))
+    }
+
+    /// The weights file, resolved against the TOML file's directory.
+    pub fn weights_path(&self) -> PathBuf {
+        self.dir().join(self.spec.model.weights.get_ref())
+    }
+
+    fn validate(&self) -> Result<()> {
+        let m = &self.spec.model;
+        let name = m.name.get_ref();
+        if !is_snake_identifier(name) {
+            return Err(self.error(
+                m.name.span(),
+                format!("key `model.name`: expected a snake_case Rust identifier such as `digits`, found {name:?}"),
+            ));
+        }
+        match m.preset.get_ref() {
+            Preset::Mlp => {
+                let Some(mlp) = &self.spec.mlp else {
+                    return Err(self.error(
+                        m.preset.span(),
+                        "key `model.preset`: preset \"mlp\" needs an [mlp] section with `input_size` and `layers`",
+                    ));
+                };
+                let mlp = mlp.get_ref();
+                if *mlp.input_size.get_ref() == 0 {
+                    return Err(self.error(
+                        mlp.input_size.span(),
+                        "key `mlp.input_size`: expected a positive width, found 0",
+                    ));
+                }
+                if mlp.layers.get_ref().is_empty() {
+                    return Err(self.error(
+                        mlp.layers.span(),
+                        "key `mlp.layers`: expected at least one layer, found none",
+                    ));
+                }
+                for layer in mlp.layers.get_ref() {
+                    if layer.get_ref().tensor.is_empty() {
+                        return Err(self.error(
+                            layer.span(),
+                            "key `mlp.layers.tensor`: expected a tensor name prefix, found \"\"",
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(kernels) = &self.spec.target.kernels {
+            for k in kernels {
+                if !KERNEL_NAMES.contains(&k.get_ref().as_str()) {
+                    return Err(self.error(
+                        k.span(),
+                        format!(
+                            "key `target.kernels`: unknown kernel {:?}, expected one of {}",
+                            k.get_ref(),
+                            KERNEL_NAMES.join(", ")
+                        ),
+                    ));
+                }
+            }
+            if kernels.is_empty() {
+                return Err(self.error(
+                    0..0,
+                    "key `target.kernels`: expected at least one kernel, found none",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `s` is a snake_case identifier usable as a Rust module name.
+fn is_snake_identifier(s: &str) -> bool {
+    const KEYWORDS: [&str; 40] = [
+        "as", "break", "const", "continue", "crate", "else", "enum", "extern", "false", "fn",
+        "for", "if", "impl", "in", "let", "loop", "match", "mod", "move", "mut", "pub", "ref",
+        "return", "self", "static", "struct", "super", "trait", "true", "type", "unsafe", "use",
+        "where", "while", "async", "await", "dyn", "abstract", "gen", "try",
+    ];
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !KEYWORDS.contains(&s)
+}
+
+/// The key whose value starts at `offset` (`activation` in `{ activation = "swish" }`), for
+/// serde's messages about values, which do not name the key.
+fn key_before(source: &str, offset: usize) -> Option<&str> {
+    let line_start = source[..offset.min(source.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
+    let before = source[line_start..offset.min(source.len())].trim_end();
+    let before = before.strip_suffix('=')?.trim_end();
+    let start = before
+        .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '-'))
+        .map_or(0, |i| i + 1);
+    let key = &before[start..];
+    (!key.is_empty()).then_some(key)
+}
+
+fn error_at(path: &Path, source: &str, span: Range<usize>, message: String) -> Error {
+    let start = span.start.min(source.len());
+    let before = &source[..start];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    Error::Spec {
+        file: path.to_path_buf(),
+        line,
+        column,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"[model]
+name = "digits"
+preset = "mlp"
+weights = "digits.safetensors"
+
+[mlp]
+input_size = 64
+layers = [
+  { tensor = "net.0", activation = "relu" },
+  { tensor = "net.2" },
+]
+"#;
+
+    fn parse(s: &str) -> Result<SpecFile> {
+        SpecFile::parse(Path::new("dir/digits.toml"), s.to_string())
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let f = parse(GOOD).unwrap();
+        let q = &f.spec.quantize;
+        assert_eq!(q.weights, WeightGranularity::PerChannel);
+        assert_eq!(q.activations, ActivationGranularity::PerToken);
+        assert_eq!(q.scheme, SchemeSpec::Symmetric);
+        assert!(q.keep_f32.is_empty());
+        assert_eq!(f.weights_path(), Path::new("dir/digits.safetensors"));
+        let layers = f.spec.mlp.as_ref().unwrap().get_ref().layers.get_ref();
+        assert_eq!(layers[1].get_ref().activation, ActivationSpec::None);
+        assert!(layers[1].get_ref().bias);
+    }
+
+    #[test]
+    fn syntax_error_names_line_and_column() {
+        let e = parse(&GOOD.replace("input_size = 64", "input_size = = 64")).unwrap_err();
+        assert!(e.to_string().starts_with("dir/digits.toml:7:14: "), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let e = parse(&GOOD.replace("[mlp]", "[mlp]\nhidden = 3")).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "dir/digits.toml:7:1: unknown field `hidden`, expected `input_size` or `layers`"
+        );
+    }
+
+    #[test]
+    fn unknown_activation_is_an_error() {
+        let e = parse(&GOOD.replace("\"relu\"", "\"swish\"")).unwrap_err();
+        let s = e.to_string();
+        assert!(s.starts_with("dir/digits.toml:9:"), "{s}");
+        assert!(s.contains("unknown variant `swish`"), "{s}");
+    }
+
+    #[test]
+    fn wrong_type_is_an_error() {
+        let e = parse(&GOOD.replace("input_size = 64", "input_size = \"64\"")).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("dir/digits.toml:7:14: key `input_size`: invalid type"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_section_is_an_error() {
+        let cut = GOOD.split("[mlp]").next().unwrap();
+        let e = parse(cut).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "dir/digits.toml:3:10: key `model.preset`: preset \"mlp\" needs an [mlp] section with `input_size` and `layers`"
+        );
+    }
+
+    #[test]
+    fn bad_name_is_an_error() {
+        let e = parse(&GOOD.replace("\"digits\"", "\"Digits-2\"")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("key `model.name`: expected a snake_case Rust identifier"),
+            "{e}"
+        );
+        assert!(parse(&GOOD.replace("\"digits\"", "\"type\"")).is_err());
+    }
+
+    #[test]
+    fn unknown_kernel_is_an_error() {
+        let e = parse(&format!("{GOOD}\n[target]\nkernels = [\"sse9\"]\n")).unwrap_err();
+        assert!(e.to_string().contains("unknown kernel \"sse9\""), "{e}");
+    }
+}

@@ -1,0 +1,219 @@
+//! Safetensors weights: memory-mapped, validated, read as f32 whatever their stored dtype.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
+
+use crate::error::{Error, Result};
+
+/// An open, validated safetensors file.
+///
+/// ```no_run
+/// let w = dynq_build::weights::Weights::open("model.safetensors".as_ref()).unwrap();
+/// let t = w.get("net.0.weight", &[32, 64]).unwrap();
+/// assert_eq!(t.data.len(), 32 * 64);
+/// ```
+#[derive(Debug)]
+pub struct Weights {
+    path: PathBuf,
+    map: Mmap,
+}
+
+/// A tensor read as f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    /// Its name in the file.
+    pub name: String,
+    /// Its shape.
+    pub shape: Vec<usize>,
+    /// Its values, row-major.
+    pub data: Vec<f32>,
+}
+
+fn describe(e: &SafeTensorError) -> String {
+    match e {
+        SafeTensorError::HeaderTooSmall => {
+            "the header is too small to be a safetensors file".into()
+        }
+        SafeTensorError::HeaderTooLarge => {
+            "the header length is larger than safetensors allows".into()
+        }
+        SafeTensorError::InvalidHeaderLength => "the header length exceeds the file size".into(),
+        SafeTensorError::InvalidHeader(_) => "the header is not valid UTF-8".into(),
+        SafeTensorError::InvalidHeaderDeserialization(m) => {
+            format!("the header is not valid safetensors JSON: {m}")
+        }
+        SafeTensorError::MetadataIncompleteBuffer => {
+            "the tensor data in the header does not cover the file exactly (truncated file?)".into()
+        }
+        SafeTensorError::InvalidOffset(name) => {
+            format!("tensor `{name}`: its data offsets overlap another tensor or leave a gap")
+        }
+        SafeTensorError::ValidationOverflow => "a tensor's shape or offsets overflow".into(),
+        SafeTensorError::TensorInvalidInfo => {
+            "a tensor's byte length does not match its shape and dtype".into()
+        }
+        other => other.to_string(),
+    }
+}
+
+impl Weights {
+    /// Opens and validates a safetensors file (header, offsets, sizes); reads no tensor yet.
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, "cannot open weights", e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| Error::io(path, "cannot read metadata of weights", e))?
+            .len();
+        let bad = |message: String| Error::Weights {
+            file: path.to_path_buf(),
+            message,
+        };
+        if len < 8 {
+            return Err(bad(format!(
+                "not a safetensors file: expected at least 8 bytes (the header length), found {len}"
+            )));
+        }
+        let map = map_file(&file).map_err(|e| Error::io(path, "cannot map weights", e))?;
+        let header_len = u64::from_le_bytes(map[..8].try_into().expect("8 bytes"));
+        if header_len > len - 8 {
+            return Err(bad(format!(
+                "truncated safetensors file: the header claims {header_len} bytes but only {} follow the length prefix",
+                len - 8
+            )));
+        }
+        SafeTensors::deserialize(&map).map_err(|e| bad(describe(&e)))?;
+        Ok(Weights {
+            path: path.to_path_buf(),
+            map,
+        })
+    }
+
+    /// The file these weights came from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The raw file bytes (for content hashing).
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    fn tensors(&self) -> SafeTensors<'_> {
+        SafeTensors::deserialize(&self.map).expect("validated in Weights::open")
+    }
+
+    /// Names of all tensors, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .tensors()
+            .names()
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Whether the file holds a tensor of this name.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors().tensor(name).is_ok()
+    }
+
+    fn tensor_error(&self, tensor: &str, message: String) -> Error {
+        Error::Tensor {
+            file: self.path.clone(),
+            tensor: tensor.to_string(),
+            message,
+        }
+    }
+
+    /// Reads tensor `name` as f32, checking its shape and that every value is finite.
+    pub fn get(&self, name: &str, expected_shape: &[usize]) -> Result<Tensor> {
+        let tensors = self.tensors();
+        let view = tensors.tensor(name).map_err(|_| {
+            let names = self.names();
+            let prefix = name.rsplit_once('.').map_or("", |(p, _)| p);
+            let near: Vec<&str> = names
+                .iter()
+                .map(String::as_str)
+                .filter(|n| !prefix.is_empty() && n.starts_with(prefix))
+                .take(8)
+                .collect();
+            let hint = if near.is_empty() {
+                format!(
+                    "the file has {} tensors: {}{}",
+                    names.len(),
+                    names.iter().take(8).cloned().collect::<Vec<_>>().join(", "),
+                    if names.len() > 8 { ", ..." } else { "" }
+                )
+            } else {
+                format!("tensors with prefix `{prefix}`: {}", near.join(", "))
+            };
+            self.tensor_error(name, format!("not found; {hint}"))
+        })?;
+        if view.shape() != expected_shape {
+            return Err(self.tensor_error(
+                name,
+                format!(
+                    "expected shape {expected_shape:?}, found {:?}",
+                    view.shape()
+                ),
+            ));
+        }
+        let bytes = view.data();
+        let data: Vec<f32> = match view.dtype() {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(self.tensor_error(
+                    name,
+                    format!("unsupported dtype {other:?}, expected F32, F16 or BF16"),
+                ))
+            }
+        };
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            let mut index = Vec::with_capacity(expected_shape.len());
+            let mut rest = i;
+            for &d in expected_shape.iter().rev() {
+                index.push(rest % d.max(1));
+                rest /= d.max(1);
+            }
+            index.reverse();
+            return Err(self.tensor_error(
+                name,
+                format!("non-finite value {} at index {index:?}", data[i]),
+            ));
+        }
+        Ok(Tensor {
+            name: name.to_string(),
+            shape: expected_shape.to_vec(),
+            data,
+        })
+    }
+
+    /// The shape of tensor `name`, if present.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensors().tensor(name).ok().map(|v| v.shape().to_vec())
+    }
+}
+
+fn map_file(file: &File) -> std::io::Result<Mmap> {
+    // The one `unsafe` of dynq-build: memmap2 cannot promise that no other process truncates
+    // or rewrites the file while it is mapped.
+    // SAFETY: the map is read-only and lives as long as `Weights`; the build reads a weights
+    // file that no one is expected to modify while it is being compiled.
+    unsafe { Mmap::map(file) }
+}

@@ -1,0 +1,216 @@
+//! Integer GEMM kernels behind one trait, and the detect-once dispatch.
+//!
+//! Each instruction set is a zero-sized marker type implementing [`Kernel`]. Layer code in
+//! [`crate::ops`] is generic over the marker, so one instantiation per (ISA, shape) is compiled
+//! and inlined. A marker for a SIMD instruction set can only be obtained from detection, so
+//! holding one proves the CPU has the features; [`Scalar`] is always available and is the
+//! reference every other kernel is tested against, bit for bit.
+
+use std::sync::OnceLock;
+
+use crate::ops::{Activation, F32Linear, QLinear};
+use crate::Error;
+
+mod scalar;
+pub use scalar::Scalar;
+
+/// Quantized activations entering an integer GEMM: `m` rows of `k` values.
+#[derive(Debug, Clone, Copy)]
+pub enum QuantizedRows<'a> {
+    /// Symmetric int8 with one scale per row.
+    S8 {
+        /// `m * k` values, row-major.
+        data: &'a [i8],
+        /// One scale per row.
+        scales: &'a [f32],
+    },
+    /// Asymmetric uint8 with one scale and zero point per row.
+    U8 {
+        /// `m * k` values, row-major.
+        data: &'a [u8],
+        /// One scale per row.
+        scales: &'a [f32],
+        /// One zero point per row.
+        zero_points: &'a [i32],
+    },
+}
+
+/// One instruction set's implementation of the integer and f32 matrix products.
+///
+/// `qgemm` computes, for every row `i` and output channel `j` of `w`,
+/// `out[i, j] = act(acc as f32 * (row_scale[i] * w.scales[j]) + bias[j])` with
+/// `acc = sum_k a[i, k] * w[j, k] - zero_point[i] * w.col_sums[j]` exact in i32 (the mul and
+/// the add are separate roundings, no FMA, so every kernel matches [`Scalar`] bit for bit).
+///
+/// ```
+/// use dynq_runtime::kernels::{Kernel, QuantizedRows, Scalar};
+/// use dynq_runtime::{Activation, QLinear};
+/// let w = QLinear { n: 1, k: 2, weight: &[3, -2], scales: &[0.5], col_sums: &[1], bias: Some(&[1.0]) };
+/// let a = QuantizedRows::S8 { data: &[10, 4], scales: &[0.25] };
+/// let mut out = [0.0];
+/// Scalar::new().qgemm(a, 1, &w, Activation::None, &mut out);
+/// assert_eq!(out, [(30.0 - 8.0) * 0.125 + 1.0]);
+/// ```
+pub trait Kernel: Copy + Send + Sync + 'static {
+    /// Which kernel this is.
+    const ID: KernelId;
+
+    /// Quantized activations (`m` rows of `w.k`) times int8 weights, dequantized into `out`
+    /// (`m * w.n`, row-major) with bias and activation fused.
+    fn qgemm(
+        self,
+        a: QuantizedRows<'_>,
+        m: usize,
+        w: &QLinear<'_>,
+        act: Activation,
+        out: &mut [f32],
+    );
+
+    /// f32 activations (`m` rows of `w.k`) times f32 weights plus bias and activation.
+    fn gemm_f32(self, x: &[f32], m: usize, w: &F32Linear<'_>, act: Activation, out: &mut [f32]);
+}
+
+/// The kernels dynq knows, in the spelling of `DYNQ_KERNEL` and the TOML `[target]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KernelId {
+    /// Portable Rust, the reference.
+    Scalar,
+    /// x86-64 AVX2 (`vpmaddubsw`).
+    Avx2,
+    /// x86-64 AVX-512 VNNI (`vpdpbusd` on zmm).
+    Avx512Vnni,
+    /// x86-64 AVX-VNNI (`vpdpbusd`, VEX on ymm).
+    AvxVnni,
+    /// AArch64 dot product (`sdot`).
+    NeonDot,
+    /// AArch64 int8 matrix multiply (`smmla`).
+    NeonI8mm,
+}
+
+impl KernelId {
+    /// Every kernel, best first within each architecture.
+    pub const ALL: [KernelId; 6] = [
+        KernelId::Avx512Vnni,
+        KernelId::AvxVnni,
+        KernelId::Avx2,
+        KernelId::NeonI8mm,
+        KernelId::NeonDot,
+        KernelId::Scalar,
+    ];
+
+    /// The name used by `DYNQ_KERNEL` and the TOML.
+    ///
+    /// ```
+    /// assert_eq!(dynq_runtime::KernelId::AvxVnni.name(), "avxvnni");
+    /// ```
+    pub const fn name(self) -> &'static str {
+        match self {
+            KernelId::Scalar => "scalar",
+            KernelId::Avx2 => "avx2",
+            KernelId::Avx512Vnni => "avx512vnni",
+            KernelId::AvxVnni => "avxvnni",
+            KernelId::NeonDot => "neon_dot",
+            KernelId::NeonI8mm => "neon_i8mm",
+        }
+    }
+
+    /// Parses a kernel name.
+    ///
+    /// ```
+    /// use dynq_runtime::KernelId;
+    /// assert_eq!(KernelId::from_name("neon_dot"), Some(KernelId::NeonDot));
+    /// assert_eq!(KernelId::from_name("sse"), None);
+    /// ```
+    pub fn from_name(name: &str) -> Option<KernelId> {
+        KernelId::ALL.into_iter().find(|k| k.name() == name)
+    }
+
+    /// Why this kernel cannot run in this process, or `None` if it can.
+    fn unavailable_reason(self) -> Option<String> {
+        match self {
+            KernelId::Scalar => None,
+            other => Some(format!(
+                "the {} kernel is not implemented in this build of dynq-runtime {}",
+                other.name(),
+                env!("CARGO_PKG_VERSION")
+            )),
+        }
+    }
+}
+
+/// Work generic over the kernel: generated forward functions implement it, and [`dispatch`]
+/// runs it with the kernel chosen for this CPU.
+///
+/// ```
+/// use dynq_runtime::{dispatch, Job, Kernel, KernelId};
+/// struct Name;
+/// impl Job for Name {
+///     type Output = &'static str;
+///     fn run<K: Kernel>(self, _kernel: K) -> &'static str { K::ID.name() }
+/// }
+/// assert!(dispatch(Name, &KernelId::ALL).is_ok());
+/// ```
+pub trait Job {
+    /// What the job returns.
+    type Output;
+    /// Runs the job with the given kernel.
+    fn run<K: Kernel>(self, kernel: K) -> Self::Output;
+}
+
+fn choose() -> Result<KernelId, Error> {
+    match std::env::var("DYNQ_KERNEL") {
+        Ok(name) if !name.is_empty() => {
+            let id = KernelId::from_name(&name).ok_or(Error::UnknownKernel(name))?;
+            match id.unavailable_reason() {
+                None => Ok(id),
+                Some(reason) => Err(Error::KernelUnavailable {
+                    name: id.name(),
+                    reason,
+                }),
+            }
+        }
+        _ => Ok(KernelId::ALL
+            .into_iter()
+            .find(|k| k.unavailable_reason().is_none())
+            .unwrap_or(KernelId::Scalar)),
+    }
+}
+
+/// The kernel this process runs: the best one the CPU supports, or the one pinned by the
+/// `DYNQ_KERNEL` environment variable. Detected once and cached.
+///
+/// ```
+/// let id = dynq_runtime::selected_kernel().unwrap();
+/// println!("running on {}", id.name());
+/// ```
+pub fn selected_kernel() -> Result<KernelId, Error> {
+    static SELECTED: OnceLock<Result<KernelId, Error>> = OnceLock::new();
+    SELECTED.get_or_init(choose).clone()
+}
+
+/// Runs `job` with the kernel selected for this process, restricted to the kernels the model
+/// was packed for (`enabled`).
+///
+/// When `DYNQ_KERNEL` pins a kernel the model was not packed for, this is an error; otherwise
+/// the best selected-or-lesser kernel the model carries is used.
+pub fn dispatch<J: Job>(job: J, enabled: &[KernelId]) -> Result<J::Output, Error> {
+    let selected = selected_kernel()?;
+    let pinned = std::env::var_os("DYNQ_KERNEL").is_some_and(|v| !v.is_empty());
+    let id = if enabled.contains(&selected) {
+        selected
+    } else if pinned {
+        return Err(Error::KernelUnavailable {
+            name: selected.name(),
+            reason: "the model was generated without this kernel (see [target] kernels)".into(),
+        });
+    } else {
+        KernelId::Scalar
+    };
+    match id {
+        KernelId::Scalar => Ok(job.run(Scalar::new())),
+        other => Err(Error::KernelUnavailable {
+            name: other.name(),
+            reason: "no entry point in this build".into(),
+        }),
+    }
+}

@@ -1,0 +1,137 @@
+//! Layer functions called by generated code, generic over the kernel and constant dimensions.
+
+use crate::kernels::{Kernel, QuantizedRows};
+use crate::quant::{quantize_rows_asymmetric, quantize_rows_symmetric, Granularity, Scheme};
+
+mod activation;
+pub use activation::{apply_activation, erf, gelu, gelu_tanh, sigmoid, Activation};
+
+/// A linear layer with int8 weights, as stored in the weight blob.
+///
+/// `weight` is `n` output channels of `k` values in the layout of the kernel that reads it
+/// (row-major `[n][k]` for [`crate::kernels::Scalar`]); `scales[j]` dequantizes channel `j`
+/// (all equal for per-tensor weights); `col_sums[j] = sum_k weight[j][k]` corrects for the
+/// activation zero point in the asymmetric scheme.
+///
+/// ```
+/// let w = dynq_runtime::QLinear { n: 2, k: 1, weight: &[1, -1], scales: &[0.1, 0.1],
+///     col_sums: &[1, -1], bias: None };
+/// assert_eq!(w.weight.len(), w.n * w.k);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct QLinear<'a> {
+    /// Output channels.
+    pub n: usize,
+    /// Input width.
+    pub k: usize,
+    /// Quantized weights in [-127, 127].
+    pub weight: &'a [i8],
+    /// Per-channel dequantization scales.
+    pub scales: &'a [f32],
+    /// Per-channel sums of the quantized weights.
+    pub col_sums: &'a [i32],
+    /// Optional bias, one per channel.
+    pub bias: Option<&'a [f32]>,
+}
+
+/// A linear layer kept in f32 (`keep_f32`, or the f32 reference build).
+///
+/// ```
+/// let w = dynq_runtime::F32Linear { n: 1, k: 2, weight: &[0.5, 0.25], bias: Some(&[1.0]) };
+/// assert_eq!(w.weight.len(), w.n * w.k);
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct F32Linear<'a> {
+    /// Output channels.
+    pub n: usize,
+    /// Input width.
+    pub k: usize,
+    /// Row-major `[n][k]` weights.
+    pub weight: &'a [f32],
+    /// Optional bias, one per channel.
+    pub bias: Option<&'a [f32]>,
+}
+
+/// How a quantized linear layer quantizes its input activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActQuant {
+    /// Per token or per tensor.
+    pub granularity: Granularity,
+    /// Symmetric int8 or asymmetric uint8.
+    pub scheme: Scheme,
+}
+
+/// `out = act(x W^T + b)` through the integer kernel: quantizes the `rows x K` input
+/// dynamically into the scratch buffers, runs the kernel's integer GEMM and its fused epilogue.
+///
+/// `K` and `N` are the layer's constant input and output widths.
+///
+/// ```
+/// use dynq_runtime::ops::{linear_q, ActQuant};
+/// use dynq_runtime::{kernels::Scalar, Activation, Granularity, QLinear, Scheme};
+/// let w = QLinear { n: 1, k: 2, weight: &[127, 127], scales: &[1.0 / 127.0], col_sums: &[254], bias: None };
+/// let aq = ActQuant { granularity: Granularity::PerToken, scheme: Scheme::Symmetric };
+/// let (mut q, mut s, mut z, mut out) = ([0i8; 2], [0f32; 1], [0i32; 1], [0f32; 1]);
+/// linear_q::<_, 2, 1>(Scalar::new(), &[1.0, 0.5], 1, &w, Activation::None, aq, &mut q, &mut s, &mut z, &mut out);
+/// assert!((out[0] - 1.5).abs() < 0.01);
+/// ```
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn linear_q<Kn: Kernel, const K: usize, const N: usize>(
+    kernel: Kn,
+    x: &[f32],
+    rows: usize,
+    w: &QLinear<'_>,
+    act: Activation,
+    aq: ActQuant,
+    quant: &mut [i8],
+    scales: &mut [f32],
+    zero_points: &mut [i32],
+    out: &mut [f32],
+) {
+    debug_assert_eq!((w.k, w.n), (K, N));
+    let (x, quant, out) = (&x[..rows * K], &mut quant[..rows * K], &mut out[..rows * N]);
+    let (scales, zero_points) = (&mut scales[..rows], &mut zero_points[..rows]);
+    match aq.scheme {
+        Scheme::Symmetric => {
+            quantize_rows_symmetric(x, rows, K, aq.granularity, quant, scales);
+            let a = QuantizedRows::S8 {
+                data: quant,
+                scales,
+            };
+            kernel.qgemm(a, rows, w, act, out);
+        }
+        Scheme::Asymmetric => {
+            let data: &mut [u8] = bytemuck::cast_slice_mut(quant);
+            quantize_rows_asymmetric(x, rows, K, aq.granularity, data, scales, zero_points);
+            let a = QuantizedRows::U8 {
+                data,
+                scales,
+                zero_points,
+            };
+            kernel.qgemm(a, rows, w, act, out);
+        }
+    }
+}
+
+/// `out = act(x W^T + b)` in f32.
+///
+/// ```
+/// use dynq_runtime::{kernels::Scalar, ops::linear_f32, Activation, F32Linear};
+/// let w = F32Linear { n: 1, k: 2, weight: &[0.5, 0.25], bias: Some(&[-1.0]) };
+/// let mut out = [0.0];
+/// linear_f32::<_, 2, 1>(Scalar::new(), &[2.0, 4.0], 1, &w, Activation::Relu, &mut out);
+/// assert_eq!(out, [1.0]);
+/// ```
+#[inline(always)]
+pub fn linear_f32<Kn: Kernel, const K: usize, const N: usize>(
+    kernel: Kn,
+    x: &[f32],
+    rows: usize,
+    w: &F32Linear<'_>,
+    act: Activation,
+    out: &mut [f32],
+) {
+    debug_assert_eq!((w.k, w.n), (K, N));
+    kernel.gemm_f32(&x[..rows * K], rows, w, act, &mut out[..rows * N]);
+}

@@ -1,0 +1,328 @@
+//! Dynamic activation quantization.
+//!
+//! Every activation matrix entering an integer GEMM is quantized from its live values: one scale
+//! (and zero point) per row ("per token") or one for the whole matrix ("per tensor").
+//!
+//! The arithmetic is fixed so that every kernel can reproduce it bit for bit:
+//! `q = clamp(round_half_even(x * inv_scale) + zero_point)`, with `inv_scale` computed once per
+//! row as `QMAX / range` and `scale = range / QMAX`.
+
+/// How many activation values share one scale.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Granularity {
+    /// One scale (and zero point) per row: rows of very different magnitude keep their precision.
+    PerToken,
+    /// One scale (and zero point) for the whole matrix, as ONNX Runtime and PyTorch do.
+    PerTensor,
+}
+
+/// The integer format of quantized activations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scheme {
+    /// int8 in [-127, 127], zero point 0.
+    Symmetric,
+    /// uint8 in [0, 255] with a zero point in [0, 255]; zero is represented exactly.
+    Asymmetric,
+}
+
+/// Scale and its reciprocal for symmetric int8 given the largest magnitude of the values.
+///
+/// A zero (or subnormal) range gets scale 1: every value then quantizes to 0 and nothing is
+/// divided by zero.
+///
+/// ```
+/// let (scale, inv) = dynq_runtime::quant::symmetric_params(2.54);
+/// assert!((scale - 0.02).abs() < 1e-7 && (inv - 50.0).abs() < 1e-4);
+/// assert_eq!(dynq_runtime::quant::symmetric_params(0.0), (1.0, 1.0));
+/// ```
+#[inline]
+pub fn symmetric_params(absmax: f32) -> (f32, f32) {
+    if absmax >= f32::MIN_POSITIVE {
+        (absmax / 127.0, 127.0 / absmax)
+    } else {
+        (1.0, 1.0)
+    }
+}
+
+/// Scale, reciprocal and zero point for asymmetric uint8 given the range of the values.
+///
+/// The range is widened to include 0 so that zero (padding, ReLU outputs) is exact.
+///
+/// ```
+/// let (scale, _inv, zp) = dynq_runtime::quant::asymmetric_params(-1.0, 3.0);
+/// assert!((scale - 4.0 / 255.0).abs() < 1e-7);
+/// assert_eq!(zp, 64);
+/// ```
+#[inline]
+pub fn asymmetric_params(min: f32, max: f32) -> (f32, f32, i32) {
+    let lo = min.min(0.0);
+    let hi = max.max(0.0);
+    let range = hi - lo;
+    if range >= f32::MIN_POSITIVE && range.is_finite() {
+        let inv = 255.0 / range;
+        let zp = (-lo * inv).round_ties_even().clamp(0.0, 255.0) as i32;
+        (range / 255.0, inv, zp)
+    } else {
+        (1.0, 1.0, 0)
+    }
+}
+
+#[inline]
+fn absmax(x: &[f32]) -> f32 {
+    x.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+}
+
+#[inline]
+fn min_max(x: &[f32]) -> (f32, f32) {
+    x.iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        })
+}
+
+#[inline]
+fn quantize_s8(x: &[f32], inv: f32, q: &mut [i8]) {
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+    }
+}
+
+#[inline]
+fn quantize_u8(x: &[f32], inv: f32, zp: i32, q: &mut [u8]) {
+    let zp = zp as f32;
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = ((v * inv).round_ties_even() + zp).clamp(0.0, 255.0) as u8;
+    }
+}
+
+/// Quantizes `rows` rows of width `k` to symmetric int8, writing one scale per row.
+///
+/// With [`Granularity::PerTensor`] every row gets the same scale.
+///
+/// ```
+/// use dynq_runtime::quant::{quantize_rows_symmetric, Granularity};
+/// let x = [1.0f32, -0.5, 100.0, 50.0];
+/// let (mut q, mut s) = ([0i8; 4], [0f32; 2]);
+/// quantize_rows_symmetric(&x, 2, 2, Granularity::PerTensor, &mut q, &mut s);
+/// assert_eq!(q, [1, -1, 127, 64]);
+/// assert_eq!(s[0], s[1]);
+/// ```
+pub fn quantize_rows_symmetric(
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    granularity: Granularity,
+    q: &mut [i8],
+    scales: &mut [f32],
+) {
+    let (x, q, scales) = (&x[..rows * k], &mut q[..rows * k], &mut scales[..rows]);
+    match granularity {
+        Granularity::PerToken => {
+            for ((xr, qr), s) in x.chunks_exact(k).zip(q.chunks_exact_mut(k)).zip(scales) {
+                let (scale, inv) = symmetric_params(absmax(xr));
+                quantize_s8(xr, inv, qr);
+                *s = scale;
+            }
+        }
+        Granularity::PerTensor => {
+            let (scale, inv) = symmetric_params(absmax(x));
+            quantize_s8(x, inv, q);
+            scales.fill(scale);
+        }
+    }
+}
+
+/// Quantizes `rows` rows of width `k` to asymmetric uint8 with one scale and zero point per row.
+///
+/// ```
+/// use dynq_runtime::quant::{quantize_rows_asymmetric, Granularity};
+/// let x = [0.0f32, 1.0, 2.0, 3.0];
+/// let (mut q, mut s, mut z) = ([0u8; 4], [0f32; 1], [0i32; 1]);
+/// quantize_rows_asymmetric(&x, 1, 4, Granularity::PerToken, &mut q, &mut s, &mut z);
+/// assert_eq!((q, z[0]), ([0, 85, 170, 255], 0));
+/// ```
+pub fn quantize_rows_asymmetric(
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    granularity: Granularity,
+    q: &mut [u8],
+    scales: &mut [f32],
+    zero_points: &mut [i32],
+) {
+    let (x, q) = (&x[..rows * k], &mut q[..rows * k]);
+    let (scales, zero_points) = (&mut scales[..rows], &mut zero_points[..rows]);
+    match granularity {
+        Granularity::PerToken => {
+            let rows_iter = x.chunks_exact(k).zip(q.chunks_exact_mut(k));
+            for ((xr, qr), (s, z)) in rows_iter.zip(scales.iter_mut().zip(zero_points)) {
+                let (lo, hi) = min_max(xr);
+                let (scale, inv, zp) = asymmetric_params(lo, hi);
+                quantize_u8(xr, inv, zp, qr);
+                (*s, *z) = (scale, zp);
+            }
+        }
+        Granularity::PerTensor => {
+            let (lo, hi) = min_max(x);
+            let (scale, inv, zp) = asymmetric_params(lo, hi);
+            quantize_u8(x, inv, zp, q);
+            scales.fill(scale);
+            zero_points.fill(zp);
+        }
+    }
+}
+
+/// Dequantizes symmetric int8 rows back to f32 (for tests and error reports).
+///
+/// ```
+/// let mut out = [0f32; 2];
+/// dynq_runtime::quant::dequantize_rows_symmetric(&[127, -64], 1, 2, &[0.5], &mut out);
+/// assert_eq!(out, [63.5, -32.0]);
+/// ```
+pub fn dequantize_rows_symmetric(q: &[i8], rows: usize, k: usize, scales: &[f32], out: &mut [f32]) {
+    for ((qr, o), &s) in q[..rows * k]
+        .chunks_exact(k)
+        .zip(out.chunks_exact_mut(k))
+        .zip(scales)
+    {
+        for (o, &v) in o.iter_mut().zip(qr) {
+            *o = f32::from(v) * s;
+        }
+    }
+}
+
+/// Dequantizes asymmetric uint8 rows back to f32 (for tests and error reports).
+///
+/// ```
+/// let mut out = [0f32; 2];
+/// dynq_runtime::quant::dequantize_rows_asymmetric(&[0, 255], 1, 2, &[1.0], &[5], &mut out);
+/// assert_eq!(out, [-5.0, 250.0]);
+/// ```
+pub fn dequantize_rows_asymmetric(
+    q: &[u8],
+    rows: usize,
+    k: usize,
+    scales: &[f32],
+    zero_points: &[i32],
+    out: &mut [f32],
+) {
+    for (((qr, o), &s), &z) in q[..rows * k]
+        .chunks_exact(k)
+        .zip(out.chunks_exact_mut(k))
+        .zip(scales)
+        .zip(zero_points)
+    {
+        for (o, &v) in o.iter_mut().zip(qr) {
+            *o = (i32::from(v) - z) as f32 * s;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rel_err(a: &[f32], b: &[f32]) -> f32 {
+        let num: f32 = a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum();
+        let den: f32 = a.iter().map(|x| x * x).sum();
+        (num / den).sqrt()
+    }
+
+    fn roundtrip_sym(x: &[f32], rows: usize, k: usize, g: Granularity) -> Vec<f32> {
+        let (mut q, mut s, mut out) = (vec![0; x.len()], vec![0.0; rows], vec![0.0; x.len()]);
+        quantize_rows_symmetric(x, rows, k, g, &mut q, &mut s);
+        dequantize_rows_symmetric(&q, rows, k, &s, &mut out);
+        out
+    }
+
+    fn roundtrip_asym(x: &[f32], rows: usize, k: usize, g: Granularity) -> Vec<f32> {
+        let (mut q, mut s, mut z) = (vec![0; x.len()], vec![0.0; rows], vec![0; rows]);
+        let mut out = vec![0.0; x.len()];
+        quantize_rows_asymmetric(x, rows, k, g, &mut q, &mut s, &mut z);
+        dequantize_rows_asymmetric(&q, rows, k, &s, &z, &mut out);
+        out
+    }
+
+    fn wave(n: usize, amp: f32) -> Vec<f32> {
+        (0..n).map(|i| amp * ((i as f32) * 0.731).sin()).collect()
+    }
+
+    #[test]
+    fn symmetric_round_trip_error_is_within_half_a_step() {
+        let x = wave(256, 3.0);
+        let y = roundtrip_sym(&x, 4, 64, Granularity::PerToken);
+        for (row_x, row_y) in x.chunks(64).zip(y.chunks(64)) {
+            let step = absmax(row_x) / 127.0;
+            for (a, b) in row_x.iter().zip(row_y) {
+                assert!((a - b).abs() <= 0.5 * step * 1.0001, "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn asymmetric_round_trip_error_is_within_half_a_step() {
+        let x: Vec<f32> = wave(128, 2.0).iter().map(|v| v + 1.5).collect();
+        let y = roundtrip_asym(&x, 2, 64, Granularity::PerToken);
+        for (row_x, row_y) in x.chunks(64).zip(y.chunks(64)) {
+            let (lo, hi) = min_max(row_x);
+            let step = (hi.max(0.0) - lo.min(0.0)) / 255.0;
+            for (a, b) in row_x.iter().zip(row_y) {
+                assert!((a - b).abs() <= 0.5 * step * 1.001 + 1e-6, "{a} vs {b}");
+            }
+        }
+    }
+
+    #[test]
+    fn zero_and_constant_rows_are_safe() {
+        let zeros = [0.0f32; 8];
+        assert_eq!(roundtrip_sym(&zeros, 2, 4, Granularity::PerToken), zeros);
+        assert_eq!(roundtrip_asym(&zeros, 2, 4, Granularity::PerToken), zeros);
+        let tiny = [1e-40f32; 4];
+        assert!(roundtrip_sym(&tiny, 1, 4, Granularity::PerToken)
+            .iter()
+            .all(|v| v.is_finite()));
+        let constant = [2.5f32; 8];
+        assert_eq!(
+            roundtrip_sym(&constant, 2, 4, Granularity::PerToken),
+            constant
+        );
+        let back = roundtrip_asym(&constant, 2, 4, Granularity::PerToken);
+        assert!(back.iter().all(|v| (v - 2.5).abs() < 1e-6), "{back:?}");
+        let negative = [-3.0f32; 4];
+        let back = roundtrip_asym(&negative, 1, 4, Granularity::PerToken);
+        assert!(back.iter().all(|v| (v + 3.0).abs() < 1e-6), "{back:?}");
+    }
+
+    #[test]
+    fn zero_is_exact_in_the_asymmetric_scheme() {
+        let x = [0.0f32, 0.3, 1.7, 2.9, 0.0, 0.1];
+        let y = roundtrip_asym(&x, 1, 6, Granularity::PerToken);
+        assert_eq!((y[0], y[4]), (0.0, 0.0));
+    }
+
+    #[test]
+    fn per_token_beats_per_tensor_on_rows_of_different_magnitude() {
+        let mut x = wave(64, 0.01);
+        x.extend(wave(64, 100.0));
+        for scheme in [Scheme::Symmetric, Scheme::Asymmetric] {
+            let rt = |g| match scheme {
+                Scheme::Symmetric => roundtrip_sym(&x, 2, 64, g),
+                Scheme::Asymmetric => roundtrip_asym(&x, 2, 64, g),
+            };
+            let (tok, ten) = (rt(Granularity::PerToken), rt(Granularity::PerTensor));
+            let small_tok = rel_err(&x[..64], &tok[..64]);
+            let small_ten = rel_err(&x[..64], &ten[..64]);
+            assert!(small_tok < 0.01, "{scheme:?}: per token {small_tok}");
+            assert!(small_ten > 0.5, "{scheme:?}: per tensor {small_ten}");
+        }
+    }
+
+    #[test]
+    fn rounding_is_half_to_even_and_clamped() {
+        let x = [0.5f32, 1.5, 2.5, -0.5, 127.0];
+        let (mut q, mut s) = ([0i8; 5], [0f32; 1]);
+        quantize_rows_symmetric(&x, 1, 5, Granularity::PerToken, &mut q, &mut s);
+        assert_eq!(q, [0, 2, 2, 0, 127]);
+        assert_eq!(s[0], 1.0);
+    }
+}

@@ -1,0 +1,102 @@
+//! Snapshot tests of generated code (reviewed like code) and of the blob manifest, plus
+//! reproducibility: the same TOML and weights give byte-identical code and blob.
+
+use std::path::Path;
+
+use dynq_build::{generate, BlobRef, Options};
+use dynq_tests::{mlp_tensors, write_safetensors, write_toml};
+
+const KEEP_F32: &str = r#"[model]
+name = "snap_keep"
+preset = "mlp"
+weights = "snap_keep.safetensors"
+
+[mlp]
+input_size = 8
+layers = [
+  { tensor = "net.0", activation = "relu" },
+  { tensor = "net.2", activation = "gelu" },
+  { tensor = "net.4" },
+]
+
+[quantize]
+keep_f32 = ["net.2"]
+
+[target]
+kernels = ["scalar"]
+"#;
+
+const ASYMMETRIC: &str = r#"[model]
+name = "snap_asym"
+preset = "mlp"
+weights = "snap_asym.safetensors"
+
+[mlp]
+input_size = 6
+layers = [
+  { tensor = "net.0", activation = "tanh" },
+  { tensor = "net.2", activation = "none" },
+]
+
+[quantize]
+weights = "per_tensor"
+activations = "per_tensor"
+scheme = "asymmetric"
+
+[target]
+kernels = ["scalar"]
+"#;
+
+fn generate_in(dir: &Path, name: &str, toml: &str, widths: &[usize]) -> dynq_build::Generated {
+    write_safetensors(
+        &dir.join(format!("{name}.safetensors")),
+        &mlp_tensors(7, widths),
+    );
+    let path = write_toml(dir, name, toml);
+    generate(&path, &Options::default(), |n| {
+        BlobRef::Relative(format!("{n}.blob"))
+    })
+    .unwrap()
+}
+
+#[test]
+fn keep_f32_mlp() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = generate_in(dir.path(), "snap_keep", KEEP_F32, &[8, 16, 12, 4]);
+    insta::assert_snapshot!("keep_f32_code", g.code);
+    insta::assert_snapshot!("keep_f32_manifest", g.blob.manifest);
+}
+
+#[test]
+fn per_tensor_asymmetric_mlp() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = generate_in(dir.path(), "snap_asym", ASYMMETRIC, &[6, 5, 3]);
+    insta::assert_snapshot!("asymmetric_code", g.code);
+    insta::assert_snapshot!("asymmetric_manifest", g.blob.manifest);
+}
+
+#[test]
+fn generation_is_byte_identical_across_directories() {
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/digits");
+    let run = || {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["digits.toml", "digits.safetensors"] {
+            std::fs::copy(examples.join(f), dir.path().join(f)).unwrap();
+        }
+        let out = dir.path().join("out");
+        let rs = dynq_build::Config::new()
+            .out_dir(&out)
+            .compile(dir.path().join("digits.toml"))
+            .unwrap();
+        (
+            std::fs::read(&rs).unwrap(),
+            std::fs::read(out.join("digits.blob")).unwrap(),
+        )
+    };
+    let (code_a, blob_a) = run();
+    let (code_b, blob_b) = run();
+    assert!(code_a == code_b, "generated code differs between two runs");
+    assert!(blob_a == blob_b, "blob differs between two runs");
+    let text = String::from_utf8(code_a).unwrap();
+    assert!(!text.contains("/tmp"), "generated code holds a path");
+}
