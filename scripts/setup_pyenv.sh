@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create target/pyenv (the Python env used by scripts/*.py) if it is missing,
+# and make sure torch, numpy, safetensors and scikit-learn are installed.
+# Idempotent: rerunning only re-checks the packages.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/target/pyenv"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+fi
+
+"$VENV/bin/python" -m pip install --quiet torch numpy safetensors scikit-learn
+echo "Python env ready: $VENV/bin/python"
