@@ -11,12 +11,10 @@
 //! # From build.rs
 //!
 //! ```no_run
-//! // build.rs
-//! fn main() {
-//!     dynq_build::Config::new()
-//!         .compile("models/digits.toml")
-//!         .unwrap_or_else(|e| panic!("{e}"));
-//! }
+//! // in build.rs's main:
+//! dynq_build::Config::new()
+//!     .compile("models/digits.toml")
+//!     .unwrap_or_else(|e| panic!("{e}"));
 //! ```
 //! and in the crate: `include!(concat!(env!("OUT_DIR"), "/digits.rs"));`, which defines the
 //! module `digits` and re-exports the model type `Digits`.

@@ -95,8 +95,10 @@ fn expand(args: &Args) -> Result<proc_macro2::TokenStream, String> {
     }
     options.name = args.name.as_ref().map(LitStr::value);
     let root = dynq_build::cache::cache_root(&manifest_dir);
-    let exp =
-        dynq_build::cache::expand_cached(&path, &options, &root).map_err(|e| e.to_string())?;
+    // Paths in messages are shown as the user wrote them: relative to the crate.
+    let prefix = format!("{}{}", manifest_dir.display(), std::path::MAIN_SEPARATOR);
+    let exp = dynq_build::cache::expand_cached(&path, &options, &root)
+        .map_err(|e| e.to_string().replace(&prefix, ""))?;
     let code: proc_macro2::TokenStream = exp
         .code
         .parse()

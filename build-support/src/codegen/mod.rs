@@ -309,7 +309,7 @@ fn mlp(model: &Model, layout: &Layout, input_size: usize, layers: &[Linear]) -> 
     let module_doc = format!(" Generated code and weights of the `{name}` model.");
     quote! {
         #[doc = #module_doc]
-        #[allow(clippy::all, clippy::pedantic, unused_qualifications)]
+        #[allow(dead_code, clippy::all, clippy::pedantic, unused_qualifications)]
         pub mod #module {
             use ::dynq_runtime as rt;
 
