@@ -52,6 +52,7 @@ pub fn expand_cached(spec_path: &Path, options: &Options, root: &Path) -> Result
 
     let mut h = Sha256::new();
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
+    h.update(env!("DYNQ_BUILD_FINGERPRINT").as_bytes());
     h.update(format!("{options:?}\0{}\0", std::env::consts::ARCH).as_bytes());
     h.update((spec.source.len() as u64).to_le_bytes());
     h.update(spec.source.as_bytes());

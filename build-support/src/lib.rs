@@ -174,7 +174,7 @@ pub fn generate_from(
                     .iter()
                     .map(|&layout| {
                         writer.i8s(
-                            &format!("{name}:{layout:?}"),
+                            &format!("{name}:{}", layout.name()),
                             &[n, k],
                             &pack::pack(&q, layout),
                         )

@@ -15,7 +15,7 @@
 //! use dynq_runtime::quant::{quantize_rows_symmetric, Granularity};
 //! let x = [0.5f32, -1.0, 0.25, 2.0];
 //! let (mut q, mut s) = ([0i8; 4], [0f32; 2]);
-//! quantize_rows_symmetric(&x, 2, 2, Granularity::PerToken, &mut q, &mut s);
+//! quantize_rows_symmetric(&x, 2, 2, 2, Granularity::PerToken, &mut q, &mut s);
 //! assert_eq!(q, [64, -127, 16, 127]);
 //! ```
 #![warn(missing_docs)]

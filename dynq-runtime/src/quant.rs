@@ -6,6 +6,15 @@
 //! The arithmetic is fixed so that every kernel can reproduce it bit for bit:
 //! `q = clamp(round_half_even(x * inv_scale) + zero_point)`, with `inv_scale` computed once per
 //! row as `QMAX / range` and `scale = range / QMAX`.
+//!
+//! Rows are written with a `stride` (the row width rounded up to the kernels' K block of 4)
+//! and zero-padded, so kernels never see a partial block.
+//!
+//! Asymmetric uint8 values are stored shifted by -128, as i8 in [-128, 127], with the zero
+//! point shifted alike. Every kernel then runs one signed x signed product,
+//! `sum (q - 128) w - (zp - 128) sum w`, which equals `sum (q - zp) w` exactly; with |q - 128|
+//! <= 128 and |w| <= 127 AVX2's `vpmaddubsw` pair sums stay below 2 * 128 * 127 = 32512, so
+//! they cannot saturate.
 
 /// How many activation values share one scale.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -87,88 +96,110 @@ fn quantize_s8(x: &[f32], inv: f32, q: &mut [i8]) {
     }
 }
 
+/// Asymmetric uint8, stored shifted by -128 (see the module docs).
 #[inline]
-fn quantize_u8(x: &[f32], inv: f32, zp: i32, q: &mut [u8]) {
+fn quantize_u8_shifted(x: &[f32], inv: f32, zp: i32, q: &mut [i8]) {
     let zp = zp as f32;
     for (q, &v) in q.iter_mut().zip(x) {
-        *q = ((v * inv).round_ties_even() + zp).clamp(0.0, 255.0) as u8;
+        *q = (((v * inv).round_ties_even() + zp).clamp(0.0, 255.0) - 128.0) as i8;
     }
+}
+
+/// The K block every kernel works in: rows of quantized activations and packed weights are
+/// padded to a multiple of it.
+pub const K_BLOCK: usize = 4;
+
+/// `k` rounded up to the K block.
+///
+/// ```
+/// assert_eq!(dynq_runtime::quant::padded_k(5), 8);
+/// ```
+pub const fn padded_k(k: usize) -> usize {
+    k.div_ceil(K_BLOCK) * K_BLOCK
+}
+
+/// Row `r` of a strided buffer and its zero padding.
+#[inline]
+fn row_mut(q: &mut [i8], r: usize, k: usize, stride: usize) -> &mut [i8] {
+    let row = &mut q[r * stride..(r + 1) * stride];
+    row[k..].fill(0);
+    &mut row[..k]
 }
 
 /// Quantizes `rows` rows of width `k` to symmetric int8, writing one scale per row.
 ///
-/// With [`Granularity::PerTensor`] every row gets the same scale.
+/// Row `r` lands at `q[r * stride..]`, zero-padded from `k` to `stride`. With
+/// [`Granularity::PerTensor`] every row gets the same scale.
 ///
 /// ```
 /// use dynq_runtime::quant::{quantize_rows_symmetric, Granularity};
 /// let x = [1.0f32, -0.5, 100.0, 50.0];
-/// let (mut q, mut s) = ([0i8; 4], [0f32; 2]);
-/// quantize_rows_symmetric(&x, 2, 2, Granularity::PerTensor, &mut q, &mut s);
-/// assert_eq!(q, [1, -1, 127, 64]);
+/// let (mut q, mut s) = ([9i8; 6], [0f32; 2]);
+/// quantize_rows_symmetric(&x, 2, 2, 3, Granularity::PerTensor, &mut q, &mut s);
+/// assert_eq!(q, [1, -1, 0, 127, 64, 0]);
 /// assert_eq!(s[0], s[1]);
 /// ```
 pub fn quantize_rows_symmetric(
     x: &[f32],
     rows: usize,
     k: usize,
+    stride: usize,
     granularity: Granularity,
     q: &mut [i8],
     scales: &mut [f32],
 ) {
-    let (x, q, scales) = (&x[..rows * k], &mut q[..rows * k], &mut scales[..rows]);
-    match granularity {
-        Granularity::PerToken => {
-            for ((xr, qr), s) in x.chunks_exact(k).zip(q.chunks_exact_mut(k)).zip(scales) {
-                let (scale, inv) = symmetric_params(absmax(xr));
-                quantize_s8(xr, inv, qr);
-                *s = scale;
-            }
-        }
-        Granularity::PerTensor => {
-            let (scale, inv) = symmetric_params(absmax(x));
-            quantize_s8(x, inv, q);
-            scales.fill(scale);
-        }
+    assert!(stride >= k && q.len() >= rows * stride && x.len() >= rows * k);
+    let x = &x[..rows * k];
+    let tensor = match granularity {
+        Granularity::PerToken => None,
+        Granularity::PerTensor => Some(symmetric_params(absmax(x))),
+    };
+    for (r, (xr, s)) in x.chunks_exact(k).zip(&mut scales[..rows]).enumerate() {
+        let (scale, inv) = tensor.unwrap_or_else(|| symmetric_params(absmax(xr)));
+        quantize_s8(xr, inv, row_mut(q, r, k, stride));
+        *s = scale;
     }
 }
 
-/// Quantizes `rows` rows of width `k` to asymmetric uint8 with one scale and zero point per row.
+/// Quantizes `rows` rows of width `k` to asymmetric uint8 with one scale and zero point per
+/// row, stored shifted by -128 (values and zero points; see the module docs).
 ///
 /// ```
 /// use dynq_runtime::quant::{quantize_rows_asymmetric, Granularity};
 /// let x = [0.0f32, 1.0, 2.0, 3.0];
-/// let (mut q, mut s, mut z) = ([0u8; 4], [0f32; 1], [0i32; 1]);
-/// quantize_rows_asymmetric(&x, 1, 4, Granularity::PerToken, &mut q, &mut s, &mut z);
-/// assert_eq!((q, z[0]), ([0, 85, 170, 255], 0));
+/// let (mut q, mut s, mut z) = ([0i8; 4], [0f32; 1], [0i32; 1]);
+/// quantize_rows_asymmetric(&x, 1, 4, 4, Granularity::PerToken, &mut q, &mut s, &mut z);
+/// // uint8 [0, 85, 170, 255] with zero point 0, shifted by -128:
+/// assert_eq!((q, z[0]), ([-128, -43, 42, 127], -128));
 /// ```
+#[allow(clippy::too_many_arguments)]
 pub fn quantize_rows_asymmetric(
     x: &[f32],
     rows: usize,
     k: usize,
+    stride: usize,
     granularity: Granularity,
-    q: &mut [u8],
+    q: &mut [i8],
     scales: &mut [f32],
     zero_points: &mut [i32],
 ) {
-    let (x, q) = (&x[..rows * k], &mut q[..rows * k]);
-    let (scales, zero_points) = (&mut scales[..rows], &mut zero_points[..rows]);
-    match granularity {
-        Granularity::PerToken => {
-            let rows_iter = x.chunks_exact(k).zip(q.chunks_exact_mut(k));
-            for ((xr, qr), (s, z)) in rows_iter.zip(scales.iter_mut().zip(zero_points)) {
-                let (lo, hi) = min_max(xr);
-                let (scale, inv, zp) = asymmetric_params(lo, hi);
-                quantize_u8(xr, inv, zp, qr);
-                (*s, *z) = (scale, zp);
-            }
-        }
+    assert!(stride >= k && q.len() >= rows * stride && x.len() >= rows * k);
+    let x = &x[..rows * k];
+    let tensor = match granularity {
+        Granularity::PerToken => None,
         Granularity::PerTensor => {
             let (lo, hi) = min_max(x);
-            let (scale, inv, zp) = asymmetric_params(lo, hi);
-            quantize_u8(x, inv, zp, q);
-            scales.fill(scale);
-            zero_points.fill(zp);
+            Some(asymmetric_params(lo, hi))
         }
+    };
+    let params = scales[..rows].iter_mut().zip(&mut zero_points[..rows]);
+    for (r, (xr, (s, z))) in x.chunks_exact(k).zip(params).enumerate() {
+        let (scale, inv, zp) = tensor.unwrap_or_else(|| {
+            let (lo, hi) = min_max(xr);
+            asymmetric_params(lo, hi)
+        });
+        quantize_u8_shifted(xr, inv, zp, row_mut(q, r, k, stride));
+        (*s, *z) = (scale, zp - 128);
     }
 }
 
@@ -191,15 +222,16 @@ pub fn dequantize_rows_symmetric(q: &[i8], rows: usize, k: usize, scales: &[f32]
     }
 }
 
-/// Dequantizes asymmetric uint8 rows back to f32 (for tests and error reports).
+/// Dequantizes shifted asymmetric rows (as written by [`quantize_rows_asymmetric`]) back to
+/// f32 (for tests and error reports).
 ///
 /// ```
 /// let mut out = [0f32; 2];
-/// dynq_runtime::quant::dequantize_rows_asymmetric(&[0, 255], 1, 2, &[1.0], &[5], &mut out);
+/// dynq_runtime::quant::dequantize_rows_asymmetric(&[-128, 127], 1, 2, &[1.0], &[5 - 128], &mut out);
 /// assert_eq!(out, [-5.0, 250.0]);
 /// ```
 pub fn dequantize_rows_asymmetric(
-    q: &[u8],
+    q: &[i8],
     rows: usize,
     k: usize,
     scales: &[f32],
@@ -230,7 +262,7 @@ mod tests {
 
     fn roundtrip_sym(x: &[f32], rows: usize, k: usize, g: Granularity) -> Vec<f32> {
         let (mut q, mut s, mut out) = (vec![0; x.len()], vec![0.0; rows], vec![0.0; x.len()]);
-        quantize_rows_symmetric(x, rows, k, g, &mut q, &mut s);
+        quantize_rows_symmetric(x, rows, k, k, g, &mut q, &mut s);
         dequantize_rows_symmetric(&q, rows, k, &s, &mut out);
         out
     }
@@ -238,7 +270,7 @@ mod tests {
     fn roundtrip_asym(x: &[f32], rows: usize, k: usize, g: Granularity) -> Vec<f32> {
         let (mut q, mut s, mut z) = (vec![0; x.len()], vec![0.0; rows], vec![0; rows]);
         let mut out = vec![0.0; x.len()];
-        quantize_rows_asymmetric(x, rows, k, g, &mut q, &mut s, &mut z);
+        quantize_rows_asymmetric(x, rows, k, k, g, &mut q, &mut s, &mut z);
         dequantize_rows_asymmetric(&q, rows, k, &s, &z, &mut out);
         out
     }
@@ -321,7 +353,7 @@ mod tests {
     fn rounding_is_half_to_even_and_clamped() {
         let x = [0.5f32, 1.5, 2.5, -0.5, 127.0];
         let (mut q, mut s) = ([0i8; 5], [0f32; 1]);
-        quantize_rows_symmetric(&x, 1, 5, Granularity::PerToken, &mut q, &mut s);
+        quantize_rows_symmetric(&x, 1, 5, 5, Granularity::PerToken, &mut q, &mut s);
         assert_eq!(q, [0, 2, 2, 0, 127]);
         assert_eq!(s[0], 1.0);
     }

@@ -253,7 +253,7 @@ fn mlp(model: &Model, layout: &Layout, input_size: usize, layers: &[Linear]) -> 
     let max_quant_in = layers
         .iter()
         .filter(|l| matches!(l.precision, LayerPrecision::Int8(_)))
-        .map(|l| l.in_features)
+        .map(|l| crate::pack::padded_k(l.in_features))
         .max()
         .unwrap_or(0);
     let mut calls = Vec::new();
@@ -319,7 +319,7 @@ fn mlp(model: &Model, layout: &Layout, input_size: usize, layers: &[Linear]) -> 
             pub const OUTPUT_SIZE: usize = #output_lit;
             /// Widest hidden activation.
             const HIDDEN: usize = #hidden_lit;
-            /// Widest input of a quantized layer.
+            /// Widest input of a quantized layer, padded to the kernels' K block.
             const QUANT_IN: usize = #quant_lit;
             /// Kernels the weights were packed for.
             const KERNELS: &[rt::KernelId] = #kernels;

@@ -14,25 +14,46 @@ use crate::Error;
 mod scalar;
 pub use scalar::Scalar;
 
-/// Quantized activations entering an integer GEMM: `m` rows of `k` values.
+/// Quantized activations entering an integer GEMM: `m` rows of `k` values, each row stored
+/// at `data[i * stride..]` and zero-padded to `stride` (a multiple of [`crate::quant::K_BLOCK`]).
 #[derive(Debug, Clone, Copy)]
-pub enum QuantizedRows<'a> {
-    /// Symmetric int8 with one scale per row.
-    S8 {
-        /// `m * k` values, row-major.
-        data: &'a [i8],
-        /// One scale per row.
-        scales: &'a [f32],
-    },
-    /// Asymmetric uint8 with one scale and zero point per row.
-    U8 {
-        /// `m * k` values, row-major.
-        data: &'a [u8],
-        /// One scale per row.
-        scales: &'a [f32],
-        /// One zero point per row.
-        zero_points: &'a [i32],
-    },
+pub struct QuantizedRows<'a> {
+    /// Row-major values: symmetric int8, or asymmetric uint8 shifted by -128.
+    pub data: &'a [i8],
+    /// Distance between rows, `>= k`, a multiple of 4.
+    pub stride: usize,
+    /// One scale per row.
+    pub scales: &'a [f32],
+    /// One zero point per row (shifted by -128 like the values), or `None` for symmetric.
+    pub zero_points: Option<&'a [i32]>,
+}
+
+/// Output channels per packed weight tile.
+pub const TILE_N: usize = 16;
+
+/// Length of a weight matrix packed in tiles of [`TILE_N`] channels by 4 k values:
+/// `[n / 16][k / 4][16][4]`, both dimensions zero-padded.
+///
+/// ```
+/// assert_eq!(dynq_runtime::kernels::packed_len(17, 5), 32 * 8);
+/// ```
+pub const fn packed_len(n: usize, k: usize) -> usize {
+    n.div_ceil(TILE_N) * TILE_N * crate::quant::padded_k(k)
+}
+
+/// Index of weight `(j, k)` in the packed layout of a matrix with input width `k_total`.
+///
+/// ```
+/// use dynq_runtime::kernels::packed_index;
+/// assert_eq!(packed_index(0, 0, 8), 0);
+/// assert_eq!(packed_index(1, 0, 8), 4);
+/// assert_eq!(packed_index(0, 4, 8), 64);
+/// assert_eq!(packed_index(16, 0, 8), 128);
+/// ```
+#[inline(always)]
+pub const fn packed_index(j: usize, k: usize, k_total: usize) -> usize {
+    let k4 = crate::quant::padded_k(k_total);
+    (j / TILE_N) * TILE_N * k4 + (k / 4) * (TILE_N * 4) + (j % TILE_N) * 4 + k % 4
 }
 
 /// One instruction set's implementation of the integer and f32 matrix products.
@@ -41,12 +62,15 @@ pub enum QuantizedRows<'a> {
 /// `out[i, j] = act(acc as f32 * (row_scale[i] * w.scales[j]) + bias[j])` with
 /// `acc = sum_k a[i, k] * w[j, k] - zero_point[i] * w.col_sums[j]` exact in i32 (the mul and
 /// the add are separate roundings, no FMA, so every kernel matches [`Scalar`] bit for bit).
+/// Weights are packed as [`packed_index`] says.
 ///
 /// ```
-/// use dynq_runtime::kernels::{Kernel, QuantizedRows, Scalar};
+/// use dynq_runtime::kernels::{packed_index, packed_len, Kernel, QuantizedRows, Scalar};
 /// use dynq_runtime::{Activation, QLinear};
-/// let w = QLinear { n: 1, k: 2, weight: &[3, -2], scales: &[0.5], col_sums: &[1], bias: Some(&[1.0]) };
-/// let a = QuantizedRows::S8 { data: &[10, 4], scales: &[0.25] };
+/// let mut weight = vec![0i8; packed_len(1, 2)];
+/// (weight[packed_index(0, 0, 2)], weight[packed_index(0, 1, 2)]) = (3, -2);
+/// let w = QLinear { n: 1, k: 2, weight: &weight, scales: &[0.5], col_sums: &[1], bias: Some(&[1.0]) };
+/// let a = QuantizedRows { data: &[10, 4, 0, 0], stride: 4, scales: &[0.25], zero_points: None };
 /// let mut out = [0.0];
 /// Scalar::new().qgemm(a, 1, &w, Activation::None, &mut out);
 /// assert_eq!(out, [(30.0 - 8.0) * 0.125 + 1.0]);

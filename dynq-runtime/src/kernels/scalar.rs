@@ -1,6 +1,6 @@
 //! The portable reference kernel.
 
-use super::{Kernel, KernelId, QuantizedRows};
+use super::{Kernel, KernelId, QuantizedRows, TILE_N};
 use crate::ops::{apply_activation, Activation, F32Linear, QLinear};
 
 /// Portable Rust kernel: the reference every SIMD kernel must match bit for bit.
@@ -14,26 +14,28 @@ impl Scalar {
     }
 }
 
-/// `sum_k a[k] * w[k]` in i32. |a| <= 255 and |w| <= 127, so each product is below 2^15 and
-/// the build rejects K > 66_000, keeping the sum below 2^31.
+/// The dequantizing epilogue shared by every kernel: `acc as f32 * (row_scale * w_scale) + b`,
+/// two roundings in this order (no FMA) so SIMD kernels can reproduce it bit for bit.
 #[inline(always)]
-fn dot_i32<A: Copy + Into<i32>>(a: &[A], w: &[i8]) -> i32 {
-    a.iter()
-        .zip(w)
-        .map(|(&a, &w)| a.into() * i32::from(w))
-        .sum()
+pub(crate) fn dequantize(acc: i32, row_scale: f32, w_scale: f32, bias: f32) -> f32 {
+    acc as f32 * (row_scale * w_scale) + bias
 }
 
+/// The i32 sums of one row against one 16-channel tile. |a| <= 128 and |w| <= 127, so each
+/// product is below 2^14 and the build's limit K <= 66_313 keeps every sum inside i32.
 #[inline(always)]
-fn epilogue_row(acc: impl Iterator<Item = i32>, row_scale: f32, w: &QLinear<'_>, out: &mut [f32]) {
-    for ((o, acc), &ws) in out.iter_mut().zip(acc).zip(w.scales) {
-        *o = acc as f32 * (row_scale * ws);
-    }
-    if let Some(bias) = w.bias {
-        for (o, b) in out.iter_mut().zip(bias) {
-            *o += b;
+fn tile_sums(row: &[i8], tile: &[i8]) -> [i32; TILE_N] {
+    let mut acc = [0i32; TILE_N];
+    for (a4, w64) in row.chunks_exact(4).zip(tile.chunks_exact(4 * TILE_N)) {
+        for (acc, w4) in acc.iter_mut().zip(w64.chunks_exact(4)) {
+            *acc += a4
+                .iter()
+                .zip(w4)
+                .map(|(&a, &w)| i32::from(a) * i32::from(w))
+                .sum::<i32>();
         }
     }
+    acc
 }
 
 impl Kernel for Scalar {
@@ -47,32 +49,18 @@ impl Kernel for Scalar {
         act: Activation,
         out: &mut [f32],
     ) {
-        let (n, k) = (w.n, w.k);
+        let (n, stride) = (w.n, a.stride);
+        let tile_len = TILE_N * stride;
         let out = &mut out[..m * n];
-        match a {
-            QuantizedRows::S8 { data, scales } => {
-                for ((row, o), &s) in data
-                    .chunks_exact(k)
-                    .zip(out.chunks_exact_mut(n))
-                    .zip(scales)
-                {
-                    let acc = w.weight.chunks_exact(k).map(|wr| dot_i32(row, wr));
-                    epilogue_row(acc, s, w, o);
-                }
-            }
-            QuantizedRows::U8 {
-                data,
-                scales,
-                zero_points,
-            } => {
-                let rows = data.chunks_exact(k).zip(out.chunks_exact_mut(n));
-                for ((row, o), (&s, &zp)) in rows.zip(scales.iter().zip(zero_points)) {
-                    let acc = w
-                        .weight
-                        .chunks_exact(k)
-                        .zip(w.col_sums)
-                        .map(|(wr, &cs)| dot_i32(row, wr) - zp * cs);
-                    epilogue_row(acc, s, w, o);
+        for (i, o) in out.chunks_exact_mut(n).enumerate() {
+            let row = &a.data[i * stride..(i + 1) * stride];
+            let zp = a.zero_points.map_or(0, |z| z[i]);
+            for (t, o) in o.chunks_mut(TILE_N).enumerate() {
+                let acc = tile_sums(row, &w.weight[t * tile_len..(t + 1) * tile_len]);
+                for (c, o) in o.iter_mut().enumerate() {
+                    let j = t * TILE_N + c;
+                    let bias = w.bias.map_or(0.0, |b| b[j]);
+                    *o = dequantize(acc[c] - zp * w.col_sums[j], a.scales[i], w.scales[j], bias);
                 }
             }
         }

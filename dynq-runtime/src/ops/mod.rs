@@ -1,22 +1,25 @@
 //! Layer functions called by generated code, generic over the kernel and constant dimensions.
 
 use crate::kernels::{Kernel, QuantizedRows};
-use crate::quant::{quantize_rows_asymmetric, quantize_rows_symmetric, Granularity, Scheme};
+use crate::quant::{
+    padded_k, quantize_rows_asymmetric, quantize_rows_symmetric, Granularity, Scheme,
+};
 
 mod activation;
 pub use activation::{apply_activation, erf, gelu, gelu_tanh, sigmoid, Activation};
 
 /// A linear layer with int8 weights, as stored in the weight blob.
 ///
-/// `weight` is `n` output channels of `k` values in the layout of the kernel that reads it
-/// (row-major `[n][k]` for [`crate::kernels::Scalar`]); `scales[j]` dequantizes channel `j`
+/// `weight` is `n` output channels of `k` values packed as `[n / 16][k / 4][16][4]`
+/// (see [`crate::kernels::packed_index`]); `scales[j]` dequantizes channel `j`
 /// (all equal for per-tensor weights); `col_sums[j] = sum_k weight[j][k]` corrects for the
 /// activation zero point in the asymmetric scheme.
 ///
 /// ```
-/// let w = dynq_runtime::QLinear { n: 2, k: 1, weight: &[1, -1], scales: &[0.1, 0.1],
-///     col_sums: &[1, -1], bias: None };
-/// assert_eq!(w.weight.len(), w.n * w.k);
+/// let weight = [0i8; dynq_runtime::kernels::packed_len(2, 1)];
+/// let w = dynq_runtime::QLinear { n: 2, k: 1, weight: &weight, scales: &[0.1, 0.1],
+///     col_sums: &[0, 0], bias: None };
+/// assert_eq!(w.weight.len(), 16 * 4);
 /// ```
 #[derive(Debug, Clone, Copy)]
 pub struct QLinear<'a> {
@@ -62,16 +65,20 @@ pub struct ActQuant {
 }
 
 /// `out = act(x W^T + b)` through the integer kernel: quantizes the `rows x K` input
-/// dynamically into the scratch buffers, runs the kernel's integer GEMM and its fused epilogue.
+/// dynamically into the scratch buffers (`quant` holds `rows * padded_k(K)`), runs the
+/// kernel's integer GEMM and its fused epilogue.
 ///
 /// `K` and `N` are the layer's constant input and output widths.
 ///
 /// ```
+/// use dynq_runtime::kernels::{packed_index, packed_len, Scalar};
 /// use dynq_runtime::ops::{linear_q, ActQuant};
-/// use dynq_runtime::{kernels::Scalar, Activation, Granularity, QLinear, Scheme};
-/// let w = QLinear { n: 1, k: 2, weight: &[127, 127], scales: &[1.0 / 127.0], col_sums: &[254], bias: None };
+/// use dynq_runtime::{Activation, Granularity, QLinear, Scheme};
+/// let mut weight = vec![0i8; packed_len(1, 2)];
+/// (weight[packed_index(0, 0, 2)], weight[packed_index(0, 1, 2)]) = (127, 127);
+/// let w = QLinear { n: 1, k: 2, weight: &weight, scales: &[1.0 / 127.0], col_sums: &[254], bias: None };
 /// let aq = ActQuant { granularity: Granularity::PerToken, scheme: Scheme::Symmetric };
-/// let (mut q, mut s, mut z, mut out) = ([0i8; 2], [0f32; 1], [0i32; 1], [0f32; 1]);
+/// let (mut q, mut s, mut z, mut out) = ([0i8; 4], [0f32; 1], [0i32; 1], [0f32; 1]);
 /// linear_q::<_, 2, 1>(Scalar::new(), &[1.0, 0.5], 1, &w, Activation::None, aq, &mut q, &mut s, &mut z, &mut out);
 /// assert!((out[0] - 1.5).abs() < 0.01);
 /// ```
@@ -90,28 +97,39 @@ pub fn linear_q<Kn: Kernel, const K: usize, const N: usize>(
     out: &mut [f32],
 ) {
     debug_assert_eq!((w.k, w.n), (K, N));
-    let (x, quant, out) = (&x[..rows * K], &mut quant[..rows * K], &mut out[..rows * N]);
+    let stride = padded_k(K);
+    let (x, quant, out) = (
+        &x[..rows * K],
+        &mut quant[..rows * stride],
+        &mut out[..rows * N],
+    );
     let (scales, zero_points) = (&mut scales[..rows], &mut zero_points[..rows]);
-    match aq.scheme {
+    let zero_points = match aq.scheme {
         Scheme::Symmetric => {
-            quantize_rows_symmetric(x, rows, K, aq.granularity, quant, scales);
-            let a = QuantizedRows::S8 {
-                data: quant,
-                scales,
-            };
-            kernel.qgemm(a, rows, w, act, out);
+            quantize_rows_symmetric(x, rows, K, stride, aq.granularity, quant, scales);
+            None
         }
         Scheme::Asymmetric => {
-            let data: &mut [u8] = bytemuck::cast_slice_mut(quant);
-            quantize_rows_asymmetric(x, rows, K, aq.granularity, data, scales, zero_points);
-            let a = QuantizedRows::U8 {
-                data,
+            quantize_rows_asymmetric(
+                x,
+                rows,
+                K,
+                stride,
+                aq.granularity,
+                quant,
                 scales,
                 zero_points,
-            };
-            kernel.qgemm(a, rows, w, act, out);
+            );
+            Some(&*zero_points)
         }
-    }
+    };
+    let a = QuantizedRows {
+        data: quant,
+        stride,
+        scales,
+        zero_points,
+    };
+    kernel.qgemm(a, rows, w, act, out);
 }
 
 /// `out = act(x W^T + b)` in f32.
