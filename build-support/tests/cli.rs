@@ -135,6 +135,39 @@ fn build_makes_a_working_standalone_binary() {
         assert!(diff < 0.5, "int8 and f32 logits differ by {diff}");
     }
 
+    // Every kernel gives the same bits; an unknown or unavailable one is a clear error.
+    let run_pinned = |kernel: &str| {
+        let mut child = Command::new(&int8)
+            .env("DYNQ_KERNEL", kernel)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let scalar = run_pinned("scalar");
+    assert!(scalar.status.success(), "{}", text(&scalar.stderr));
+    let auto = run_with_stdin(&int8, &input);
+    assert_eq!(
+        text(&scalar.stdout),
+        text(&auto.stdout),
+        "scalar and the detected kernel differ"
+    );
+    let unknown = run_pinned("sse9");
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        text(&unknown.stderr).contains("DYNQ_KERNEL=\"sse9\": unknown kernel"),
+        "{}",
+        text(&unknown.stderr)
+    );
+
     // Bad lines: a clear message with the line number and a non-zero exit, never a panic.
     let cases = [
         ("{\"input\": [1, 2, 3]}\n", "digits: line 1: `input`: expected 64 numbers, found 3\n"),

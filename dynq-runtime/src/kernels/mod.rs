@@ -11,7 +11,11 @@ use std::sync::OnceLock;
 use crate::ops::{Activation, F32Linear, QLinear};
 use crate::Error;
 
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub use avx2::Avx2;
 pub use scalar::Scalar;
 
 /// Quantized activations entering an integer GEMM: `m` rows of `k` values, each row stored
@@ -153,6 +157,15 @@ impl KernelId {
     fn unavailable_reason(self) -> Option<String> {
         match self {
             KernelId::Scalar => None,
+            #[cfg(target_arch = "x86_64")]
+            KernelId::Avx2 => Avx2::detect()
+                .is_none()
+                .then(|| "this CPU lacks AVX2 or FMA".to_string()),
+            #[cfg(not(target_arch = "x86_64"))]
+            KernelId::Avx2 => Some(format!(
+                "the AVX2 kernel needs x86-64, this is {}",
+                std::env::consts::ARCH
+            )),
             other => Some(format!(
                 "the {} kernel is not implemented in this build of dynq-runtime {}",
                 other.name(),
@@ -228,10 +241,19 @@ pub fn dispatch<J: Job>(job: J, enabled: &[KernelId]) -> Result<J::Output, Error
             reason: "the model was generated without this kernel (see [target] kernels)".into(),
         });
     } else {
-        KernelId::Scalar
+        // The best kernel the model carries that this CPU runs.
+        KernelId::ALL
+            .into_iter()
+            .find(|k| enabled.contains(k) && k.unavailable_reason().is_none())
+            .unwrap_or(KernelId::Scalar)
     };
     match id {
         KernelId::Scalar => Ok(job.run(Scalar::new())),
+        #[cfg(target_arch = "x86_64")]
+        KernelId::Avx2 => match Avx2::detect() {
+            Some(k) => Ok(avx2::enter(job, k)),
+            None => Ok(job.run(Scalar::new())),
+        },
         other => Err(Error::KernelUnavailable {
             name: other.name(),
             reason: "no entry point in this build".into(),

@@ -1,0 +1,259 @@
+//! Every kernel this machine can run against the scalar reference: bit-exact on the i32 sums
+//! and on the dequantized outputs, over random shapes (M = 1, remainders of every tile
+//! dimension, K not a multiple of the block) and extreme values.
+
+use dynq_runtime::kernels::{packed_index, packed_len, Kernel, QuantizedRows, Scalar};
+use dynq_runtime::{Activation, F32Linear, QLinear};
+use proptest::prelude::*;
+
+/// The operands of one test GEMM, row-major and packed.
+#[derive(Debug, Clone)]
+struct Case {
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Vec<i8>,
+    zero_points: Option<Vec<i32>>,
+    w: Vec<i8>,
+    row_scales: Vec<f32>,
+    w_scales: Vec<f32>,
+    bias: Option<Vec<f32>>,
+}
+
+impl Case {
+    fn stride(&self) -> usize {
+        self.k.div_ceil(4) * 4
+    }
+
+    fn packed_a(&self) -> Vec<i8> {
+        let s = self.stride();
+        let mut out = vec![0; self.m * s];
+        for i in 0..self.m {
+            out[i * s..i * s + self.k].copy_from_slice(&self.a[i * self.k..(i + 1) * self.k]);
+        }
+        out
+    }
+
+    fn packed_w(&self) -> Vec<i8> {
+        let mut out = vec![0; packed_len(self.n, self.k)];
+        for j in 0..self.n {
+            for k in 0..self.k {
+                out[packed_index(j, k, self.k)] = self.w[j * self.k + k];
+            }
+        }
+        out
+    }
+
+    fn col_sums(&self) -> Vec<i32> {
+        self.w
+            .chunks(self.k)
+            .map(|r| r.iter().map(|&v| i32::from(v)).sum())
+            .collect()
+    }
+
+    /// Exact reference sums: sum (a - zp) w in i64.
+    fn reference_sums(&self) -> Vec<i64> {
+        let mut out = Vec::new();
+        for i in 0..self.m {
+            let zp = self.zero_points.as_ref().map_or(0, |z| z[i]);
+            for j in 0..self.n {
+                out.push(
+                    (0..self.k)
+                        .map(|k| {
+                            i64::from(self.a[i * self.k + k]) * i64::from(self.w[j * self.k + k])
+                        })
+                        .sum::<i64>()
+                        - i64::from(zp)
+                            * self.w[j * self.k..(j + 1) * self.k]
+                                .iter()
+                                .map(|&v| i64::from(v))
+                                .sum::<i64>(),
+                );
+            }
+        }
+        out
+    }
+
+    fn run<K: Kernel>(&self, kernel: K, unit_scales: bool, act: Activation) -> Vec<f32> {
+        let (a, w, cs) = (self.packed_a(), self.packed_w(), self.col_sums());
+        let ones_m = vec![1.0; self.m];
+        let ones_n = vec![1.0; self.n];
+        let qa = QuantizedRows {
+            data: &a,
+            stride: self.stride(),
+            scales: if unit_scales {
+                &ones_m
+            } else {
+                &self.row_scales
+            },
+            zero_points: self.zero_points.as_deref(),
+        };
+        let lin = QLinear {
+            n: self.n,
+            k: self.k,
+            weight: &w,
+            scales: if unit_scales { &ones_n } else { &self.w_scales },
+            col_sums: &cs,
+            bias: if unit_scales {
+                None
+            } else {
+                self.bias.as_deref()
+            },
+        };
+        let mut out = vec![f32::NAN; self.m * self.n];
+        kernel.qgemm(qa, self.m, &lin, act, &mut out);
+        out
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Fill {
+    Random,
+    AllMax,
+    AllMin,
+    Zeros,
+    ConstantRows,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        1usize..=9,
+        1usize..=50,
+        1usize..=80,
+        prop_oneof![
+            4 => Just(Fill::Random),
+            1 => Just(Fill::AllMax),
+            1 => Just(Fill::AllMin),
+            1 => Just(Fill::Zeros),
+            1 => Just(Fill::ConstantRows)
+        ],
+        any::<bool>(),
+        any::<bool>(),
+        any::<u64>(),
+    )
+        .prop_map(|(m, n, k, fill, asym, bias, seed)| {
+            let mut s = seed | 1;
+            let mut next = move || {
+                s ^= s << 13;
+                s ^= s >> 7;
+                s ^= s << 17;
+                s
+            };
+            // Asymmetric activations are uint8 shifted by -128: [-128, 127]; symmetric [-127, 127].
+            let lo: i32 = if asym { -128 } else { -127 };
+            let a: Vec<i8> = (0..m * k)
+                .map(|idx| match fill {
+                    Fill::Random => (lo + (next() % (128 - lo) as u64) as i32) as i8,
+                    Fill::AllMax => 127,
+                    Fill::AllMin => lo as i8,
+                    Fill::Zeros => 0,
+                    Fill::ConstantRows => ((idx / k) as i32 * 37 % 255 + lo).clamp(lo, 127) as i8,
+                })
+                .collect();
+            let w: Vec<i8> = (0..n * k)
+                .map(|_| match fill {
+                    Fill::AllMax => 127,
+                    Fill::AllMin => -127,
+                    Fill::Zeros => 0,
+                    _ => ((next() % 255) as i32 - 127) as i8,
+                })
+                .collect();
+            let unit = |x: u64| (x % 1000) as f32 / 997.0 + 1e-3;
+            Case {
+                m,
+                n,
+                k,
+                a,
+                zero_points: asym.then(|| (0..m).map(|_| (next() % 256) as i32 - 128).collect()),
+                w,
+                row_scales: (0..m).map(|_| unit(next()) * 0.05).collect(),
+                w_scales: (0..n).map(|_| unit(next()) * 0.01).collect(),
+                bias: bias.then(|| (0..n).map(|_| unit(next()) - 0.5).collect()),
+            }
+        })
+}
+
+fn bits(v: &[f32]) -> Vec<u32> {
+    v.iter().map(|x| x.to_bits()).collect()
+}
+
+/// Checks `kernel` against the exact sums and bit for bit against `Scalar`.
+fn check_kernel<K: Kernel>(kernel: K, c: &Case) -> Result<(), TestCaseError> {
+    let sums = c.run(kernel, true, Activation::None);
+    let exact: Vec<f32> = c.reference_sums().into_iter().map(|s| s as f32).collect();
+    prop_assert_eq!(bits(&sums), bits(&exact), "i32 sums of {}", K::ID.name());
+    for act in [Activation::None, Activation::Gelu, Activation::Sigmoid] {
+        let out = c.run(kernel, false, act);
+        let reference = c.run(Scalar::new(), false, act);
+        prop_assert_eq!(
+            bits(&out),
+            bits(&reference),
+            "outputs of {} with {:?}",
+            K::ID.name(),
+            act
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(400))]
+
+    #[test]
+    fn scalar_matches_exact_sums(c in case()) {
+        check_kernel(Scalar::new(), &c)?;
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_matches_scalar(c in case()) {
+        match dynq_runtime::kernels::Avx2::detect() {
+            Some(k) => check_kernel(k, &c)?,
+            None => eprintln!("skipped: this CPU has no AVX2"),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx2_f32_matches_scalar_closely(m in 1usize..6, n in 1usize..20, k in 1usize..70, seed in any::<u64>()) {
+        let Some(avx2) = dynq_runtime::kernels::Avx2::detect() else { return Ok(()) };
+        let mut s = seed | 1;
+        let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1); ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5 };
+        let x: Vec<f32> = (0..m * k).map(|_| next()).collect();
+        let wt: Vec<f32> = (0..n * k).map(|_| next()).collect();
+        let b: Vec<f32> = (0..n).map(|_| next()).collect();
+        let lin = F32Linear { n, k, weight: &wt, bias: Some(&b) };
+        let (mut o1, mut o2) = (vec![0.0; m * n], vec![0.0; m * n]);
+        avx2.gemm_f32(&x, m, &lin, Activation::None, &mut o1);
+        Scalar::new().gemm_f32(&x, m, &lin, Activation::None, &mut o2);
+        for (a, b) in o1.iter().zip(&o2) {
+            prop_assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{} vs {}", a, b);
+        }
+    }
+}
+
+#[test]
+fn long_k_and_saturation_edge() {
+    // K = 3072 (BERT-base FFN), every activation -128 and every weight +127 or -127 (by
+    // channel): every pair sum is +-32512, the largest the shifted scheme allows, and the
+    // sums reach 1.2e6 * 32 = 5e7.
+    let (m, n, k) = (5, 33, 3072);
+    let c = Case {
+        m,
+        n,
+        k,
+        a: vec![-128; m * k],
+        zero_points: Some(vec![0; m]),
+        w: (0..n * k)
+            .map(|i| if (i / k) % 2 == 0 { 127 } else { -127 })
+            .collect(),
+        row_scales: vec![0.5; m],
+        w_scales: vec![0.25; n],
+        bias: None,
+    };
+    check_kernel(Scalar::new(), &c).unwrap();
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = dynq_runtime::kernels::Avx2::detect() {
+        check_kernel(k, &c).unwrap();
+    }
+}
