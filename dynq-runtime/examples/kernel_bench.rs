@@ -1,0 +1,223 @@
+//! Kernel benchmark: the machine's int8 peak, then every kernel this CPU runs on the GEMM
+//! shapes of MiniLM-L6 and BERT-base at M = 1, 16, 128, 384.
+//!
+//! `cargo run --release -p dynq-runtime --example kernel_bench [-- --quick]`
+//!
+//! The peak is measured in the same process with a pure-register loop of the instruction
+//! sequence the x86 kernels use (`vpmaddubsw` + `vpmaddwd` + `vpaddd`, 64 ops per 32 MACs).
+//! M = 1 is compared with the time to stream its weights from memory (a measured read
+//! bandwidth over a buffer larger than the caches). The last line is the smallest fraction of
+//! the peak that the best kernel reaches over the shapes with M >= 16.
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use dynq_runtime::kernels::{packed_len, Kernel, QuantizedRows, Scalar};
+use dynq_runtime::{Activation, KernelId, QLinear};
+
+/// GEMM shapes (name, K, N).
+const SHAPES: [(&str, usize, usize); 6] = [
+    ("minilm qkv/out 384x384", 384, 384),
+    ("minilm ffn up 384x1536", 384, 1536),
+    ("minilm ffn down 1536x384", 1536, 384),
+    ("bert-base qkv/out 768x768", 768, 768),
+    ("bert-base ffn up 768x3072", 768, 3072),
+    ("bert-base ffn down 3072x768", 3072, 768),
+];
+const MS: [usize; 4] = [1, 16, 128, 384];
+
+/// Median seconds per call of `f`, over batches of at least `min_batch`.
+fn time(mut f: impl FnMut(), budget: Duration) -> f64 {
+    f();
+    let start = Instant::now();
+    let mut reps = 0u32;
+    while start.elapsed() < budget / 10 {
+        f();
+        reps += 1;
+    }
+    let per_batch = reps.max(1);
+    let mut samples = Vec::new();
+    for _ in 0..7 {
+        let t = Instant::now();
+        for _ in 0..per_batch {
+            f();
+        }
+        samples.push(t.elapsed().as_secs_f64() / f64::from(per_batch));
+    }
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+#[cfg(target_arch = "x86_64")]
+fn int8_peak_gops() -> Option<f64> {
+    use std::arch::x86_64::*;
+    #[target_feature(enable = "avx2")]
+    fn spin(iters: u64) -> [i32; 8] {
+        let ones = _mm256_set1_epi16(1);
+        let b = _mm256_set1_epi8(-2);
+        // Twelve independent chains; each feeds its accumulator back as the next u8 operand,
+        // so nothing is loop-invariant and the loop is throughput-bound, not latency-bound.
+        let mut acc = [0; 12].map(|i| _mm256_set1_epi8(i + 1));
+        for _ in 0..iters {
+            for acc in acc.iter_mut() {
+                *acc =
+                    _mm256_add_epi32(*acc, _mm256_madd_epi16(_mm256_maddubs_epi16(*acc, b), ones));
+            }
+        }
+        let mut s = acc[0];
+        for v in &acc[1..] {
+            s = _mm256_add_epi32(s, *v);
+        }
+        let mut out = [0i32; 8];
+        // SAFETY: `out` holds 8 i32.
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, s) };
+        out
+    }
+    dynq_runtime::kernels::Avx2::detect()?;
+    let iters = 200_000u64;
+    // SAFETY: AVX2 detected above.
+    let secs = time(
+        || {
+            black_box(unsafe { spin(black_box(iters)) });
+        },
+        Duration::from_millis(1500),
+    );
+    Some(iters as f64 * 12.0 * 64.0 / secs / 1e9)
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn int8_peak_gops() -> Option<f64> {
+    None
+}
+
+/// Read bandwidth in GB/s over a buffer well beyond the last-level cache.
+fn dram_gbps() -> f64 {
+    let buf: Vec<u64> = (0..(256usize << 20) / 8).map(|i| i as u64).collect();
+    let secs = time(
+        || {
+            black_box(buf.chunks(8).fold(0u64, |s, c| s.wrapping_add(c[0] ^ c[7])));
+        },
+        Duration::from_millis(1500),
+    );
+    buf.len() as f64 * 8.0 / secs / 1e9
+}
+
+struct Operands {
+    a: Vec<i8>,
+    scales_m: Vec<f32>,
+    w: Vec<i8>,
+    scales_n: Vec<f32>,
+    col_sums: Vec<i32>,
+    bias: Vec<f32>,
+    out: Vec<f32>,
+}
+
+fn operands(m: usize, k: usize, n: usize) -> Operands {
+    let mut s = 0x2545F4914F6CDD1Du64;
+    let mut next = move || {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        ((s % 255) as i32 - 127) as i8
+    };
+    Operands {
+        a: (0..m * k).map(|_| next()).collect(),
+        scales_m: vec![0.01; m],
+        w: (0..packed_len(n, k)).map(|_| next()).collect(),
+        scales_n: vec![0.02; n],
+        col_sums: vec![0; n],
+        bias: vec![0.5; n],
+        out: vec![0.0; m * n],
+    }
+}
+
+fn bench_kernel<K: Kernel>(kernel: K, m: usize, k: usize, n: usize, budget: Duration) -> f64 {
+    let mut o = operands(m, k, n);
+    let w = QLinear {
+        n,
+        k,
+        weight: &o.w,
+        scales: &o.scales_n,
+        col_sums: &o.col_sums,
+        bias: Some(&o.bias),
+    };
+    let a = QuantizedRows {
+        data: &o.a,
+        stride: k,
+        scales: &o.scales_m,
+        zero_points: None,
+    };
+    time(
+        || kernel.qgemm(a, m, &w, Activation::None, black_box(&mut o.out)),
+        budget,
+    )
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let budget = Duration::from_millis(if quick { 150 } else { 600 });
+    let peak = int8_peak_gops();
+    let bw = dram_gbps();
+    match peak {
+        Some(p) => println!("int8 peak (vpmaddubsw+vpmaddwd+vpaddd, one core): {p:.1} GOP/s"),
+        None => println!("int8 peak: no x86 AVX2 here; fractions are left out"),
+    }
+    println!("memory read bandwidth: {bw:.1} GB/s");
+    println!();
+    println!("| kernel | shape | M | ms | GOP/s | fraction of peak | M=1 vs weight streaming |");
+    println!("|---|---|---|---|---|---|---|");
+
+    let mut kernels: Vec<KernelId> = vec![KernelId::Scalar];
+    #[cfg(target_arch = "x86_64")]
+    if dynq_runtime::kernels::Avx2::detect().is_some() {
+        kernels.push(KernelId::Avx2);
+    }
+    let best = *kernels.last().expect("scalar");
+    let mut min_fraction = f64::INFINITY;
+    for &id in &kernels {
+        for (name, k, n) in SHAPES {
+            for m in MS {
+                if id == KernelId::Scalar && (quick || m > 16) {
+                    continue; // the reference is slow; its large shapes say nothing new
+                }
+                let secs = match id {
+                    #[cfg(target_arch = "x86_64")]
+                    KernelId::Avx2 => bench_kernel(
+                        dynq_runtime::kernels::Avx2::detect().expect("detected"),
+                        m,
+                        k,
+                        n,
+                        budget,
+                    ),
+                    _ => bench_kernel(Scalar::new(), m, k, n, budget),
+                };
+                let gops = 2.0 * (m * k * n) as f64 / secs / 1e9;
+                let fraction = peak.map(|p| gops / p);
+                let stream = if m == 1 {
+                    let bytes = packed_len(n, k) as f64;
+                    format!("{:.2}x", secs / (bytes / (bw * 1e9)))
+                } else {
+                    String::new()
+                };
+                println!(
+                    "| {} | {name} | {m} | {:.3} | {gops:.1} | {} | {stream} |",
+                    id.name(),
+                    secs * 1e3,
+                    fraction.map_or("-".into(), |f| format!("{f:.2}"))
+                );
+                if id == best && m >= 16 {
+                    if let Some(f) = fraction {
+                        min_fraction = min_fraction.min(f);
+                    }
+                }
+            }
+        }
+    }
+    println!();
+    println!("best kernel: {}", best.name());
+    if min_fraction.is_finite() {
+        println!("min fraction of peak (M>=16): {min_fraction:.2}");
+    } else {
+        println!("min fraction of peak (M>=16): n/a");
+    }
+}
