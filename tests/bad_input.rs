@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dynq_build::{generate, BlobRef, Options};
+use dynq_build::{generate, Options, Placement};
 use dynq_tests::{mlp_tensors, write_safetensors, write_toml, RawTensor};
 use safetensors::Dtype;
 
@@ -41,10 +41,7 @@ impl Case {
 
     fn run(&self, toml: &str) -> Result<dynq_build::Generated, String> {
         let p = write_toml(self.dir.path(), "tiny", toml);
-        generate(&p, &Options::default(), |n| {
-            BlobRef::Relative(format!("{n}.blob"))
-        })
-        .map_err(|e| e.to_string())
+        generate(&p, &Options::default(), Placement::Relative).map_err(|e| e.to_string())
     }
 
     fn err(&self, toml: &str) -> String {
@@ -313,7 +310,7 @@ fn keep_f32_typo_is_an_error() {
 fn missing_toml_file() {
     let c = Case::good();
     let p = c.path("absent.toml");
-    let e = generate(&p, &Options::default(), |n| BlobRef::Relative(n.into()))
+    let e = generate(&p, &Options::default(), Placement::Relative)
         .unwrap_err()
         .to_string();
     assert_eq!(

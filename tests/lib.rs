@@ -121,3 +121,19 @@ pub fn read_f32(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
         .collect();
     (t.shape().to_vec(), data)
 }
+
+/// Reads an i64 tensor from a safetensors file as u32 (token ids, masks).
+pub fn read_ids(path: &Path, name: &str) -> (Vec<usize>, Vec<u32>) {
+    let bytes = std::fs::read(path).expect("read safetensors");
+    let st = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
+    let t = st.tensor(name).expect("tensor present");
+    assert_eq!(t.dtype(), Dtype::I64, "{name}");
+    let data = t
+        .data()
+        .chunks_exact(8)
+        .map(|b| {
+            u32::try_from(i64::from_le_bytes(b.try_into().expect("8 bytes"))).expect("id fits u32")
+        })
+        .collect();
+    (t.shape().to_vec(), data)
+}

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use dynq_build::{generate, BlobRef, Options};
+use dynq_build::{generate, Options, Placement};
 use dynq_tests::{mlp_tensors, write_safetensors, write_toml};
 
 const KEEP_F32: &str = r#"[model]
@@ -53,10 +53,7 @@ fn generate_in(dir: &Path, name: &str, toml: &str, widths: &[usize]) -> dynq_bui
         &mlp_tensors(7, widths),
     );
     let path = write_toml(dir, name, toml);
-    generate(&path, &Options::default(), |n| {
-        BlobRef::Relative(format!("{n}.blob"))
-    })
-    .unwrap()
+    generate(&path, &Options::default(), Placement::Relative).unwrap()
 }
 
 #[test]
@@ -99,4 +96,12 @@ fn generation_is_byte_identical_across_directories() {
     assert!(blob_a == blob_b, "blob differs between two runs");
     let text = String::from_utf8(code_a).unwrap();
     assert!(!text.contains("/tmp"), "generated code holds a path");
+}
+
+#[test]
+fn tiny_bert() {
+    let toml = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/bert_logits.toml");
+    let g = generate(&toml, &Options::default(), Placement::Relative).unwrap();
+    insta::assert_snapshot!("tiny_bert_code", g.code);
+    insta::assert_snapshot!("tiny_bert_manifest", g.blob.manifest);
 }

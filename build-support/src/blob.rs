@@ -60,6 +60,18 @@ impl BlobWriter {
         )
     }
 
+    /// Adds f32 values stored as f16 (round to nearest even); returns the section index.
+    pub fn f16s(&mut self, name: &str, shape: &[usize], v: &[f32]) -> usize {
+        self.push(
+            name,
+            "f16",
+            shape,
+            v.iter()
+                .flat_map(|&x| half::f16::from_f32(x).to_le_bytes())
+                .collect(),
+        )
+    }
+
     /// Adds i32 values; returns the section index.
     pub fn i32s(&mut self, name: &str, shape: &[usize], v: &[i32]) -> usize {
         self.push(
@@ -116,6 +128,7 @@ impl BlobWriter {
             bytes[o..o + b.len()].copy_from_slice(b);
             let width = match *dtype {
                 "f32" | "i32" => 4,
+                "f16" => 2,
                 _ => 1,
             };
             sections.push(Section {

@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 use crate::spec::SpecFile;
 use crate::weights::Weights;
-use crate::{generate_from, write_if_changed, BlobRef, Options};
+use crate::{generate_from, Options, Placement};
 
 /// What the macro emits: the generated source and the files rustc must track.
 #[derive(Debug, Clone)]
@@ -74,13 +74,9 @@ pub fn expand_cached(spec_path: &Path, options: &Options, root: &Path) -> Result
     }
     std::fs::create_dir_all(&dir)
         .map_err(|e| Error::io(&dir, "cannot create cache directory", e))?;
-    let blob_path = dir.join(format!("{name}.blob"));
-    let g = generate_from(&spec, &weights, options, |_| {
-        BlobRef::Absolute(blob_path.clone())
-    })?;
-    // Blob first: a cache entry is complete once its .rs exists.
-    write_if_changed(&blob_path, &g.blob.bytes)?;
-    write_if_changed(&rs, g.code.as_bytes())?;
+    let g = generate_from(&spec, &weights, options, Placement::Dir(dir.clone()))?;
+    // Blob and tokenizer first: a cache entry is complete once its .rs exists.
+    g.write_files(&dir)?;
     Ok(Expansion {
         code: g.code,
         tracked,

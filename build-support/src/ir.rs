@@ -2,7 +2,9 @@
 //!
 //! Presets expand a TOML description into it; quantization, packing and code generation read it.
 
-use crate::spec::{ActivationGranularity, ActivationSpec, SchemeSpec, WeightGranularity};
+use crate::spec::{
+    ActivationGranularity, ActivationSpec, BertOutputSpec, SchemeSpec, WeightGranularity,
+};
 use crate::weights::Tensor;
 
 /// Numeric precision of a generated model or of one layer.
@@ -106,6 +108,77 @@ pub enum Body {
         /// Layers in order.
         layers: Vec<Linear>,
     },
+    /// A BERT encoder.
+    Bert(Box<Bert>),
+}
+
+/// LayerNorm parameters.
+#[derive(Debug, Clone)]
+pub struct Norm {
+    /// Scale, `[hidden]`.
+    pub gamma: Tensor,
+    /// Shift, `[hidden]`.
+    pub beta: Tensor,
+}
+
+/// One encoder layer.
+#[derive(Debug, Clone)]
+pub struct BertLayer {
+    /// Q, K, V fused: `[3 hidden, hidden]`.
+    pub qkv: Linear,
+    /// Attention output projection.
+    pub attn_out: Linear,
+    /// LayerNorm after attention.
+    pub norm1: Norm,
+    /// FFN up-projection (with the activation).
+    pub ffn_up: Linear,
+    /// FFN down-projection.
+    pub ffn_down: Linear,
+    /// LayerNorm after the FFN.
+    pub norm2: Norm,
+}
+
+/// A BERT encoder with constant sizes.
+#[derive(Debug, Clone)]
+pub struct Bert {
+    /// Vocabulary size.
+    pub vocab: usize,
+    /// Hidden width.
+    pub hidden: usize,
+    /// Attention heads.
+    pub heads: usize,
+    /// FFN width.
+    pub intermediate: usize,
+    /// Token types.
+    pub type_vocab: usize,
+    /// LayerNorm epsilon.
+    pub eps: f32,
+    /// FFN activation.
+    pub act: ActivationSpec,
+    /// Longest input accepted.
+    pub max_seq_len: usize,
+    /// What the model returns.
+    pub output: BertOutputSpec,
+    /// L2-normalize pooled outputs.
+    pub normalize: bool,
+    /// `[vocab, hidden]`.
+    pub word: Tensor,
+    /// `[max_seq_len, hidden]` (rows past `max_seq_len` are dropped).
+    pub position: Tensor,
+    /// `[type_vocab, hidden]`.
+    pub token_type: Tensor,
+    /// Embedding LayerNorm.
+    pub emb_norm: Norm,
+    /// Encoder layers.
+    pub layers: Vec<BertLayer>,
+    /// Pooler dense (tanh), for `logits`.
+    pub pooler: Option<Linear>,
+    /// Classifier, for `logits`.
+    pub classifier: Option<Linear>,
+    /// Class names, in id order.
+    pub labels: Vec<String>,
+    /// The `tokenizer.json` text, embedded in the generated code.
+    pub tokenizer: Option<String>,
 }
 
 impl Model {
@@ -113,6 +186,15 @@ impl Model {
     pub fn linears(&self) -> Vec<&Linear> {
         match &self.body {
             Body::Mlp { layers, .. } => layers.iter().collect(),
+            Body::Bert(b) => {
+                let mut v: Vec<&Linear> = b
+                    .layers
+                    .iter()
+                    .flat_map(|l| [&l.qkv, &l.attn_out, &l.ffn_up, &l.ffn_down])
+                    .collect();
+                v.extend(b.pooler.iter().chain(&b.classifier));
+                v
+            }
         }
     }
 }

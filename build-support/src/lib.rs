@@ -24,6 +24,7 @@ pub mod blob;
 pub mod cache;
 pub mod codegen;
 mod error;
+pub mod hf_config;
 pub mod ir;
 pub mod pack;
 pub mod presets;
@@ -34,7 +35,7 @@ pub mod weights;
 
 use std::path::{Path, PathBuf};
 
-pub use codegen::BlobRef;
+pub use codegen::Placement;
 pub use error::{Error, Result};
 pub use ir::Precision;
 
@@ -77,6 +78,8 @@ pub struct Generated {
     pub code: String,
     /// The weight blob.
     pub blob: blob::FinishedBlob,
+    /// The tokenizer to write next to the blob, if the model has one.
+    pub tokenizer: Option<String>,
     /// The IR, for summaries and reports.
     pub model: Model,
 }
@@ -101,15 +104,12 @@ fn resolve_kernels(spec: &SpecFile, target_arch: Option<&str>) -> Vec<String> {
 
 /// Reads, checks, quantizes, packs and generates; writes nothing.
 ///
-/// `blob` says how the generated code will reach the blob file once the caller has written it.
-pub fn generate(
-    spec_path: &Path,
-    options: &Options,
-    blob: impl FnOnce(&str) -> BlobRef,
-) -> Result<Generated> {
+/// `placement` says how the generated code will reach the files [`Generated::write_files`]
+/// writes (`<name>.blob`, and `<name>.tokenizer.json` when the model has a tokenizer).
+pub fn generate(spec_path: &Path, options: &Options, placement: Placement) -> Result<Generated> {
     let spec = SpecFile::load(spec_path)?;
     let weights = Weights::open(&spec.weights_path())?;
-    generate_from(&spec, &weights, options, blob)
+    generate_from(&spec, &weights, options, placement)
 }
 
 /// The name a generation will use: the override, or `model.name` (+ `_f32` for f32).
@@ -137,12 +137,21 @@ pub fn output_name(spec: &SpecFile, options: &Options) -> Result<String> {
     }
 }
 
+/// Adds an f32 tensor to the blob, as f16 when `half` (lossless when the source was f16).
+fn store(writer: &mut blob::BlobWriter, t: &weights::Tensor, half: bool) -> (usize, bool) {
+    if half {
+        (writer.f16s(&t.name, &t.shape, &t.data), true)
+    } else {
+        (writer.f32s(&t.name, &t.shape, &t.data), false)
+    }
+}
+
 /// [`generate`] over an already loaded description and weights.
 pub fn generate_from(
     spec: &SpecFile,
     weights: &Weights,
     options: &Options,
-    blob: impl FnOnce(&str) -> BlobRef,
+    placement: Placement,
 ) -> Result<Generated> {
     let kernels = resolve_kernels(spec, options.target_arch.as_deref());
     let mut model = presets::expand(spec, weights, options.precision, kernels)?;
@@ -151,12 +160,12 @@ pub fn generate_from(
     let layouts = pack::Layout::for_kernels(&model.kernels);
 
     let mut writer = blob::BlobWriter::default();
-    // Section indices per layer; offsets are known only once the writer finishes.
-    let mut pending = Vec::new();
+    // Section indices; offsets are known only once the writer finishes.
+    let mut linears = Vec::new();
     for l in model.linears() {
         let (n, k) = (l.out_features, l.in_features);
         let bias = l.bias.as_ref().map(|b| writer.f32s(&b.name, &[n], &b.data));
-        match l.precision {
+        let pending = match l.precision {
             LayerPrecision::Int8(granularity) => {
                 if k > quantize::MAX_K {
                     return Err(Error::Tensor {
@@ -180,50 +189,129 @@ pub fn generate_from(
                         )
                     })
                     .collect();
-                let weight = packed[0];
                 let scales = writer.f32s(&format!("{name}:scales"), &[n], &q.scales);
                 let col_sums = writer.i32s(&format!("{name}:col_sums"), &[n], &q.col_sums);
-                pending.push((Some((weight, scales, col_sums, q.stats)), None, bias));
+                PendingLinear::Int8 {
+                    weight: packed[0],
+                    scales,
+                    col_sums,
+                    bias,
+                    stats: q.stats,
+                }
             }
             LayerPrecision::F32 => {
-                let weight = writer.f32s(&l.weight.name, &[n, k], &l.weight.data);
-                pending.push((None, Some(weight), bias));
+                let (weight, f16) = store(
+                    &mut writer,
+                    &l.weight,
+                    l.weight.source == weights::SourceDtype::F16,
+                );
+                PendingLinear::F32 { weight, f16, bias }
             }
+        };
+        linears.push((l.name.clone(), pending));
+    }
+    // Other tensors (norms, embeddings), by name.
+    let mut tensors = Vec::new();
+    if let ir::Body::Bert(b) = &model.body {
+        // The word table is the bulk of a small BERT: f16 in INT8 builds (weight-only), and
+        // whenever the checkpoint itself is f16.
+        let word_f16 =
+            model.precision == Precision::Int8 || b.word.source == weights::SourceDtype::F16;
+        tensors.push((b.word.name.clone(), store(&mut writer, &b.word, word_f16)));
+        let norms =
+            std::iter::once(&b.emb_norm).chain(b.layers.iter().flat_map(|l| [&l.norm1, &l.norm2]));
+        let small = [&b.position, &b.token_type]
+            .into_iter()
+            .chain(norms.flat_map(|n| [&n.gamma, &n.beta]));
+        for t in small {
+            tensors.push((t.name.clone(), store(&mut writer, t, false)));
         }
     }
     let finished = writer.finish();
     let s = &finished.sections;
-    let linears = pending
+    let linears = linears
         .into_iter()
-        .map(|(q, f, bias)| match (q, f) {
-            (Some((w, sc, cs, stats)), _) => LinearSections::Int8 {
-                weight: s[w],
-                scales: s[sc],
-                col_sums: s[cs],
-                bias: bias.map(|b| s[b]),
-                stats,
-            },
-            (None, Some(w)) => LinearSections::F32 {
-                weight: s[w],
-                bias: bias.map(|b| s[b]),
-            },
-            (None, None) => unreachable!("every layer is int8 or f32"),
+        .map(|(name, p)| {
+            let sections = match p {
+                PendingLinear::Int8 {
+                    weight,
+                    scales,
+                    col_sums,
+                    bias,
+                    stats,
+                } => LinearSections::Int8 {
+                    weight: s[weight],
+                    scales: s[scales],
+                    col_sums: s[col_sums],
+                    bias: bias.map(|b| s[b]),
+                    stats,
+                },
+                PendingLinear::F32 { weight, f16, bias } => LinearSections::F32 {
+                    weight: s[weight],
+                    f16,
+                    bias: bias.map(|b| s[b]),
+                },
+            };
+            (name, sections)
         })
         .collect();
+    let tensors = tensors
+        .into_iter()
+        .map(|(name, (i, f16))| (name, codegen::Stored { section: s[i], f16 }))
+        .collect();
     let layout = codegen::Layout {
-        blob: blob(&model.name),
+        placement,
         blob_id: finished.id.clone(),
         blob_len: finished.bytes.len(),
         linears,
+        tensors,
     };
     let code = codegen::format_file(codegen::generate(&model, &layout), &model.name)?;
+    let tokenizer = match &model.body {
+        ir::Body::Bert(b) => b.tokenizer.clone(),
+        ir::Body::Mlp { .. } => None,
+    };
     Ok(Generated {
         name: model.name.clone(),
         type_name: model.type_name.clone(),
         code,
         blob: finished,
+        tokenizer,
         model,
     })
+}
+
+enum PendingLinear {
+    Int8 {
+        weight: usize,
+        scales: usize,
+        col_sums: usize,
+        bias: Option<usize>,
+        stats: quantize::ErrorStats,
+    },
+    F32 {
+        weight: usize,
+        f16: bool,
+        bias: Option<usize>,
+    },
+}
+
+impl Generated {
+    /// Writes `<name>.blob`, `<name>.tokenizer.json` (if any) and then `<name>.rs` into `dir`,
+    /// each only if its contents changed; returns the path of the `.rs` file.
+    pub fn write_files(&self, dir: &Path) -> Result<PathBuf> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "cannot create directory", e))?;
+        write_if_changed(&dir.join(format!("{}.blob", self.name)), &self.blob.bytes)?;
+        if let Some(t) = &self.tokenizer {
+            write_if_changed(
+                &dir.join(format!("{}.tokenizer.json", self.name)),
+                t.as_bytes(),
+            )?;
+        }
+        let rs = dir.join(format!("{}.rs", self.name));
+        write_if_changed(&rs, self.code.as_bytes())?;
+        Ok(rs)
+    }
 }
 
 /// Writes `contents` to `path` unless it already holds exactly that (prost's habit: unchanged
@@ -308,18 +396,12 @@ impl Config {
         if options.target_arch.is_none() {
             options.target_arch = std::env::var("CARGO_CFG_TARGET_ARCH").ok();
         }
-        let g = generate_from(&spec, &weights, &options, |name| {
-            let file = format!("{name}.blob");
-            if in_build_script {
-                BlobRef::OutDir(file)
-            } else {
-                BlobRef::Relative(file)
-            }
-        })?;
-        std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "cannot create directory", e))?;
-        write_if_changed(&dir.join(format!("{}.blob", g.name)), &g.blob.bytes)?;
-        let rs = dir.join(format!("{}.rs", g.name));
-        write_if_changed(&rs, g.code.as_bytes())?;
-        Ok(rs)
+        let placement = if in_build_script {
+            Placement::OutDir
+        } else {
+            Placement::Relative
+        };
+        let g = generate_from(&spec, &weights, &options, placement)?;
+        g.write_files(&dir)
     }
 }

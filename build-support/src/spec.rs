@@ -19,6 +19,9 @@ pub struct Spec {
     /// `[mlp]`: the layer list for `preset = "mlp"`.
     #[serde(default)]
     pub mlp: Option<Spanned<MlpSection>>,
+    /// `[bert]`: options of `preset = "bert"`.
+    #[serde(default)]
+    pub bert: Option<Spanned<BertSection>>,
     /// `[quantize]`: every key optional.
     #[serde(default)]
     pub quantize: QuantizeSection,
@@ -37,6 +40,9 @@ pub struct ModelSection {
     pub preset: Spanned<Preset>,
     /// The safetensors file, relative to the TOML file.
     pub weights: Spanned<String>,
+    /// A Hugging Face `config.json` with the hyper-parameters (required for `bert`).
+    #[serde(default)]
+    pub config: Option<Spanned<String>>,
 }
 
 /// The architectures dynq can generate.
@@ -45,6 +51,44 @@ pub struct ModelSection {
 pub enum Preset {
     /// A stack of linear layers with activations.
     Mlp,
+    /// A BERT encoder (Hugging Face `BertModel` / `BertForSequenceClassification`).
+    Bert,
+}
+
+/// `[bert]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BertSection {
+    /// Tensor-name prefix, e.g. `bert.` for `BertFor*` checkpoints.
+    #[serde(default)]
+    pub prefix: String,
+    /// Longest input accepted; default and upper bound `max_position_embeddings`.
+    #[serde(default)]
+    pub max_seq_len: Option<Spanned<usize>>,
+    /// What the model returns (default `mean_pooled`).
+    #[serde(default)]
+    pub output: Option<Spanned<BertOutputSpec>>,
+    /// L2-normalize pooled outputs (`mean_pooled`, `cls`).
+    #[serde(default)]
+    pub normalize: bool,
+    /// A Hugging Face `tokenizer.json`, embedded in the generated code for text input.
+    #[serde(default)]
+    pub tokenizer: Option<Spanned<String>>,
+}
+
+/// Output kinds of a BERT model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BertOutputSpec {
+    /// Mean of the last hidden states over the attention mask.
+    #[default]
+    MeanPooled,
+    /// The first token's last hidden state.
+    Cls,
+    /// Every last hidden state.
+    LastHiddenState,
+    /// Pooler (tanh) + classifier logits.
+    Logits,
 }
 
 /// `[mlp]`.
@@ -226,6 +270,11 @@ impl SpecFile {
         self.path.parent().unwrap_or(Path::new(""))
     }
 
+    /// A path from the TOML, resolved against the TOML file's directory.
+    pub fn resolve(&self, relative: &str) -> PathBuf {
+        self.dir().join(relative)
+    }
+
     /// The weights file, resolved against the TOML file's directory.
     pub fn weights_path(&self) -> PathBuf {
         self.dir().join(self.spec.model.weights.get_ref())
@@ -268,6 +317,20 @@ impl SpecFile {
                             "key `mlp.layers.tensor`: expected a tensor name prefix, found \"\"",
                         ));
                     }
+                }
+            }
+            Preset::Bert => {
+                if self.spec.bert.is_none() {
+                    return Err(self.error(
+                        m.preset.span(),
+                        "key `model.preset`: preset \"bert\" needs a [bert] section (it may be empty)",
+                    ));
+                }
+                if m.config.is_none() {
+                    return Err(self.error(
+                        m.preset.span(),
+                        "key `model.config`: preset \"bert\" needs `config = \"config.json\"` (a Hugging Face BertConfig)",
+                    ));
                 }
             }
         }

@@ -21,11 +21,24 @@ pub struct Weights {
     map: Mmap,
 }
 
+/// The dtype a tensor is stored in, in the weights file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceDtype {
+    /// 32-bit float.
+    F32,
+    /// IEEE half.
+    F16,
+    /// bfloat16.
+    Bf16,
+}
+
 /// A tensor read as f32.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tensor {
     /// Its name in the file.
     pub name: String,
+    /// How the file stores it (f16 sources can be stored as f16 again without loss).
+    pub source: SourceDtype,
     /// Its shape.
     pub shape: Vec<usize>,
     /// Its values, row-major.
@@ -164,6 +177,11 @@ impl Weights {
             ));
         }
         let bytes = view.data();
+        let source = match view.dtype() {
+            Dtype::F16 => SourceDtype::F16,
+            Dtype::BF16 => SourceDtype::Bf16,
+            _ => SourceDtype::F32,
+        };
         let data: Vec<f32> = match view.dtype() {
             Dtype::F32 => bytes
                 .chunks_exact(4)
@@ -199,6 +217,7 @@ impl Weights {
         }
         Ok(Tensor {
             name: name.to_string(),
+            source,
             shape: expected_shape.to_vec(),
             data,
         })

@@ -66,7 +66,7 @@ fn check_summarizes_and_fails_on_bad_input() {
     assert_eq!(
         text(&out.stderr),
         format!(
-            "error: {}:5:1: unknown field `size`, expected one of `name`, `preset`, `weights`\n",
+            "error: {}:5:1: unknown field `size`, expected one of `name`, `preset`, `weights`, `config`\n",
             bad.display()
         )
     );

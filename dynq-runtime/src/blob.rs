@@ -125,6 +125,22 @@ impl<'a> Blob<'a> {
         self.section(offset, count)
     }
 
+    /// `count` f16 values (raw bits) at byte `offset`.
+    pub fn f16s(&self, offset: usize, count: usize) -> Result<&'a [u16], Error> {
+        self.section(offset, count)
+    }
+
+    /// `count` f16 values at byte `offset`, widened once to f32 and kept for the life of the
+    /// process (generated models call it once, from their weight initialization).
+    pub fn f16s_as_f32(&self, offset: usize, count: usize) -> Result<&'static [f32], Error> {
+        let bits = self.f16s(offset, count)?;
+        Ok(Box::leak(
+            bits.iter()
+                .map(|&b| half::f16::from_bits(b).to_f32())
+                .collect(),
+        ))
+    }
+
     /// `count` i8 values at byte `offset`.
     pub fn i8s(&self, offset: usize, count: usize) -> Result<&'a [i8], Error> {
         self.section(offset, count)

@@ -42,6 +42,42 @@ pub enum Error {
         /// The offending value.
         value: f32,
     },
+    /// A sequence model got no tokens.
+    #[error("empty input: a sequence needs at least one token")]
+    EmptySequence,
+    /// A sequence is longer than the model was generated for.
+    #[error("sequence of {len} tokens is longer than max_seq_len {max}")]
+    SequenceTooLong {
+        /// Tokens given.
+        len: usize,
+        /// The model's `max_seq_len`.
+        max: usize,
+    },
+    /// Parallel inputs of different lengths.
+    #[error("{what}: expected {expected} values (one per input id), found {found}")]
+    LengthMismatch {
+        /// Which input.
+        what: &'static str,
+        /// Number of input ids.
+        expected: usize,
+        /// Its length.
+        found: usize,
+    },
+    /// A token id, token type or mask value out of range.
+    #[error("{what}[{index}] = {value}: expected a value below {limit}")]
+    TokenOutOfRange {
+        /// Which input.
+        what: &'static str,
+        /// Position.
+        index: usize,
+        /// The value.
+        value: u32,
+        /// Exclusive upper bound (vocabulary size, type vocabulary size, 2 for the mask).
+        limit: usize,
+    },
+    /// The attention mask is all zeros.
+    #[error("attention_mask is all zeros: at least one token must be attended")]
+    NoTokenAttended,
     /// The embedded weight blob does not match the generated code.
     #[error("weight blob: {0}")]
     Blob(String),

@@ -35,7 +35,8 @@ mod workspace;
 
 pub use error::Error;
 pub use kernels::{dispatch, selected_kernel, Job, Kernel, KernelId};
-pub use ops::{Activation, F32Linear, QLinear};
+pub use ops::bert::{BertInput, BertOutput};
+pub use ops::{Activation, F32Linear, Linear, QLinear};
 pub use quant::{Granularity, Scheme};
 pub use workspace::{split_mut, with_workspace, Buffers, Workspace};
 
@@ -118,4 +119,33 @@ pub fn check_dense_io(
         });
     }
     Ok(())
+}
+
+/// A sequence encoder (the `bert` preset): one tokenized sequence in, a pooled vector, every
+/// hidden state, or logits out. Generated BERT model types implement it.
+pub trait EncoderModel {
+    /// The model's name as written in its TOML.
+    const NAME: &'static str;
+    /// What `forward` writes.
+    const OUTPUT: BertOutput;
+    /// Hidden width.
+    const HIDDEN_SIZE: usize;
+    /// Width of the pooled output or the logits.
+    const OUTPUT_SIZE: usize;
+    /// Longest sequence accepted.
+    const MAX_SEQ_LEN: usize;
+    /// Class names of the logits (empty unless `OUTPUT` is `Logits`).
+    const LABELS: &'static [&'static str];
+    /// The configured `tokenizer.json`, if any.
+    const TOKENIZER_JSON: Option<&'static str>;
+    /// Runs one sequence.
+    fn forward(&self, input: &BertInput<'_>, out: &mut [f32]) -> Result<(), Error>;
+
+    /// Length of `forward`'s output for a sequence of `len` tokens.
+    fn output_len(len: usize) -> usize {
+        match Self::OUTPUT {
+            BertOutput::LastHiddenState => len * Self::HIDDEN_SIZE,
+            _ => Self::OUTPUT_SIZE,
+        }
+    }
 }

@@ -132,3 +132,197 @@ pub fn dense_main<M: DenseModel>(model: &M) -> ExitCode {
         }
     }
 }
+
+/// Turns `{"text": ...}` into token ids with the model's tokenizer (feature `text`).
+#[cfg(feature = "text")]
+struct TextTokenizer(tokenizers::Tokenizer);
+
+#[cfg(feature = "text")]
+impl TextTokenizer {
+    fn new(json: &str, max_len: usize) -> Result<Self, String> {
+        let mut t: tokenizers::Tokenizer =
+            json.parse().map_err(|e| format!("tokenizer.json: {e}"))?;
+        t.with_padding(None);
+        t.with_truncation(Some(tokenizers::TruncationParams {
+            max_length: max_len,
+            ..Default::default()
+        }))
+        .map_err(|e| format!("tokenizer: {e}"))?;
+        Ok(TextTokenizer(t))
+    }
+
+    fn encode(&self, text: &str) -> Result<(Vec<u32>, Vec<u32>), String> {
+        let e = self
+            .0
+            .encode(text, true)
+            .map_err(|e| format!("`text`: cannot tokenize: {e}"))?;
+        Ok((e.get_ids().to_vec(), e.get_type_ids().to_vec()))
+    }
+}
+
+#[cfg(not(feature = "text"))]
+struct TextTokenizer;
+
+#[cfg(not(feature = "text"))]
+impl TextTokenizer {
+    fn new(_json: &str, _max_len: usize) -> Result<Self, String> {
+        Ok(TextTokenizer)
+    }
+
+    fn encode(&self, _text: &str) -> Result<(Vec<u32>, Vec<u32>), String> {
+        Err("`text` input needs dynq-runtime's `text` feature".into())
+    }
+}
+
+fn id_array(map: &Map<String, Value>, key: &'static str) -> Result<Option<Vec<u32>>, String> {
+    let Some(v) = map.get(key) else {
+        return Ok(None);
+    };
+    let Value::Array(items) = v else {
+        return Err(format!(
+            "`{key}`: expected an array of integers, found {}",
+            kind(v)
+        ));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, x)| {
+            x.as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| format!("`{key}`[{i}]: expected a non-negative integer, found {x}"))
+        })
+        .collect::<Result<Vec<u32>, String>>()
+        .map(Some)
+}
+
+/// One input line of an encoder model, parsed: ids, mask, token types.
+type EncoderLine = (Vec<u32>, Option<Vec<u32>>, Option<Vec<u32>>);
+
+/// Parses one input line of an encoder model: `{"input_ids": [...], "attention_mask": [...],
+/// "token_type_ids": [...]}` (the last two optional) or `{"text": "..."}`.
+fn parse_encoder_line(
+    line: &str,
+    tokenizer: Option<&TextTokenizer>,
+) -> Result<EncoderLine, String> {
+    let value: Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+    let Value::Object(map) = value else {
+        return Err(format!(
+            "expected a JSON object with `input_ids` or `text`, found {}",
+            kind(&value)
+        ));
+    };
+    const KEYS: [&str; 4] = ["input_ids", "attention_mask", "token_type_ids", "text"];
+    if let Some(k) = map.keys().find(|k| !KEYS.contains(&k.as_str())) {
+        return Err(format!("unknown key `{k}`, expected one of `input_ids`, `attention_mask`, `token_type_ids`, `text`"));
+    }
+    if let Some(text) = map.get("text") {
+        if map.len() > 1 {
+            return Err(
+                "`text` cannot be combined with `input_ids`, `attention_mask` or `token_type_ids`"
+                    .into(),
+            );
+        }
+        let Value::String(text) = text else {
+            return Err(format!("`text`: expected a string, found {}", kind(text)));
+        };
+        let Some(t) = tokenizer else {
+            return Err("`text`: this model has no tokenizer; send `input_ids`".into());
+        };
+        let (ids, types) = t.encode(text)?;
+        return Ok((ids, None, Some(types)));
+    }
+    let ids = id_array(&map, "input_ids")?.ok_or("missing key `input_ids` (or `text`)")?;
+    Ok((
+        ids,
+        id_array(&map, "attention_mask")?,
+        id_array(&map, "token_type_ids")?,
+    ))
+}
+
+fn floats(v: &[f32]) -> Value {
+    Value::Array(v.iter().map(|&x| Value::from(x)).collect())
+}
+
+/// Serves an encoder model over `input`/`output`; returns the number of sequences or the
+/// error message (naming the line).
+pub fn serve_encoder<M: crate::EncoderModel>(
+    model: &M,
+    input: impl BufRead,
+    mut output: impl Write,
+) -> Result<usize, String> {
+    use crate::BertOutput;
+    let tokenizer = match M::TOKENIZER_JSON {
+        Some(json) => Some(TextTokenizer::new(json, M::MAX_SEQ_LEN)?),
+        None => None,
+    };
+    let mut count = 0;
+    for (i, line) in input.lines().enumerate() {
+        let n = i + 1;
+        let line = line.map_err(|e| format!("line {n}: cannot read: {e}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (ids, mask, types) =
+            parse_encoder_line(&line, tokenizer.as_ref()).map_err(|e| format!("line {n}: {e}"))?;
+        let bert = crate::BertInput {
+            input_ids: &ids,
+            attention_mask: mask.as_deref(),
+            token_type_ids: types.as_deref(),
+        };
+        let mut out = vec![0.0f32; M::output_len(ids.len())];
+        model
+            .forward(&bert, &mut out)
+            .map_err(|e| format!("line {n}: {e}"))?;
+        let mut map = Map::new();
+        match M::OUTPUT {
+            BertOutput::MeanPooled | BertOutput::Cls => {
+                map.insert("embedding".into(), floats(&out));
+            }
+            BertOutput::LastHiddenState => {
+                let rows = out.chunks(M::HIDDEN_SIZE).map(floats).collect();
+                map.insert("last_hidden_state".into(), Value::Array(rows));
+            }
+            BertOutput::Logits => {
+                let best = (0..out.len()).fold(0, |b, i| if out[i] > out[b] { i } else { b });
+                map.insert("logits".into(), floats(&out));
+                map.insert(
+                    "label".into(),
+                    Value::from(M::LABELS.get(best).copied().unwrap_or("")),
+                );
+            }
+        }
+        writeln!(output, "{}", Value::Object(map))
+            .and_then(|()| output.flush())
+            .map_err(|e| format!("line {n}: cannot write output: {e}"))?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// `main` of a standalone encoder binary: stdin to stdout, errors to stderr.
+pub fn encoder_main<M: crate::EncoderModel>(model: &M) -> ExitCode {
+    if std::env::args().len() > 1 {
+        let text = if M::TOKENIZER_JSON.is_some() {
+            " or {\"text\": \"...\"}"
+        } else {
+            ""
+        };
+        eprintln!(
+            "usage: {0} < input.jsonl\n\nReads one JSON object per line, {{\"input_ids\": [...], \"attention_mask\": [...],\n\
+             \"token_type_ids\": [...]}}{text} (up to {1} tokens), and writes one per line.",
+            M::NAME,
+            M::MAX_SEQ_LEN
+        );
+        return ExitCode::from(2);
+    }
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    match serve_encoder(model, stdin.lock(), stdout.lock()) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}: {e}", M::NAME);
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use dynq_build::standalone::{default_runtime_path, StandaloneBuild};
-use dynq_build::{BlobRef, Options, Precision};
+use dynq_build::{Options, Placement, Precision};
 
 /// Turn a trained network (TOML description + safetensors weights) into a specialized INT8
 /// Rust function or a standalone inference executable.
@@ -102,14 +102,11 @@ fn run(cli: Cli) -> dynq_build::Result<()> {
                 precision: precision.into(),
                 ..Options::default()
             };
-            let g =
-                dynq_build::generate(&model, &options, |n| BlobRef::Relative(format!("{n}.blob")))?;
+            let g = dynq_build::generate(&model, &options, Placement::Relative)?;
             print!("{}", g.code);
         }
         Cmd::Check { model } => {
-            let g = dynq_build::generate(&model, &Options::default(), |n| {
-                BlobRef::Relative(format!("{n}.blob"))
-            })?;
+            let g = dynq_build::generate(&model, &Options::default(), Placement::Relative)?;
             let linears = g.model.linears();
             let params: usize = linears
                 .iter()

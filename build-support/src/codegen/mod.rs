@@ -2,6 +2,7 @@
 //!
 //! One function per op kind turns IR into tokens; [`generate`] assembles the module.
 
+mod bert;
 mod format;
 
 use proc_macro2::{Ident, Literal, Span, TokenStream};
@@ -14,15 +15,43 @@ use crate::ir::{Body, LayerPrecision, Linear, Model};
 use crate::quantize::ErrorStats;
 use crate::spec::{ActivationGranularity, ActivationSpec, SchemeSpec, WeightGranularity};
 
-/// How the generated code finds its weight blob.
+/// How the generated code finds the files generated next to it (`<name>.blob`,
+/// `<name>.tokenizer.json`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum BlobRef {
+pub enum Placement {
     /// `include_bytes!(concat!(env!("OUT_DIR"), "/<file>"))`: build.rs output.
-    OutDir(String),
+    OutDir,
     /// `include_bytes!("<file>")`: next to the generated source file.
-    Relative(String),
-    /// `include_bytes!("<absolute path>")`: the proc macro's cache.
-    Absolute(std::path::PathBuf),
+    Relative,
+    /// `include_bytes!("<dir>/<file>")` with an absolute directory: the proc macro's cache.
+    Dir(std::path::PathBuf),
+}
+
+impl Placement {
+    /// `include_bytes!`/`include_str!` (per `mac`) of `file`.
+    fn include(&self, mac: &str, file: &str) -> TokenStream {
+        let mac = format_ident!("{}", mac);
+        match self {
+            Placement::OutDir => {
+                let f = format!("/{file}");
+                quote!(#mac!(concat!(env!("OUT_DIR"), #f)))
+            }
+            Placement::Relative => quote!(#mac!(#file)),
+            Placement::Dir(dir) => {
+                let p = dir.join(file).display().to_string();
+                quote!(#mac!(#p))
+            }
+        }
+    }
+}
+
+/// Where a tensor other than a linear layer's lies in the blob.
+#[derive(Debug, Clone, Copy)]
+pub struct Stored {
+    /// The section.
+    pub section: Section,
+    /// Stored as f16 (widened by the runtime).
+    pub f16: bool,
 }
 
 /// Blob sections of one linear layer.
@@ -45,6 +74,8 @@ pub enum LinearSections {
     F32 {
         /// Row-major weights.
         weight: Section,
+        /// Stored as f16 (lossless for f16 checkpoints), widened once at load.
+        f16: bool,
         /// Bias.
         bias: Option<Section>,
     },
@@ -53,14 +84,41 @@ pub enum LinearSections {
 /// Everything codegen needs besides the IR.
 #[derive(Debug, Clone)]
 pub struct Layout {
-    /// Where the blob is.
-    pub blob: BlobRef,
+    /// Where the blob (and tokenizer) are.
+    pub placement: Placement,
     /// Its SHA-256 id, hex.
     pub blob_id: String,
     /// Its length.
     pub blob_len: usize,
-    /// Per linear layer, in IR order.
-    pub linears: Vec<LinearSections>,
+    /// Per linear layer (by IR name), in IR order.
+    pub linears: Vec<(String, LinearSections)>,
+    /// Other tensors by name.
+    pub tensors: Vec<(String, Stored)>,
+}
+
+impl Layout {
+    fn linear(&self, name: &str) -> &LinearSections {
+        &self
+            .linears
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("every linear has sections")
+            .1
+    }
+
+    fn tensor(&self, name: &str) -> Stored {
+        self.tensors
+            .iter()
+            .find(|(n, _)| n == name)
+            .expect("every tensor has a section")
+            .1
+    }
+
+    /// `b.f32s(..)?` or `b.f16s_as_f32(..)?` for a stored f32 tensor.
+    fn f32_view(&self, name: &str) -> TokenStream {
+        let t = self.tensor(name);
+        section_tokens(if t.f16 { "f16s_as_f32" } else { "f32s" }, &t.section)
+    }
 }
 
 fn lit(n: usize) -> Literal {
@@ -128,10 +186,8 @@ fn provenance(l: &Linear, s: &LinearSections) -> String {
     }
 }
 
-/// Field declaration and blob-view initializer of one linear layer.
-fn linear_weights(l: &Linear, s: &LinearSections) -> (TokenStream, TokenStream) {
-    let ident = format_ident!("{}", l.ident);
-    let doc = provenance(l, s);
+/// The blob view of one linear layer: `rt::QLinear { .. }` or `rt::F32Linear { .. }`.
+fn linear_expr(l: &Linear, s: &LinearSections) -> TokenStream {
     let (n, k) = (lit(l.out_features), lit(l.in_features));
     match s {
         LinearSections::Int8 {
@@ -147,19 +203,42 @@ fn linear_weights(l: &Linear, s: &LinearSections) -> (TokenStream, TokenStream) 
                 section_tokens("i32s", col_sums),
                 option_tokens("f32s", bias),
             );
-            (
-                quote! { #[doc = #doc] #ident: rt::QLinear<'static>, },
-                quote! { #ident: rt::QLinear { n: #n, k: #k, weight: #w, scales: #sc, col_sums: #cs, bias: #b }, },
-            )
+            quote!(rt::QLinear { n: #n, k: #k, weight: #w, scales: #sc, col_sums: #cs, bias: #b })
         }
-        LinearSections::F32 { weight, bias } => {
-            let (w, b) = (section_tokens("f32s", weight), option_tokens("f32s", bias));
-            (
-                quote! { #[doc = #doc] #ident: rt::F32Linear<'static>, },
-                quote! { #ident: rt::F32Linear { n: #n, k: #k, weight: #w, bias: #b }, },
-            )
+        LinearSections::F32 { weight, f16, bias } => {
+            let method = if *f16 { "f16s_as_f32" } else { "f32s" };
+            let (w, b) = (section_tokens(method, weight), option_tokens("f32s", bias));
+            quote!(rt::F32Linear { n: #n, k: #k, weight: #w, bias: #b })
         }
     }
+}
+
+/// Field declaration and blob-view initializer of one linear layer.
+fn linear_weights(l: &Linear, s: &LinearSections) -> (TokenStream, TokenStream) {
+    let ident = format_ident!("{}", l.ident);
+    let doc = provenance(l, s);
+    let value = linear_expr(l, s);
+    let ty = match s {
+        LinearSections::Int8 { .. } => quote!(rt::QLinear<'static>),
+        LinearSections::F32 { .. } => quote!(rt::F32Linear<'static>),
+    };
+    (
+        quote! { #[doc = #doc] #ident: #ty, },
+        quote! { #ident: #value, },
+    )
+}
+
+/// `rt::ops::ActQuant { .. }` of the model.
+fn act_quant_tokens(model: &Model) -> TokenStream {
+    let g = match model.act_quant.granularity {
+        ActivationGranularity::PerToken => quote!(rt::Granularity::PerToken),
+        ActivationGranularity::PerTensor => quote!(rt::Granularity::PerTensor),
+    };
+    let s = match model.act_quant.scheme {
+        SchemeSpec::Symmetric => quote!(rt::Scheme::Symmetric),
+        SchemeSpec::Asymmetric => quote!(rt::Scheme::Asymmetric),
+    };
+    quote!(rt::ops::ActQuant { granularity: #g, scheme: #s })
 }
 
 /// The call that runs one linear layer from `input` into `output`.
@@ -174,18 +253,10 @@ fn linear_call(
     let act = activation_tokens(l.activation);
     match l.precision {
         LayerPrecision::Int8(_) => {
-            let g = match model.act_quant.granularity {
-                ActivationGranularity::PerToken => quote!(rt::Granularity::PerToken),
-                ActivationGranularity::PerTensor => quote!(rt::Granularity::PerTensor),
-            };
-            let s = match model.act_quant.scheme {
-                SchemeSpec::Symmetric => quote!(rt::Scheme::Symmetric),
-                SchemeSpec::Asymmetric => quote!(rt::Scheme::Asymmetric),
-            };
+            let aq = act_quant_tokens(model);
             quote! {
                 rt::ops::linear_q::<K, #k, #n>(
-                    kernel, #input, rows, &w.#ident, #act,
-                    rt::ops::ActQuant { granularity: #g, scheme: #s },
+                    kernel, #input, rows, &w.#ident, #act, #aq,
                     buf.quant, buf.scales, buf.zero_points, #output,
                 );
             }
@@ -193,20 +264,6 @@ fn linear_call(
         LayerPrecision::F32 => quote! {
             rt::ops::linear_f32::<K, #k, #n>(kernel, #input, rows, &w.#ident, #act, #output);
         },
-    }
-}
-
-fn blob_tokens(blob: &BlobRef) -> TokenStream {
-    match blob {
-        BlobRef::OutDir(file) => {
-            let f = format!("/{file}");
-            quote!(include_bytes!(concat!(env!("OUT_DIR"), #f)))
-        }
-        BlobRef::Relative(file) => quote!(include_bytes!(#file)),
-        BlobRef::Absolute(path) => {
-            let p = path.display().to_string();
-            quote!(include_bytes!(#p))
-        }
     }
 }
 
@@ -232,6 +289,7 @@ fn kernel_list(model: &Model) -> TokenStream {
 pub fn generate(model: &Model, layout: &Layout) -> TokenStream {
     match &model.body {
         Body::Mlp { input_size, layers } => mlp(model, layout, *input_size, layers),
+        Body::Bert(b) => bert::generate(model, layout, b),
     }
 }
 
@@ -241,8 +299,7 @@ fn mlp(model: &Model, layout: &Layout, input_size: usize, layers: &[Linear]) -> 
     let output_size = layers.last().map_or(0, |l| l.out_features);
     let (fields, inits): (Vec<_>, Vec<_>) = layers
         .iter()
-        .zip(&layout.linears)
-        .map(|(l, s)| linear_weights(l, s))
+        .map(|l| linear_weights(l, layout.linear(&l.name)))
         .unzip();
     // Hidden activations alternate between two scratch buffers; the last layer writes `out`.
     let hidden = layers[..layers.len() - 1]
@@ -291,7 +348,9 @@ fn mlp(model: &Model, layout: &Layout, input_size: usize, layers: &[Linear]) -> 
     } else {
         quote!(let _ = ws;)
     };
-    let blob = blob_tokens(&layout.blob);
+    let blob = layout
+        .placement
+        .include("include_bytes", &format!("{}.blob", model.name));
     let (blob_id, blob_len) = (&layout.blob_id, lit(layout.blob_len));
     let kernels = kernel_list(model);
     let (input_lit, output_lit, hidden_lit, quant_lit) = (

@@ -2,17 +2,16 @@
 
 use std::collections::BTreeSet;
 
+use super::KeepF32;
 use crate::error::Result;
-use crate::ir::{ident_for, Body, LayerPrecision, Linear, Precision};
+use crate::ir::{ident_for, Body, Linear};
 use crate::spec::SpecFile;
 use crate::weights::Weights;
 
-pub(super) fn expand(spec: &SpecFile, weights: &Weights, precision: Precision) -> Result<Body> {
+pub(super) fn expand(spec: &SpecFile, weights: &Weights, keep: &KeepF32<'_>) -> Result<Body> {
     let s = &spec.spec;
     let mlp = s.mlp.as_ref().expect("validated by spec").get_ref();
     let input_size = *mlp.input_size.get_ref();
-    let keep = &s.quantize.keep_f32;
-    let mut used_keep = vec![false; keep.len()];
     let mut idents = BTreeSet::new();
     let mut width = input_size;
     let mut layers = Vec::new();
@@ -50,13 +49,6 @@ pub(super) fn expand(spec: &SpecFile, weights: &Weights, precision: Precision) -
         } else {
             None
         };
-        let mut kept = false;
-        for (k, used) in keep.iter().zip(used_keep.iter_mut()) {
-            if l.tensor == *k.get_ref() || l.tensor.starts_with(&format!("{}.", k.get_ref())) {
-                kept = true;
-                *used = true;
-            }
-        }
         let mut ident = ident_for(&l.tensor);
         if !idents.insert(ident.clone()) {
             ident = format!("{ident}_{i}");
@@ -70,28 +62,9 @@ pub(super) fn expand(spec: &SpecFile, weights: &Weights, precision: Precision) -
             weight,
             bias,
             activation: l.activation,
-            precision: if kept || precision == Precision::F32 {
-                LayerPrecision::F32
-            } else {
-                LayerPrecision::Int8(s.quantize.weights)
-            },
+            precision: keep.precision_of(&[&l.tensor]),
         });
         width = out;
-    }
-    if let Some(pos) = used_keep.iter().position(|u| !u) {
-        let k = &keep[pos];
-        return Err(spec.error(
-            k.span(),
-            format!(
-                "key `quantize.keep_f32`: {:?} matches no layer; layers are {}",
-                k.get_ref(),
-                layers
-                    .iter()
-                    .map(|l| l.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ));
     }
     Ok(Body::Mlp { input_size, layers })
 }

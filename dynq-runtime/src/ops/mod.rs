@@ -6,6 +6,7 @@ use crate::quant::{
 };
 
 mod activation;
+pub mod bert;
 pub use activation::{apply_activation, erf, gelu, gelu_tanh, sigmoid, Activation};
 
 /// A linear layer with int8 weights, as stored in the weight blob.
@@ -152,4 +153,79 @@ pub fn linear_f32<Kn: Kernel, const K: usize, const N: usize>(
 ) {
     debug_assert_eq!((w.k, w.n), (K, N));
     kernel.gemm_f32(&x[..rows * K], rows, w, act, &mut out[..rows * N]);
+}
+
+/// A linear layer stored either way: generated code uses it where one layer function serves
+/// layers of both precisions (the encoder layers of BERT, with `keep_f32`).
+///
+/// ```
+/// use dynq_runtime::{F32Linear, ops::Linear};
+/// let l = Linear::F32(F32Linear { n: 1, k: 1, weight: &[2.0], bias: None });
+/// assert_eq!((l.n(), l.k()), (1, 1));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub enum Linear<'a> {
+    /// INT8 weights, dynamically quantized activations.
+    Int8(QLinear<'a>),
+    /// f32 weights.
+    F32(F32Linear<'a>),
+}
+
+impl Linear<'_> {
+    /// Output channels.
+    pub fn n(&self) -> usize {
+        match self {
+            Linear::Int8(l) => l.n,
+            Linear::F32(l) => l.n,
+        }
+    }
+
+    /// Input width.
+    pub fn k(&self) -> usize {
+        match self {
+            Linear::Int8(l) => l.k,
+            Linear::F32(l) => l.k,
+        }
+    }
+}
+
+/// Scratch for the activation quantization of [`linear`].
+#[derive(Debug)]
+pub struct QuantScratch<'a> {
+    /// `rows * padded_k(k)` quantized values.
+    pub quant: &'a mut [i8],
+    /// One scale per row.
+    pub scales: &'a mut [f32],
+    /// One zero point per row.
+    pub zero_points: &'a mut [i32],
+}
+
+/// [`linear_q`] or [`linear_f32`], whichever the layer is.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn linear<Kn: Kernel, const K: usize, const N: usize>(
+    kernel: Kn,
+    x: &[f32],
+    rows: usize,
+    w: &Linear<'_>,
+    act: Activation,
+    aq: ActQuant,
+    scratch: &mut QuantScratch<'_>,
+    out: &mut [f32],
+) {
+    match w {
+        Linear::Int8(q) => linear_q::<Kn, K, N>(
+            kernel,
+            x,
+            rows,
+            q,
+            act,
+            aq,
+            scratch.quant,
+            scratch.scales,
+            scratch.zero_points,
+            out,
+        ),
+        Linear::F32(f) => linear_f32::<Kn, K, N>(kernel, x, rows, f, act, out),
+    }
 }

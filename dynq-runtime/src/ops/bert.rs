@@ -1,0 +1,411 @@
+//! BERT encoder ops: embeddings, layer norm, self-attention with a padding mask, the encoder
+//! layer (called once per layer in a loop by generated code), pooling.
+//!
+//! The arithmetic follows Hugging Face's `BertModel`: post-norm residual blocks, attention
+//! scores scaled by `1 / sqrt(head_dim)` with masked keys pushed to `f32::MIN`, mean pooling
+//! over the attention mask.
+
+use super::{linear, ActQuant, Activation, Linear, QuantScratch};
+use crate::kernels::Kernel;
+use crate::Error;
+
+/// One tokenized sequence. `attention_mask` (1 = attend, 0 = padding) and `token_type_ids`
+/// default to all ones and all zeros.
+///
+/// ```
+/// let input = dynq_runtime::BertInput::new(&[101, 7592, 102]);
+/// assert_eq!(input.check(30522, 2, 256).unwrap(), 3);
+/// assert!(input.check(1000, 2, 256).is_err()); // 7592 >= vocab
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct BertInput<'a> {
+    /// Token ids.
+    pub input_ids: &'a [u32],
+    /// 1 for tokens to attend to, 0 for padding.
+    pub attention_mask: Option<&'a [u32]>,
+    /// Segment ids.
+    pub token_type_ids: Option<&'a [u32]>,
+}
+
+impl<'a> BertInput<'a> {
+    /// A sequence with the default mask and token types.
+    pub fn new(input_ids: &'a [u32]) -> Self {
+        BertInput {
+            input_ids,
+            attention_mask: None,
+            token_type_ids: None,
+        }
+    }
+
+    /// Checks the sequence against the model's sizes; returns its length.
+    pub fn check(&self, vocab: usize, type_vocab: usize, max_len: usize) -> Result<usize, Error> {
+        let len = self.input_ids.len();
+        if len == 0 {
+            return Err(Error::EmptySequence);
+        }
+        if len > max_len {
+            return Err(Error::SequenceTooLong { len, max: max_len });
+        }
+        for (what, v) in [
+            ("attention_mask", self.attention_mask),
+            ("token_type_ids", self.token_type_ids),
+        ] {
+            if let Some(v) = v {
+                if v.len() != len {
+                    return Err(Error::LengthMismatch {
+                        what,
+                        expected: len,
+                        found: v.len(),
+                    });
+                }
+            }
+        }
+        let bad = |what: &'static str, values: &[u32], limit: usize| {
+            values
+                .iter()
+                .position(|&v| v as usize >= limit)
+                .map(|index| Error::TokenOutOfRange {
+                    what,
+                    index,
+                    value: values[index],
+                    limit,
+                })
+        };
+        if let Some(e) = bad("input_ids", self.input_ids, vocab) {
+            return Err(e);
+        }
+        if let Some(e) = self
+            .token_type_ids
+            .and_then(|t| bad("token_type_ids", t, type_vocab))
+        {
+            return Err(e);
+        }
+        if let Some(m) = self.attention_mask {
+            if let Some(e) = bad("attention_mask", m, 2) {
+                return Err(e);
+            }
+            if m.iter().all(|&v| v == 0) {
+                return Err(Error::NoTokenAttended);
+            }
+        }
+        Ok(len)
+    }
+
+    fn attends(&self, i: usize) -> bool {
+        self.attention_mask.is_none_or(|m| m[i] == 1)
+    }
+}
+
+/// What a BERT model returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BertOutput {
+    /// Mean of the last hidden states over the attention mask.
+    MeanPooled,
+    /// The last hidden state of the first token.
+    Cls,
+    /// Every last hidden state.
+    LastHiddenState,
+    /// Classifier logits (pooler + classifier).
+    Logits,
+}
+
+/// A word-embedding table in f32 or f16 (weight-only storage that halves the binary).
+#[derive(Debug, Clone, Copy)]
+pub enum Table<'a> {
+    /// f32 rows.
+    F32(&'a [f32]),
+    /// f16 rows (raw bits).
+    F16(&'a [u16]),
+}
+
+/// Layer normalization parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct LayerNorm<'a> {
+    /// Scale.
+    pub gamma: &'a [f32],
+    /// Shift.
+    pub beta: &'a [f32],
+    /// Added to the variance.
+    pub eps: f32,
+}
+
+/// The embedding block.
+#[derive(Debug, Clone, Copy)]
+pub struct Embeddings<'a> {
+    /// `[vocab][hidden]`.
+    pub word: Table<'a>,
+    /// `[max_positions][hidden]`.
+    pub position: &'a [f32],
+    /// `[type_vocab][hidden]`.
+    pub token_type: &'a [f32],
+    /// LayerNorm after the sum.
+    pub norm: LayerNorm<'a>,
+}
+
+/// The weights of one encoder layer.
+#[derive(Debug, Clone, Copy)]
+pub struct EncoderLayer<'a> {
+    /// Q, K and V fused into one `[3 * hidden][hidden]` matrix: one activation quantization,
+    /// one GEMM.
+    pub qkv: Linear<'a>,
+    /// Attention output projection.
+    pub attn_out: Linear<'a>,
+    /// LayerNorm after attention.
+    pub norm1: LayerNorm<'a>,
+    /// FFN up-projection (GELU fused into its epilogue).
+    pub ffn_up: Linear<'a>,
+    /// FFN down-projection.
+    pub ffn_down: Linear<'a>,
+    /// LayerNorm after the FFN.
+    pub norm2: LayerNorm<'a>,
+}
+
+/// Scratch of one forward, carved from the workspace by generated code.
+#[derive(Debug)]
+pub struct EncoderScratch<'a> {
+    /// `len * 3 * hidden`.
+    pub qkv: &'a mut [f32],
+    /// `len * hidden`: attention context, then the FFN down-projection.
+    pub ctx: &'a mut [f32],
+    /// `len * hidden`.
+    pub tmp: &'a mut [f32],
+    /// `len * intermediate`.
+    pub ffn: &'a mut [f32],
+    /// `len`: one row of attention scores.
+    pub scores: &'a mut [f32],
+    /// `len`: 0 for attended keys, `f32::MIN` for padding.
+    pub mask_bias: &'a mut [f32],
+    /// Activation quantization scratch.
+    pub quant: QuantScratch<'a>,
+}
+
+/// Sums word, position and token-type embeddings and normalizes: `out` is `len x H`.
+pub fn embed<const H: usize>(e: &Embeddings<'_>, input: &BertInput<'_>, out: &mut [f32]) {
+    for (i, (row, &id)) in out.chunks_exact_mut(H).zip(input.input_ids).enumerate() {
+        let id = id as usize;
+        let tt = input.token_type_ids.map_or(0, |t| t[i] as usize);
+        let pos = &e.position[i * H..(i + 1) * H];
+        let typ = &e.token_type[tt * H..(tt + 1) * H];
+        match e.word {
+            Table::F32(w) => {
+                for (((o, &w), &p), &t) in row
+                    .iter_mut()
+                    .zip(&w[id * H..(id + 1) * H])
+                    .zip(pos)
+                    .zip(typ)
+                {
+                    *o = w + p + t;
+                }
+            }
+            Table::F16(w) => {
+                for (((o, &w), &p), &t) in row
+                    .iter_mut()
+                    .zip(&w[id * H..(id + 1) * H])
+                    .zip(pos)
+                    .zip(typ)
+                {
+                    *o = half::f16::from_bits(w).to_f32() + p + t;
+                }
+            }
+        }
+    }
+    layer_norm::<H>(out, &e.norm);
+}
+
+/// Normalizes each row of `x` in place: `(x - mean) / sqrt(var + eps) * gamma + beta`, with
+/// mean and (biased) variance accumulated in f64.
+///
+/// ```
+/// use dynq_runtime::ops::bert::{layer_norm, LayerNorm};
+/// let mut x = [1.0, 3.0];
+/// layer_norm::<2>(&mut x, &LayerNorm { gamma: &[1.0, 1.0], beta: &[0.0, 0.0], eps: 0.0 });
+/// assert_eq!(x, [-1.0, 1.0]);
+/// ```
+pub fn layer_norm<const H: usize>(x: &mut [f32], ln: &LayerNorm<'_>) {
+    for row in x.chunks_exact_mut(H) {
+        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / H as f64;
+        let var = row
+            .iter()
+            .map(|&v| (f64::from(v) - mean).powi(2))
+            .sum::<f64>()
+            / H as f64;
+        let inv = (1.0 / (var + f64::from(ln.eps)).sqrt()) as f32;
+        let mean = mean as f32;
+        for ((v, &g), &b) in row.iter_mut().zip(ln.gamma).zip(ln.beta) {
+            *v = (*v - mean) * inv * g + b;
+        }
+    }
+}
+
+/// f32 dot product with eight independent partial sums (vectorizes without FMA reassociation
+/// concerns: the order is fixed).
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// In-place softmax of one row.
+#[inline]
+fn softmax(s: &mut [f32]) {
+    let max = s.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    let mut sum = 0.0f32;
+    for v in s.iter_mut() {
+        *v = (*v - max).exp();
+        sum += *v;
+    }
+    let inv = 1.0 / sum;
+    s.iter_mut().for_each(|v| *v *= inv);
+}
+
+/// Multi-head self-attention over `len` tokens in f32: `qkv` rows hold `[q | k | v]` (each
+/// `H` wide, heads contiguous), `ctx` receives the heads' outputs side by side.
+pub fn attention<const H: usize, const HEADS: usize>(
+    qkv: &[f32],
+    len: usize,
+    mask_bias: &[f32],
+    scores: &mut [f32],
+    ctx: &mut [f32],
+) {
+    let d = H / HEADS;
+    let scale = 1.0 / (d as f32).sqrt();
+    let scores = &mut scores[..len];
+    for h in 0..HEADS {
+        for i in 0..len {
+            let q = &qkv[i * 3 * H + h * d..][..d];
+            for (j, s) in scores.iter_mut().enumerate() {
+                let k = &qkv[j * 3 * H + H + h * d..][..d];
+                *s = dot(q, k) * scale + mask_bias[j];
+            }
+            softmax(scores);
+            let out = &mut ctx[i * H + h * d..][..d];
+            out.fill(0.0);
+            for (j, &p) in scores.iter().enumerate() {
+                let v = &qkv[j * 3 * H + 2 * H + h * d..][..d];
+                for (o, &v) in out.iter_mut().zip(v) {
+                    *o += p * v;
+                }
+            }
+        }
+    }
+}
+
+/// Fills the mask bias: 0 for attended keys, `f32::MIN` for padding (as Hugging Face does).
+pub fn mask_bias(input: &BertInput<'_>, len: usize, out: &mut [f32]) {
+    for (j, b) in out[..len].iter_mut().enumerate() {
+        *b = if input.attends(j) { 0.0 } else { f32::MIN };
+    }
+}
+
+/// One encoder layer, in place on `x` (`len x H`): attention block and FFN block, each
+/// followed by a residual add and LayerNorm.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn encoder_layer<
+    Kn: Kernel,
+    const H: usize,
+    const H3: usize,
+    const HEADS: usize,
+    const I: usize,
+>(
+    kernel: Kn,
+    layer: &EncoderLayer<'_>,
+    act: Activation,
+    aq: ActQuant,
+    len: usize,
+    x: &mut [f32],
+    s: &mut EncoderScratch<'_>,
+) {
+    let x = &mut x[..len * H];
+    let (qkv, ctx, tmp, ffn) = (
+        &mut s.qkv[..len * H3],
+        &mut s.ctx[..len * H],
+        &mut s.tmp[..len * H],
+        &mut s.ffn[..len * I],
+    );
+    linear::<Kn, H, H3>(
+        kernel,
+        x,
+        len,
+        &layer.qkv,
+        Activation::None,
+        aq,
+        &mut s.quant,
+        qkv,
+    );
+    attention::<H, HEADS>(qkv, len, s.mask_bias, s.scores, ctx);
+    linear::<Kn, H, H>(
+        kernel,
+        ctx,
+        len,
+        &layer.attn_out,
+        Activation::None,
+        aq,
+        &mut s.quant,
+        tmp,
+    );
+    add_in_place(x, tmp);
+    layer_norm::<H>(x, &layer.norm1);
+    linear::<Kn, H, I>(kernel, x, len, &layer.ffn_up, act, aq, &mut s.quant, ffn);
+    linear::<Kn, I, H>(
+        kernel,
+        ffn,
+        len,
+        &layer.ffn_down,
+        Activation::None,
+        aq,
+        &mut s.quant,
+        tmp,
+    );
+    add_in_place(x, tmp);
+    layer_norm::<H>(x, &layer.norm2);
+}
+
+#[inline]
+fn add_in_place(x: &mut [f32], y: &[f32]) {
+    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+}
+
+/// Mean of the rows of `x` (`len x H`) over the attended tokens.
+pub fn mean_pool<const H: usize>(x: &[f32], input: &BertInput<'_>, len: usize, out: &mut [f32]) {
+    let out = &mut out[..H];
+    out.fill(0.0);
+    let mut count = 0usize;
+    for (i, row) in x[..len * H].chunks_exact(H).enumerate() {
+        if input.attends(i) {
+            count += 1;
+            out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+        }
+    }
+    let inv = 1.0 / count.max(1) as f32;
+    out.iter_mut().for_each(|o| *o *= inv);
+}
+
+/// Scales `v` to unit L2 norm (a zero vector stays zero), like `F.normalize`.
+///
+/// ```
+/// let mut v = [3.0, 4.0];
+/// dynq_runtime::ops::bert::l2_normalize(&mut v);
+/// assert_eq!(v, [0.6, 0.8]);
+/// ```
+pub fn l2_normalize(v: &mut [f32]) {
+    let norm = v
+        .iter()
+        .map(|&x| f64::from(x) * f64::from(x))
+        .sum::<f64>()
+        .sqrt();
+    let inv = (1.0 / norm.max(1e-12)) as f32;
+    v.iter_mut().for_each(|x| *x *= inv);
+}

@@ -1,0 +1,229 @@
+//! Sentence embeddings with all-MiniLM-L6-v2, compiled into this binary by `dynq_model!`.
+//!
+//! ```text
+//! cargo run --release --example embed -- [--precision int8|f32] [TEXT ...]
+//! cargo run --release --example embed -- --pairs ../shared/data/sts-test.tsv
+//! ```
+//!
+//! With TEXT arguments it embeds each; without, one sentence per line from stdin. It writes one
+//! JSON array per input (384 floats, mean-pooled, L2-normalized) per line on stdout, in input
+//! order. `--pairs FILE` reads `score<TAB>sentence1<TAB>sentence2` lines and prints the Spearman
+//! correlation between the cosine similarities and the scores. `--precision f32` runs the
+//! unquantized build of the same model.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+
+use tokenizers::{Tokenizer, TruncationParams};
+
+dynq_macros::dynq_model!("../models/minilm/minilm.toml");
+dynq_macros::dynq_model!("../models/minilm/minilm.toml", precision = "f32");
+
+type Embedding = [f32; Minilm::OUTPUT_SIZE];
+
+/// Which build of the model runs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Precision {
+    Int8,
+    F32,
+}
+
+struct Embedder {
+    tokenizer: Tokenizer,
+    precision: Precision,
+}
+
+impl Embedder {
+    fn new(precision: Precision) -> Result<Self, String> {
+        let json = minilm::TOKENIZER_JSON.ok_or("the model was generated without a tokenizer")?;
+        let mut tokenizer: Tokenizer = json.parse().map_err(|e| format!("tokenizer.json: {e}"))?;
+        // The shipped tokenizer.json pads and truncates to 128: inputs here are unpadded and
+        // truncated at the model's max_seq_len instead.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: minilm::MAX_SEQ_LEN,
+                ..TruncationParams::default()
+            }))
+            .map_err(|e| format!("tokenizer truncation: {e}"))?;
+        Ok(Embedder {
+            tokenizer,
+            precision,
+        })
+    }
+
+    fn ids(&self, text: &str) -> Result<Vec<u32>, String> {
+        let enc = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| format!("tokenizing {text:?}: {e}"))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    fn embed(&self, text: &str) -> Result<Embedding, String> {
+        let ids = self.ids(text)?;
+        match self.precision {
+            Precision::Int8 => Minilm.embed(&ids),
+            Precision::F32 => MinilmF32.embed(&ids),
+        }
+        .map_err(|e| format!("{text:?}: {e}"))
+    }
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| f64::from(*x) * f64::from(*y))
+        .sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb).max(1e-12)
+}
+
+/// Ranks with ties averaged (1-based).
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut r = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            r[k] = avg;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+/// Spearman's rank correlation.
+fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    let (ra, rb) = (ranks(a), ranks(b));
+    let n = ra.len() as f64;
+    let (ma, mb) = (ra.iter().sum::<f64>() / n, rb.iter().sum::<f64>() / n);
+    let cov: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - ma) * (y - mb)).sum();
+    let va: f64 = ra.iter().map(|x| (x - ma).powi(2)).sum();
+    let vb: f64 = rb.iter().map(|y| (y - mb).powi(2)).sum();
+    cov / (va * vb).sqrt()
+}
+
+fn pairs(e: &Embedder, path: &str) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|err| format!("{path}: {err}"))?;
+    let mut cache: HashMap<String, Embedding> = HashMap::new();
+    let (mut gold, mut cos) = (Vec::new(), Vec::new());
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let mut f = line.splitn(3, '\t');
+        let (Some(score), Some(s1), Some(s2)) = (f.next(), f.next(), f.next()) else {
+            return Err(format!(
+                "{path}:{}: expected score<TAB>sentence1<TAB>sentence2",
+                n + 1
+            ));
+        };
+        let score: f64 = score
+            .trim()
+            .parse()
+            .map_err(|_| format!("{path}:{}: score {score:?} is not a number", n + 1))?;
+        let mut get = |s: &str| -> Result<Embedding, String> {
+            if let Some(v) = cache.get(s) {
+                return Ok(*v);
+            }
+            let v = e.embed(s)?;
+            cache.insert(s.to_string(), v);
+            Ok(v)
+        };
+        let (a, b) = (get(s1)?, get(s2)?);
+        gold.push(score);
+        cos.push(cosine(&a, &b));
+    }
+    if gold.len() < 2 {
+        return Err(format!("{path}: fewer than two pairs"));
+    }
+    println!(
+        "spearman: {:.2} ({} pairs, {} sentences, precision {})",
+        100.0 * spearman(&cos, &gold),
+        gold.len(),
+        cache.len(),
+        if e.precision == Precision::Int8 {
+            "int8"
+        } else {
+            "f32"
+        }
+    );
+    Ok(())
+}
+
+fn print_embedding(out: &mut impl Write, v: &[f32]) -> std::io::Result<()> {
+    let mut line = String::with_capacity(v.len() * 12);
+    line.push('[');
+    for (i, x) in v.iter().enumerate() {
+        if i > 0 {
+            line.push(',');
+        }
+        line.push_str(&x.to_string());
+    }
+    line.push(']');
+    writeln!(out, "{line}")
+}
+
+fn run() -> Result<(), String> {
+    let mut precision = Precision::Int8;
+    let mut pairs_file = None;
+    let mut texts = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--precision" => match args.next().as_deref() {
+                Some("int8") => precision = Precision::Int8,
+                Some("f32") => precision = Precision::F32,
+                other => {
+                    return Err(format!(
+                        "--precision: expected int8 or f32, found {other:?}"
+                    ))
+                }
+            },
+            "--pairs" => pairs_file = Some(args.next().ok_or("--pairs needs a file")?),
+            "-h" | "--help" => {
+                println!("usage: embed [--precision int8|f32] [--pairs FILE] [TEXT ...]");
+                return Ok(());
+            }
+            _ => texts.push(a),
+        }
+    }
+    let e = Embedder::new(precision)?;
+    if let Some(path) = pairs_file {
+        return pairs(&e, &path);
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let write_err = |err: std::io::Error| format!("stdout: {err}");
+    if texts.is_empty() {
+        for line in std::io::stdin().lock().lines() {
+            let line = line.map_err(|err| format!("stdin: {err}"))?;
+            print_embedding(&mut out, &e.embed(&line)?).map_err(write_err)?;
+        }
+    } else {
+        for t in &texts {
+            print_embedding(&mut out, &e.embed(t)?).map_err(write_err)?;
+        }
+    }
+    out.flush().map_err(write_err)
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
