@@ -184,3 +184,51 @@ fn build_makes_a_working_standalone_binary() {
         assert_eq!(text(&o.stderr), expected);
     }
 }
+
+#[test]
+fn build_makes_a_working_bert_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = root().join("target").join("dynq-standalone-tests");
+    let toml = root().join("tests/golden/bert_logits.toml");
+    let out = dir.path().join("bert");
+    let o = dynq()
+        .args(["build", "-o"])
+        .arg(&out)
+        .arg("--target-dir")
+        .arg(&target)
+        .arg(&toml)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let exe = out.join("tiny_bert_logits");
+
+    let input = "{\"input_ids\": [2, 17, 45, 3]}\n{\"input_ids\": [2, 17, 45, 3, 0], \"attention_mask\": [1, 1, 1, 1, 0], \"token_type_ids\": [0, 0, 1, 1, 0]}\n";
+    let o = run_with_stdin(&exe, input);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let lines: Vec<serde_json::Value> = text(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    for l in &lines {
+        assert_eq!(l["logits"].as_array().unwrap().len(), 3);
+        assert!(["negative", "neutral", "positive"].contains(&l["label"].as_str().unwrap()));
+    }
+
+    let cases = [
+        ("{\"input_ids\": [2, 100, 3]}\n", "tiny_bert_logits: line 1: input_ids[1] = 100: expected a value below 100\n"),
+        ("{\"input_ids\": []}\n", "tiny_bert_logits: line 1: empty input: a sequence needs at least one token\n"),
+        (
+            "{\"input_ids\": [2, 3], \"attention_mask\": [1]}\n",
+            "tiny_bert_logits: line 1: attention_mask: expected 2 values (one per input id), found 1\n",
+        ),
+        (
+            &format!("{{\"input_ids\": [{}]}}\n", vec!["5"; 17].join(",")),
+            "tiny_bert_logits: line 1: sequence of 17 tokens is longer than max_seq_len 16\n",
+        ),
+        ("{\"text\": \"hello\"}\n", "tiny_bert_logits: line 1: `text`: this model has no tokenizer; send `input_ids`\n"),
+        ("{\"input_ids\": [2, -1]}\n", "tiny_bert_logits: line 1: `input_ids`[1]: expected a non-negative integer, found -1\n"),
+    ];
+    for (stdin, expected) in cases {
+        let o = run_with_stdin(&exe, stdin);
+        assert_eq!(o.status.code(), Some(1), "{stdin}");
+        assert_eq!(text(&o.stderr), expected);
+    }
+}
