@@ -13,7 +13,8 @@ impl EncoderModel for Echo {
     const OUTPUT_SIZE: usize = 3;
     const MAX_SEQ_LEN: usize = 8;
     const LABELS: &'static [&'static str] = &[];
-    const TOKENIZER_JSON: Option<&'static str> = Some(include_str!("../models/minilm/tokenizer.json"));
+    const TOKENIZER_JSON: Option<&'static str> =
+        Some(include_str!("../models/minilm/tokenizer.json"));
 
     fn forward(&self, input: &BertInput<'_>, out: &mut [f32]) -> Result<(), Error> {
         let len = input.check(30522, 2, Self::MAX_SEQ_LEN)?;
@@ -37,15 +38,24 @@ fn text_is_tokenized_without_padding_and_truncated() {
     assert_eq!(out, "{\"embedding\":[4.0,101.0,102.0]}\n");
     let long = "word ".repeat(50);
     let out = serve(&format!("{{\"text\": \"{long}\"}}\n")).unwrap();
-    assert_eq!(out, "{\"embedding\":[8.0,101.0,102.0]}\n", "truncated at MAX_SEQ_LEN with [SEP] kept");
+    assert_eq!(
+        out, "{\"embedding\":[8.0,101.0,102.0]}\n",
+        "truncated at MAX_SEQ_LEN with [SEP] kept"
+    );
 }
 
 #[test]
 fn ids_and_bad_lines() {
     let out = serve("{\"input_ids\": [101, 5, 102]}\n\n{\"input_ids\": [7]}\n").unwrap();
-    assert_eq!(out, "{\"embedding\":[3.0,101.0,102.0]}\n{\"embedding\":[1.0,7.0,7.0]}\n");
+    assert_eq!(
+        out,
+        "{\"embedding\":[3.0,101.0,102.0]}\n{\"embedding\":[1.0,7.0,7.0]}\n"
+    );
     let e = serve("{\"input_ids\": [1]}\n{\"text\": \"a\", \"input_ids\": [1]}\n").unwrap_err();
-    assert_eq!(e, "line 2: `text` cannot be combined with `input_ids`, `attention_mask` or `token_type_ids`");
+    assert_eq!(
+        e,
+        "line 2: `text` cannot be combined with `input_ids`, `attention_mask` or `token_type_ids`"
+    );
     let e = serve("{\"ids\": [1]}\n").unwrap_err();
     assert_eq!(e, "line 1: unknown key `ids`, expected one of `input_ids`, `attention_mask`, `token_type_ids`, `text`");
     let e = serve("{\"text\": 5}\n").unwrap_err();
@@ -53,5 +63,8 @@ fn ids_and_bad_lines() {
     let e = serve("{}\n").unwrap_err();
     assert_eq!(e, "line 1: missing key `input_ids` (or `text`)");
     let e = serve("{\"input_ids\": [1, 2, 3, 4, 5, 6, 7, 8, 9]}\n").unwrap_err();
-    assert_eq!(e, "line 1: sequence of 9 tokens is longer than max_seq_len 8");
+    assert_eq!(
+        e,
+        "line 1: sequence of 9 tokens is longer than max_seq_len 8"
+    );
 }

@@ -205,7 +205,10 @@ fn build_makes_a_working_bert_binary() {
     let input = "{\"input_ids\": [2, 17, 45, 3]}\n{\"input_ids\": [2, 17, 45, 3, 0], \"attention_mask\": [1, 1, 1, 1, 0], \"token_type_ids\": [0, 0, 1, 1, 0]}\n";
     let o = run_with_stdin(&exe, input);
     assert!(o.status.success(), "{}", text(&o.stderr));
-    let lines: Vec<serde_json::Value> = text(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let lines: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(lines.len(), 2);
     for l in &lines {
         assert_eq!(l["logits"].as_array().unwrap().len(), 3);

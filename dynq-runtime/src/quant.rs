@@ -44,7 +44,7 @@ pub enum Scheme {
 /// assert!((scale - 0.02).abs() < 1e-7 && (inv - 50.0).abs() < 1e-4);
 /// assert_eq!(dynq_runtime::quant::symmetric_params(0.0), (1.0, 1.0));
 /// ```
-#[inline]
+#[inline(always)]
 pub fn symmetric_params(absmax: f32) -> (f32, f32) {
     if absmax >= f32::MIN_POSITIVE {
         (absmax / 127.0, 127.0 / absmax)
@@ -62,7 +62,7 @@ pub fn symmetric_params(absmax: f32) -> (f32, f32) {
 /// assert!((scale - 4.0 / 255.0).abs() < 1e-7);
 /// assert_eq!(zp, 64);
 /// ```
-#[inline]
+#[inline(always)]
 pub fn asymmetric_params(min: f32, max: f32) -> (f32, f32, i32) {
     let lo = min.min(0.0);
     let hi = max.max(0.0);
@@ -76,12 +76,12 @@ pub fn asymmetric_params(min: f32, max: f32) -> (f32, f32, i32) {
     }
 }
 
-#[inline]
+#[inline(always)]
 fn absmax(x: &[f32]) -> f32 {
     x.iter().fold(0.0f32, |m, v| m.max(v.abs()))
 }
 
-#[inline]
+#[inline(always)]
 fn min_max(x: &[f32]) -> (f32, f32) {
     x.iter()
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
@@ -89,7 +89,7 @@ fn min_max(x: &[f32]) -> (f32, f32) {
         })
 }
 
-#[inline]
+#[inline(always)]
 fn quantize_s8(x: &[f32], inv: f32, q: &mut [i8]) {
     for (q, &v) in q.iter_mut().zip(x) {
         *q = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
@@ -97,7 +97,7 @@ fn quantize_s8(x: &[f32], inv: f32, q: &mut [i8]) {
 }
 
 /// Asymmetric uint8, stored shifted by -128 (see the module docs).
-#[inline]
+#[inline(always)]
 fn quantize_u8_shifted(x: &[f32], inv: f32, zp: i32, q: &mut [i8]) {
     let zp = zp as f32;
     for (q, &v) in q.iter_mut().zip(x) {
@@ -119,7 +119,7 @@ pub const fn padded_k(k: usize) -> usize {
 }
 
 /// Row `r` of a strided buffer and its zero padding.
-#[inline]
+#[inline(always)]
 fn row_mut(q: &mut [i8], r: usize, k: usize, stride: usize) -> &mut [i8] {
     let row = &mut q[r * stride..(r + 1) * stride];
     row[k..].fill(0);
@@ -139,6 +139,7 @@ fn row_mut(q: &mut [i8], r: usize, k: usize, stride: usize) -> &mut [i8] {
 /// assert_eq!(q, [1, -1, 0, 127, 64, 0]);
 /// assert_eq!(s[0], s[1]);
 /// ```
+#[inline(always)]
 pub fn quantize_rows_symmetric(
     x: &[f32],
     rows: usize,
@@ -173,6 +174,7 @@ pub fn quantize_rows_symmetric(
 /// assert_eq!((q, z[0]), ([-128, -43, 42, 127], -128));
 /// ```
 #[allow(clippy::too_many_arguments)]
+#[inline(always)]
 pub fn quantize_rows_asymmetric(
     x: &[f32],
     rows: usize,

@@ -10,6 +10,11 @@
 //! order. `--pairs FILE` reads `score<TAB>sentence1<TAB>sentence2` lines and prints the Spearman
 //! correlation between the cosine similarities and the scores. `--precision f32` runs the
 //! unquantized build of the same model.
+//!
+//! `--bench S [--runs N]` times one forward on exactly S tokens (real sentences from the STS set
+//! compiled into this binary, concatenated and cut) after 10 warm-up runs, and prints one JSON
+//! line: `{"engine": "dynq", "variant": "int8", "seq_len": S, "threads": 1, "median_ms": ..,
+//! "min_ms": ..}` (the format of `bench/peers.sh`).
 
 use std::collections::HashMap;
 use std::io::{BufRead, Write};
@@ -161,6 +166,60 @@ fn pairs(e: &Embedder, path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Token ids of exactly `len` tokens: [CLS], word pieces of real sentences, [SEP].
+fn bench_ids(e: &Embedder, len: usize) -> Result<Vec<u32>, String> {
+    const TEXT: &str = "A man is playing a guitar on a stage while a crowd of people watches him. \
+        The stock market fell sharply on Tuesday after the central bank raised interest rates again. \
+        Three children are building a sandcastle on the beach near the old lighthouse. \
+        Scientists have discovered a new species of frog in the rainforests of South America. ";
+    let mut body = Vec::new();
+    while body.len() < len {
+        let enc = e
+            .tokenizer
+            .encode(TEXT, false)
+            .map_err(|err| format!("{err}"))?;
+        body.extend_from_slice(enc.get_ids());
+    }
+    let cls = e.ids("")?;
+    let mut ids = vec![cls[0]];
+    ids.extend_from_slice(&body[..len.saturating_sub(2)]);
+    ids.push(*cls.last().ok_or("no [SEP]")?);
+    ids.truncate(len);
+    Ok(ids)
+}
+
+fn bench(e: &Embedder, len: usize, runs: usize) -> Result<(), String> {
+    if len == 0 || len > minilm::MAX_SEQ_LEN {
+        return Err(format!(
+            "--bench: expected 1 to {} tokens, found {len}",
+            minilm::MAX_SEQ_LEN
+        ));
+    }
+    let ids = bench_ids(e, len)?;
+    let run = |ids: &[u32]| match e.precision {
+        Precision::Int8 => Minilm.embed(ids),
+        Precision::F32 => MinilmF32.embed(ids),
+    };
+    for _ in 0..10 {
+        std::hint::black_box(run(&ids).map_err(|err| err.to_string())?);
+    }
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t = std::time::Instant::now();
+        std::hint::black_box(run(std::hint::black_box(&ids)).map_err(|err| err.to_string())?);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    println!(
+        "{{\"engine\": \"dynq\", \"variant\": \"{}\", \"seq_len\": {len}, \"threads\": 1, \"median_ms\": {:.4}, \"min_ms\": {:.4}, \"kernel\": \"{}\"}}",
+        if e.precision == Precision::Int8 { "int8" } else { "f32" },
+        times[times.len() / 2],
+        times[0],
+        dynq_runtime::selected_kernel().map_err(|err| err.to_string())?.name()
+    );
+    Ok(())
+}
+
 fn print_embedding(out: &mut impl Write, v: &[f32]) -> std::io::Result<()> {
     let mut line = String::with_capacity(v.len() * 12);
     line.push('[');
@@ -177,6 +236,7 @@ fn print_embedding(out: &mut impl Write, v: &[f32]) -> std::io::Result<()> {
 fn run() -> Result<(), String> {
     let mut precision = Precision::Int8;
     let mut pairs_file = None;
+    let (mut bench_len, mut runs) = (None, 50usize);
     let mut texts = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -191,14 +251,32 @@ fn run() -> Result<(), String> {
                 }
             },
             "--pairs" => pairs_file = Some(args.next().ok_or("--pairs needs a file")?),
+            "--bench" => {
+                let v = args.next().ok_or("--bench needs a sequence length")?;
+                bench_len = Some(
+                    v.parse::<usize>()
+                        .map_err(|_| format!("--bench: {v:?} is not a number"))?,
+                );
+            }
+            "--runs" => {
+                let v = args.next().ok_or("--runs needs a number")?;
+                runs = v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or(format!("--runs: {v:?} is not a positive number"))?;
+            }
             "-h" | "--help" => {
-                println!("usage: embed [--precision int8|f32] [--pairs FILE] [TEXT ...]");
+                println!("usage: embed [--precision int8|f32] [--pairs FILE | --bench SEQ_LEN [--runs N]] [TEXT ...]");
                 return Ok(());
             }
             _ => texts.push(a),
         }
     }
     let e = Embedder::new(precision)?;
+    if let Some(len) = bench_len {
+        return bench(&e, len, runs);
+    }
     if let Some(path) = pairs_file {
         return pairs(&e, &path);
     }

@@ -5,7 +5,7 @@
 //! scores scaled by `1 / sqrt(head_dim)` with masked keys pushed to `f32::MIN`, mean pooling
 //! over the attention mask.
 
-use super::{linear, ActQuant, Activation, Linear, QuantScratch};
+use super::{exp, linear, ActQuant, Activation, Linear, QuantScratch};
 use crate::kernels::Kernel;
 use crate::Error;
 
@@ -180,6 +180,7 @@ pub struct EncoderScratch<'a> {
 }
 
 /// Sums word, position and token-type embeddings and normalizes: `out` is `len x H`.
+#[inline(always)]
 pub fn embed<const H: usize>(e: &Embeddings<'_>, input: &BertInput<'_>, out: &mut [f32]) {
     for (i, (row, &id)) in out.chunks_exact_mut(H).zip(input.input_ids).enumerate() {
         let id = id as usize;
@@ -221,6 +222,7 @@ pub fn embed<const H: usize>(e: &Embeddings<'_>, input: &BertInput<'_>, out: &mu
 /// layer_norm::<2>(&mut x, &LayerNorm { gamma: &[1.0, 1.0], beta: &[0.0, 0.0], eps: 0.0 });
 /// assert_eq!(x, [-1.0, 1.0]);
 /// ```
+#[inline(always)]
 pub fn layer_norm<const H: usize>(x: &mut [f32], ln: &LayerNorm<'_>) {
     for row in x.chunks_exact_mut(H) {
         let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / H as f64;
@@ -237,72 +239,124 @@ pub fn layer_norm<const H: usize>(x: &mut [f32], ln: &LayerNorm<'_>) {
     }
 }
 
-/// f32 dot product with eight independent partial sums (vectorizes without FMA reassociation
-/// concerns: the order is fixed).
+/// In-place softmax of one row; the sum is kept in 8 lanes so the loop vectorizes.
 #[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for l in 0..8 {
-            acc[l] += x[l] * y[l];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// In-place softmax of one row.
-#[inline]
 fn softmax(s: &mut [f32]) {
     let max = s.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-    let mut sum = 0.0f32;
-    for v in s.iter_mut() {
-        *v = (*v - max).exp();
+    let mut lanes = [0.0f32; 8];
+    let mut chunks = s.chunks_exact_mut(8);
+    for c in &mut chunks {
+        for l in 0..8 {
+            c[l] = exp(c[l] - max);
+            lanes[l] += c[l];
+        }
+    }
+    let mut sum: f32 = lanes.iter().sum();
+    for v in chunks.into_remainder() {
+        *v = exp(*v - max);
         sum += *v;
     }
     let inv = 1.0 / sum;
-    s.iter_mut().for_each(|v| *v *= inv);
+    for v in s {
+        *v *= inv;
+    }
+}
+
+/// `out = sum_j p[j] * rows[j][..]`, where row `j` of width `out.len()` starts at
+/// `base + j * stride`: up to 32 output lanes at a time (four independent 8-lane
+/// accumulators, so the adds do not wait on each other) held in registers across all `j`.
+#[inline(always)]
+fn weighted_rows(p: &[f32], data: &[f32], base: usize, stride: usize, out: &mut [f32]) {
+    let d = out.len();
+    let mut c = 0;
+    while c + 32 <= d {
+        let mut acc = [[0.0f32; 8]; 4];
+        for (j, &pj) in p.iter().enumerate() {
+            let v: &[f32; 32] = data[base + j * stride + c..][..32]
+                .try_into()
+                .expect("32 lanes");
+            for t in 0..4 {
+                for l in 0..8 {
+                    acc[t][l] += pj * v[8 * t + l];
+                }
+            }
+        }
+        for t in 0..4 {
+            out[c + 8 * t..c + 8 * t + 8].copy_from_slice(&acc[t]);
+        }
+        c += 32;
+    }
+    while c + 8 <= d {
+        let mut acc = [0.0f32; 8];
+        for (j, &pj) in p.iter().enumerate() {
+            let v: &[f32; 8] = data[base + j * stride + c..][..8]
+                .try_into()
+                .expect("8 lanes");
+            for l in 0..8 {
+                acc[l] += pj * v[l];
+            }
+        }
+        out[c..c + 8].copy_from_slice(&acc);
+        c += 8;
+    }
+    for (c, o) in out.iter_mut().enumerate().skip(c) {
+        *o = p
+            .iter()
+            .enumerate()
+            .map(|(j, &pj)| pj * data[base + j * stride + c])
+            .sum();
+    }
 }
 
 /// Multi-head self-attention over `len` tokens in f32: `qkv` rows hold `[q | k | v]` (each
-/// `H` wide, heads contiguous), `ctx` receives the heads' outputs side by side.
+/// `H` wide, heads contiguous), `ctx` receives the heads' outputs side by side. `kt` (at least
+/// `len * H`) receives the keys transposed per head, so scores are computed for 8 keys at a
+/// time without horizontal sums.
+#[inline(always)]
 pub fn attention<const H: usize, const HEADS: usize>(
     qkv: &[f32],
     len: usize,
     mask_bias: &[f32],
     scores: &mut [f32],
+    kt: &mut [f32],
     ctx: &mut [f32],
 ) {
     let d = H / HEADS;
     let scale = 1.0 / (d as f32).sqrt();
     let scores = &mut scores[..len];
+    // kt[h][c][j] = k[j][h * d + c]
+    for j in 0..len {
+        let k = &qkv[j * 3 * H + H..][..H];
+        for (hc, &v) in k.iter().enumerate() {
+            kt[hc * len + j] = v;
+        }
+    }
     for h in 0..HEADS {
+        let kh = &kt[h * d * len..(h + 1) * d * len];
         for i in 0..len {
             let q = &qkv[i * 3 * H + h * d..][..d];
-            for (j, s) in scores.iter_mut().enumerate() {
-                let k = &qkv[j * 3 * H + H + h * d..][..d];
-                *s = dot(q, k) * scale + mask_bias[j];
-            }
-            softmax(scores);
-            let out = &mut ctx[i * H + h * d..][..d];
-            out.fill(0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                let v = &qkv[j * 3 * H + 2 * H + h * d..][..d];
-                for (o, &v) in out.iter_mut().zip(v) {
-                    *o += p * v;
+            scores.copy_from_slice(&mask_bias[..len]);
+            for (c, &qc) in q.iter().enumerate() {
+                let qc = qc * scale;
+                let row = &kh[c * len..(c + 1) * len];
+                for (s, &k) in scores.iter_mut().zip(row) {
+                    *s += qc * k;
                 }
             }
+            softmax(scores);
+            weighted_rows(
+                scores,
+                qkv,
+                2 * H + h * d,
+                3 * H,
+                &mut ctx[i * H + h * d..][..d],
+            );
         }
     }
 }
 
 /// Fills the mask bias: 0 for attended keys, `f32::MIN` for padding (as Hugging Face does).
+#[inline(always)]
 pub fn mask_bias(input: &BertInput<'_>, len: usize, out: &mut [f32]) {
     for (j, b) in out[..len].iter_mut().enumerate() {
         *b = if input.attends(j) { 0.0 } else { f32::MIN };
@@ -345,7 +399,7 @@ pub fn encoder_layer<
         &mut s.quant,
         qkv,
     );
-    attention::<H, HEADS>(qkv, len, s.mask_bias, s.scores, ctx);
+    attention::<H, HEADS>(qkv, len, s.mask_bias, s.scores, tmp, ctx);
     linear::<Kn, H, H>(
         kernel,
         ctx,
@@ -373,12 +427,15 @@ pub fn encoder_layer<
     layer_norm::<H>(x, &layer.norm2);
 }
 
-#[inline]
+#[inline(always)]
 fn add_in_place(x: &mut [f32], y: &[f32]) {
-    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
+    for (a, b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
 }
 
 /// Mean of the rows of `x` (`len x H`) over the attended tokens.
+#[inline(always)]
 pub fn mean_pool<const H: usize>(x: &[f32], input: &BertInput<'_>, len: usize, out: &mut [f32]) {
     let out = &mut out[..H];
     out.fill(0.0);
@@ -386,11 +443,15 @@ pub fn mean_pool<const H: usize>(x: &[f32], input: &BertInput<'_>, len: usize, o
     for (i, row) in x[..len * H].chunks_exact(H).enumerate() {
         if input.attends(i) {
             count += 1;
-            out.iter_mut().zip(row).for_each(|(o, v)| *o += v);
+            for (o, v) in out.iter_mut().zip(row) {
+                *o += v;
+            }
         }
     }
     let inv = 1.0 / count.max(1) as f32;
-    out.iter_mut().for_each(|o| *o *= inv);
+    for o in out {
+        *o *= inv;
+    }
 }
 
 /// Scales `v` to unit L2 norm (a zero vector stays zero), like `F.normalize`.
@@ -400,6 +461,7 @@ pub fn mean_pool<const H: usize>(x: &[f32], input: &BertInput<'_>, len: usize, o
 /// dynq_runtime::ops::bert::l2_normalize(&mut v);
 /// assert_eq!(v, [0.6, 0.8]);
 /// ```
+#[inline(always)]
 pub fn l2_normalize(v: &mut [f32]) {
     let norm = v
         .iter()
@@ -407,5 +469,7 @@ pub fn l2_normalize(v: &mut [f32]) {
         .sum::<f64>()
         .sqrt();
     let inv = (1.0 / norm.max(1e-12)) as f32;
-    v.iter_mut().for_each(|x| *x *= inv);
+    for x in v {
+        *x *= inv;
+    }
 }

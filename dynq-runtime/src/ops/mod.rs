@@ -7,7 +7,7 @@ use crate::quant::{
 
 mod activation;
 pub mod bert;
-pub use activation::{apply_activation, erf, gelu, gelu_tanh, sigmoid, Activation};
+pub use activation::{apply_activation, erf, exp, gelu, gelu_tanh, sigmoid, tanh, Activation};
 
 /// A linear layer with int8 weights, as stored in the weight blob.
 ///
