@@ -97,7 +97,7 @@ pub fn gelu_tanh(x: f32) -> f32 {
     0.5 * x * (1.0 + tanh(C * (x + 0.044_715 * x * x * x)))
 }
 
-/// `tanh` through [`exp`]: `1 - 2 / (e^(2x) + 1)`, with |x| >= 9 saturating to +-1 exactly
+/// `tanh` through [`exp`]: `1 - 2 / (e^(2x) + 1)`, with |x| >= 10 saturating to +-1 exactly
 /// and the odd symmetry kept; absolute error below 1e-6.
 ///
 /// ```
@@ -106,7 +106,7 @@ pub fn gelu_tanh(x: f32) -> f32 {
 /// ```
 #[inline(always)]
 pub fn tanh(x: f32) -> f32 {
-    let z = x.abs().min(9.0);
+    let z = x.abs().min(10.0);
     let r = 1.0 - 2.0 / (exp(2.0 * z) + 1.0);
     if x < 0.0 {
         -r
