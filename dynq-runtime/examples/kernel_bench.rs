@@ -167,6 +167,7 @@ fn main() {
     println!("| kernel | shape | M | ms | GOP/s | fraction of peak | M=1 vs weight streaming |");
     println!("|---|---|---|---|---|---|---|");
 
+    #[allow(unused_mut)]
     let mut kernels: Vec<KernelId> = vec![KernelId::Scalar];
     #[cfg(target_arch = "x86_64")]
     if dynq_runtime::kernels::Avx2::detect().is_some() {

@@ -3,7 +3,9 @@
 //! dimension, K not a multiple of the block) and extreme values.
 
 use dynq_runtime::kernels::{packed_index, packed_len, Kernel, QuantizedRows, Scalar};
-use dynq_runtime::{Activation, F32Linear, QLinear};
+#[cfg(target_arch = "x86_64")]
+use dynq_runtime::F32Linear;
+use dynq_runtime::{Activation, QLinear};
 use proptest::prelude::*;
 
 /// The operands of one test GEMM, row-major and packed.
@@ -213,6 +215,18 @@ proptest! {
         }
     }
 
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn neon_dot_matches_scalar(c in case()) {
+        match dynq_runtime::kernels::NeonDot::detect() {
+            Some(k) => check_kernel(k, &c)?,
+            None => eprintln!("skipped: this CPU has no dotprod"),
+        }
+        // The kernel the dispatcher runs agrees with the reference too.
+        let selected = dynq_runtime::selected_kernel().unwrap();
+        prop_assert!(selected == dynq_runtime::KernelId::NeonDot || dynq_runtime::kernels::NeonDot::detect().is_none());
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn avx2_f32_matches_scalar_closely(m in 1usize..6, n in 1usize..20, k in 1usize..70, seed in any::<u64>()) {
@@ -255,5 +269,32 @@ fn long_k_and_saturation_edge() {
     #[cfg(target_arch = "x86_64")]
     if let Some(k) = dynq_runtime::kernels::Avx2::detect() {
         check_kernel(k, &c).unwrap();
+    }
+    #[cfg(target_arch = "aarch64")]
+    if let Some(k) = dynq_runtime::kernels::NeonDot::detect() {
+        check_kernel(k, &c).unwrap();
+    }
+}
+
+/// What this process selects with no `DYNQ_KERNEL`: the best kernel the CPU supports.
+#[test]
+fn detection_picks_the_best_available_kernel() {
+    if std::env::var_os("DYNQ_KERNEL").is_some() {
+        return;
+    }
+    let id = dynq_runtime::selected_kernel().unwrap();
+    println!("selected kernel: {}", id.name());
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(
+        id == dynq_runtime::KernelId::Avx2,
+        dynq_runtime::kernels::Avx2::detect().is_some()
+    );
+    #[cfg(target_arch = "aarch64")]
+    assert_eq!(
+        id == dynq_runtime::KernelId::NeonDot,
+        dynq_runtime::kernels::NeonDot::detect().is_some()
+    );
+    if let Ok(expected) = std::env::var("DYNQ_EXPECT_KERNEL") {
+        assert_eq!(id.name(), expected, "DYNQ_EXPECT_KERNEL");
     }
 }

@@ -13,9 +13,13 @@ use crate::Error;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "aarch64")]
+mod neon_dot;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub use avx2::Avx2;
+#[cfg(target_arch = "aarch64")]
+pub use neon_dot::NeonDot;
 pub use scalar::Scalar;
 
 /// Quantized activations entering an integer GEMM: `m` rows of `k` values, each row stored
@@ -166,6 +170,15 @@ impl KernelId {
                 "the AVX2 kernel needs x86-64, this is {}",
                 std::env::consts::ARCH
             )),
+            #[cfg(target_arch = "aarch64")]
+            KernelId::NeonDot => NeonDot::detect()
+                .is_none()
+                .then(|| "this CPU lacks the dot-product extension (dotprod)".to_string()),
+            #[cfg(not(target_arch = "aarch64"))]
+            KernelId::NeonDot => Some(format!(
+                "the NEON dotprod kernel needs aarch64, this is {}",
+                std::env::consts::ARCH
+            )),
             other => Some(format!(
                 "the {} kernel is not implemented in this build of dynq-runtime {}",
                 other.name(),
@@ -252,6 +265,11 @@ pub fn dispatch<J: Job>(job: J, enabled: &[KernelId]) -> Result<J::Output, Error
         #[cfg(target_arch = "x86_64")]
         KernelId::Avx2 => match Avx2::detect() {
             Some(k) => Ok(avx2::enter(job, k)),
+            None => Ok(job.run(Scalar::new())),
+        },
+        #[cfg(target_arch = "aarch64")]
+        KernelId::NeonDot => match NeonDot::detect() {
+            Some(k) => Ok(neon_dot::enter(job, k)),
             None => Ok(job.run(Scalar::new())),
         },
         other => Err(Error::KernelUnavailable {
