@@ -222,9 +222,15 @@ proptest! {
             Some(k) => check_kernel(k, &c)?,
             None => eprintln!("skipped: this CPU has no dotprod"),
         }
-        // The kernel the dispatcher runs agrees with the reference too.
-        let selected = dynq_runtime::selected_kernel().unwrap();
-        prop_assert!(selected == dynq_runtime::KernelId::NeonDot || dynq_runtime::kernels::NeonDot::detect().is_none());
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn neon_i8mm_matches_scalar(c in case()) {
+        match dynq_runtime::kernels::NeonI8mm::detect() {
+            Some(k) => check_kernel(k, &c)?,
+            None => eprintln!("skipped: this CPU has no i8mm"),
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -274,6 +280,10 @@ fn long_k_and_saturation_edge() {
     if let Some(k) = dynq_runtime::kernels::NeonDot::detect() {
         check_kernel(k, &c).unwrap();
     }
+    #[cfg(target_arch = "aarch64")]
+    if let Some(k) = dynq_runtime::kernels::NeonI8mm::detect() {
+        check_kernel(k, &c).unwrap();
+    }
 }
 
 /// What this process selects with no `DYNQ_KERNEL`: the best kernel the CPU supports.
@@ -290,10 +300,17 @@ fn detection_picks_the_best_available_kernel() {
         dynq_runtime::kernels::Avx2::detect().is_some()
     );
     #[cfg(target_arch = "aarch64")]
-    assert_eq!(
-        id == dynq_runtime::KernelId::NeonDot,
-        dynq_runtime::kernels::NeonDot::detect().is_some()
-    );
+    {
+        use dynq_runtime::kernels::{NeonDot, NeonI8mm};
+        let expected = if NeonI8mm::detect().is_some() {
+            dynq_runtime::KernelId::NeonI8mm
+        } else if NeonDot::detect().is_some() {
+            dynq_runtime::KernelId::NeonDot
+        } else {
+            dynq_runtime::KernelId::Scalar
+        };
+        assert_eq!(id, expected);
+    }
     if let Ok(expected) = std::env::var("DYNQ_EXPECT_KERNEL") {
         assert_eq!(id.name(), expected, "DYNQ_EXPECT_KERNEL");
     }

@@ -15,11 +15,15 @@ use crate::Error;
 mod avx2;
 #[cfg(target_arch = "aarch64")]
 mod neon_dot;
+#[cfg(target_arch = "aarch64")]
+mod neon_i8mm;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub use avx2::Avx2;
 #[cfg(target_arch = "aarch64")]
 pub use neon_dot::NeonDot;
+#[cfg(target_arch = "aarch64")]
+pub use neon_i8mm::NeonI8mm;
 pub use scalar::Scalar;
 
 /// Quantized activations entering an integer GEMM: `m` rows of `k` values, each row stored
@@ -179,6 +183,15 @@ impl KernelId {
                 "the NEON dotprod kernel needs aarch64, this is {}",
                 std::env::consts::ARCH
             )),
+            #[cfg(target_arch = "aarch64")]
+            KernelId::NeonI8mm => NeonI8mm::detect()
+                .is_none()
+                .then(|| "this CPU lacks the int8 matrix-multiply extension (i8mm)".to_string()),
+            #[cfg(not(target_arch = "aarch64"))]
+            KernelId::NeonI8mm => Some(format!(
+                "the NEON i8mm kernel needs aarch64, this is {}",
+                std::env::consts::ARCH
+            )),
             other => Some(format!(
                 "the {} kernel is not implemented in this build of dynq-runtime {}",
                 other.name(),
@@ -270,6 +283,11 @@ pub fn dispatch<J: Job>(job: J, enabled: &[KernelId]) -> Result<J::Output, Error
         #[cfg(target_arch = "aarch64")]
         KernelId::NeonDot => match NeonDot::detect() {
             Some(k) => Ok(neon_dot::enter(job, k)),
+            None => Ok(job.run(Scalar::new())),
+        },
+        #[cfg(target_arch = "aarch64")]
+        KernelId::NeonI8mm => match NeonI8mm::detect() {
+            Some(k) => Ok(neon_i8mm::enter(job, k)),
             None => Ok(job.run(Scalar::new())),
         },
         other => Err(Error::KernelUnavailable {
