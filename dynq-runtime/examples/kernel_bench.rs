@@ -173,6 +173,15 @@ fn main() {
     if dynq_runtime::kernels::Avx2::detect().is_some() {
         kernels.push(KernelId::Avx2);
     }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if dynq_runtime::kernels::NeonDot::detect().is_some() {
+            kernels.push(KernelId::NeonDot);
+        }
+        if dynq_runtime::kernels::NeonI8mm::detect().is_some() {
+            kernels.push(KernelId::NeonI8mm);
+        }
+    }
     let best = *kernels.last().expect("scalar");
     let mut min_fraction = f64::INFINITY;
     for &id in &kernels {
@@ -185,6 +194,22 @@ fn main() {
                     #[cfg(target_arch = "x86_64")]
                     KernelId::Avx2 => bench_kernel(
                         dynq_runtime::kernels::Avx2::detect().expect("detected"),
+                        m,
+                        k,
+                        n,
+                        budget,
+                    ),
+                    #[cfg(target_arch = "aarch64")]
+                    KernelId::NeonDot => bench_kernel(
+                        dynq_runtime::kernels::NeonDot::detect().expect("detected"),
+                        m,
+                        k,
+                        n,
+                        budget,
+                    ),
+                    #[cfg(target_arch = "aarch64")]
+                    KernelId::NeonI8mm => bench_kernel(
+                        dynq_runtime::kernels::NeonI8mm::detect().expect("detected"),
                         m,
                         k,
                         n,

@@ -315,3 +315,91 @@ fn detection_picks_the_best_available_kernel() {
         assert_eq!(id.name(), expected, "DYNQ_EXPECT_KERNEL");
     }
 }
+
+/// A batch gives exactly the rows it gives one at a time, whether or not its row blocks run on
+/// several threads (feature `rayon`).
+#[test]
+fn batched_linear_equals_row_by_row() {
+    use dynq_runtime::ops::{linear_q, ActQuant};
+    use dynq_runtime::{Granularity, Scheme};
+    const K: usize = 37;
+    const N: usize = 21;
+    let rows = 100;
+    let c = Case {
+        m: 1,
+        n: N,
+        k: K,
+        a: vec![],
+        zero_points: None,
+        w: (0..N * K)
+            .map(|i| (((i * 7919) % 255) as i32 - 127) as i8)
+            .collect(),
+        row_scales: vec![],
+        w_scales: (0..N).map(|j| 0.01 + j as f32 * 1e-3).collect(),
+        bias: None,
+    };
+    let (w, cs) = (c.packed_w(), c.col_sums());
+    let lin = QLinear {
+        n: N,
+        k: K,
+        weight: &w,
+        scales: &c.w_scales,
+        col_sums: &cs,
+        bias: None,
+    };
+    let x: Vec<f32> = (0..rows * K)
+        .map(|i| ((i * 31 % 97) as f32 - 48.0) * (1.0 + (i / K) as f32))
+        .collect();
+    for scheme in [Scheme::Symmetric, Scheme::Asymmetric] {
+        let aq = ActQuant {
+            granularity: Granularity::PerToken,
+            scheme,
+        };
+        let run = |x: &[f32], m: usize| {
+            let (mut q, mut s, mut z, mut out) = (
+                vec![0i8; m * 40],
+                vec![0.0; m],
+                vec![0; m],
+                vec![0.0; m * N],
+            );
+            #[cfg(target_arch = "x86_64")]
+            if let Some(k) = dynq_runtime::kernels::Avx2::detect() {
+                linear_q::<_, K, N>(
+                    k,
+                    x,
+                    m,
+                    &lin,
+                    Activation::Gelu,
+                    aq,
+                    &mut q,
+                    &mut s,
+                    &mut z,
+                    &mut out,
+                );
+                return out;
+            }
+            linear_q::<_, K, N>(
+                Scalar::new(),
+                x,
+                m,
+                &lin,
+                Activation::Gelu,
+                aq,
+                &mut q,
+                &mut s,
+                &mut z,
+                &mut out,
+            );
+            out
+        };
+        let batch = run(&x, rows);
+        for r in 0..rows {
+            let one = run(&x[r * K..(r + 1) * K], 1);
+            assert_eq!(
+                bits(&one),
+                bits(&batch[r * N..(r + 1) * N]),
+                "row {r} {scheme:?}"
+            );
+        }
+    }
+}

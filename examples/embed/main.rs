@@ -211,8 +211,9 @@ fn bench(e: &Embedder, len: usize, runs: usize) -> Result<(), String> {
     }
     times.sort_by(f64::total_cmp);
     println!(
-        "{{\"engine\": \"dynq\", \"variant\": \"{}\", \"seq_len\": {len}, \"threads\": 1, \"median_ms\": {:.4}, \"min_ms\": {:.4}, \"kernel\": \"{}\"}}",
+        "{{\"engine\": \"dynq\", \"variant\": \"{}\", \"seq_len\": {len}, \"threads\": {}, \"median_ms\": {:.4}, \"min_ms\": {:.4}, \"kernel\": \"{}\"}}",
         if e.precision == Precision::Int8 { "int8" } else { "f32" },
+        dynq_runtime::kernels::threads(),
         times[times.len() / 2],
         times[0],
         dynq_runtime::selected_kernel().map_err(|err| err.to_string())?.name()

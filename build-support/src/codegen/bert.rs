@@ -373,14 +373,15 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Bert) -> TokenStream 
                 #[inline(always)]
                 fn run<K: rt::Kernel>(self, kernel: K) {
                     let Forward { w, ws, input, len, out } = self;
+                    let threads = rt::kernels::threads();
                     let buf = ws.buffers(
-                        len * (6 * HIDDEN_SIZE + INTERMEDIATE_SIZE + 2),
+                        len * (6 * HIDDEN_SIZE + INTERMEDIATE_SIZE + 1 + threads),
                         len * QUANT_IN,
                         len,
                     );
                     let [x, qkv, ctx, tmp, ffn, scores, mask_bias] = rt::split_mut(
                         buf.f32,
-                        [len * HIDDEN_SIZE, len * 3 * HIDDEN_SIZE, len * HIDDEN_SIZE, len * HIDDEN_SIZE, len * INTERMEDIATE_SIZE, len, len],
+                        [len * HIDDEN_SIZE, len * 3 * HIDDEN_SIZE, len * HIDDEN_SIZE, len * HIDDEN_SIZE, len * INTERMEDIATE_SIZE, len * threads, len],
                     );
                     rt::ops::bert::embed::<HIDDEN_SIZE>(&w.embeddings, input, x);
                     rt::ops::bert::mask_bias(input, len, mask_bias);

@@ -56,8 +56,17 @@ impl Kernel for Avx2 {
     ) {
         check_qgemm(&a, m, w, out);
         // SAFETY: `self` proves AVX2; `check_qgemm` proved every slice long enough.
-        unsafe { qgemm(a, m, w, out) };
-        apply_activation(act, &mut out[..m * w.n]);
+        unsafe { qgemm(a, m, w, act, out) };
+    }
+
+    #[inline(always)]
+    fn in_features<R>(self, f: impl FnOnce() -> R) -> R {
+        #[target_feature(enable = "avx2,fma")]
+        fn call<R>(f: impl FnOnce() -> R) -> R {
+            f()
+        }
+        // SAFETY: `self` proves AVX2 and FMA.
+        unsafe { call(f) }
     }
 
     #[inline(always)]
@@ -95,7 +104,7 @@ fn check_qgemm(a: &QuantizedRows<'_>, m: usize, w: &QLinear<'_>, out: &[f32]) {
 /// # Safety
 /// The CPU must support AVX2; the slices must pass [`check_qgemm`].
 #[target_feature(enable = "avx2,fma")]
-unsafe fn qgemm(a: QuantizedRows<'_>, m: usize, w: &QLinear<'_>, out: &mut [f32]) {
+unsafe fn qgemm(a: QuantizedRows<'_>, m: usize, w: &QLinear<'_>, act: Activation, out: &mut [f32]) {
     let tile_len = TILE_N * a.stride;
     for t in 0..w.n.div_ceil(TILE_N) {
         let tile = &w.weight[t * tile_len..(t + 1) * tile_len];
@@ -115,6 +124,8 @@ unsafe fn qgemm(a: QuantizedRows<'_>, m: usize, w: &QLinear<'_>, out: &mut [f32]
             }
         }
     }
+    // Inside the AVX2 function, so the activation loop vectorizes for AVX2 too.
+    apply_activation(act, &mut out[..m * w.n]);
 }
 
 /// Rows `i..i + MR` against channel tile `t`: sums in registers, then the epilogue.

@@ -104,6 +104,69 @@ pub trait Kernel: Copy + Send + Sync + 'static {
 
     /// f32 activations (`m` rows of `w.k`) times f32 weights plus bias and activation.
     fn gemm_f32(self, x: &[f32], m: usize, w: &F32Linear<'_>, act: Activation, out: &mut [f32]);
+
+    /// Runs `f` compiled with this kernel's target features (so the f32 loops of a task on
+    /// another thread vectorize as they do on the calling one).
+    #[inline(always)]
+    fn in_features<R>(self, f: impl FnOnce() -> R) -> R {
+        f()
+    }
+}
+
+/// Threads that [`for_each_block`] spreads work over (1 without the `rayon` feature).
+///
+/// ```
+/// assert!(dynq_runtime::kernels::threads() >= 1);
+/// ```
+pub fn threads() -> usize {
+    #[cfg(feature = "rayon")]
+    {
+        rayon::current_num_threads()
+    }
+    #[cfg(not(feature = "rayon"))]
+    {
+        1
+    }
+}
+
+/// Splits `out` into one block of whole rows (`row_len` values each, block sizes a multiple of
+/// `align` rows) per thread and runs `f(first_row, block, scratch)` on each, in parallel with the
+/// `rayon` feature when there are at least `min_rows` rows, else once on this thread. `scratch`
+/// is split alike into `threads()` pieces of `scratch_len`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn for_each_block<K: Kernel>(
+    kernel: K,
+    rows: usize,
+    row_len: usize,
+    align: usize,
+    min_rows: usize,
+    out: &mut [f32],
+    scratch: &mut [f32],
+    scratch_len: usize,
+    f: impl Fn(usize, &mut [f32], &mut [f32]) + Send + Sync,
+) {
+    let t = threads();
+    if t <= 1 || rows < min_rows {
+        f(0, &mut out[..rows * row_len], &mut scratch[..scratch_len]);
+        return;
+    }
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        let block = rows.div_ceil(t).next_multiple_of(align);
+        let out = out[..rows * row_len].par_chunks_mut(block * row_len);
+        if scratch_len == 0 {
+            out.enumerate()
+                .for_each(|(b, o)| kernel.in_features(|| f(b * block, o, &mut [])));
+        } else {
+            out.zip(scratch[..t * scratch_len].par_chunks_mut(scratch_len))
+                .enumerate()
+                .for_each(|(b, (o, s))| kernel.in_features(|| f(b * block, o, s)));
+        }
+    }
+    #[cfg(not(feature = "rayon"))]
+    let _ = (kernel, align);
 }
 
 /// The kernels dynq knows, in the spelling of `DYNQ_KERNEL` and the TOML `[target]` section.

@@ -171,7 +171,7 @@ pub struct EncoderScratch<'a> {
     pub tmp: &'a mut [f32],
     /// `len * intermediate`.
     pub ffn: &'a mut [f32],
-    /// `len`: one row of attention scores.
+    /// `len * kernels::threads()`: one row of attention scores per thread.
     pub scores: &'a mut [f32],
     /// `len`: 0 for attended keys, `f32::MIN` for padding.
     pub mask_bias: &'a mut [f32],
@@ -311,9 +311,12 @@ fn weighted_rows(p: &[f32], data: &[f32], base: usize, stride: usize, out: &mut 
 /// Multi-head self-attention over `len` tokens in f32: `qkv` rows hold `[q | k | v]` (each
 /// `H` wide, heads contiguous), `ctx` receives the heads' outputs side by side. `kt` (at least
 /// `len * H`) receives the keys transposed per head, so scores are computed for 8 keys at a
-/// time without horizontal sums.
+/// time without horizontal sums. `scores` holds `len` per thread: query rows are split into
+/// blocks across threads with the `rayon` feature.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub fn attention<const H: usize, const HEADS: usize>(
+pub fn attention<Kn: Kernel, const H: usize, const HEADS: usize>(
+    kernel: Kn,
     qkv: &[f32],
     len: usize,
     mask_bias: &[f32],
@@ -321,9 +324,6 @@ pub fn attention<const H: usize, const HEADS: usize>(
     kt: &mut [f32],
     ctx: &mut [f32],
 ) {
-    let d = H / HEADS;
-    let scale = 1.0 / (d as f32).sqrt();
-    let scores = &mut scores[..len];
     // kt[h][c][j] = k[j][h * d + c]
     for j in 0..len {
         let k = &qkv[j * 3 * H + H..][..H];
@@ -331,9 +331,41 @@ pub fn attention<const H: usize, const HEADS: usize>(
             kt[hc * len + j] = v;
         }
     }
+    let kt: &[f32] = kt;
+    crate::kernels::for_each_block(
+        kernel,
+        len,
+        H,
+        1,
+        16,
+        ctx,
+        scores,
+        len,
+        |i0, ctx, scores| {
+            attend_rows::<H, HEADS>(qkv, kt, len, mask_bias, i0, scores, ctx);
+        },
+    );
+}
+
+/// Attention of query rows `i0..i0 + ctx.len() / H` against all `len` keys.
+#[inline(always)]
+fn attend_rows<const H: usize, const HEADS: usize>(
+    qkv: &[f32],
+    kt: &[f32],
+    len: usize,
+    mask_bias: &[f32],
+    i0: usize,
+    scores: &mut [f32],
+    ctx: &mut [f32],
+) {
+    let d = H / HEADS;
+    let scale = 1.0 / (d as f32).sqrt();
+    let scores = &mut scores[..len];
+    let rows = ctx.len() / H;
     for h in 0..HEADS {
         let kh = &kt[h * d * len..(h + 1) * d * len];
-        for i in 0..len {
+        for r in 0..rows {
+            let i = i0 + r;
             let q = &qkv[i * 3 * H + h * d..][..d];
             scores.copy_from_slice(&mask_bias[..len]);
             for (c, &qc) in q.iter().enumerate() {
@@ -349,7 +381,7 @@ pub fn attention<const H: usize, const HEADS: usize>(
                 qkv,
                 2 * H + h * d,
                 3 * H,
-                &mut ctx[i * H + h * d..][..d],
+                &mut ctx[r * H + h * d..][..d],
             );
         }
     }
@@ -399,7 +431,7 @@ pub fn encoder_layer<
         &mut s.quant,
         qkv,
     );
-    attention::<H, HEADS>(qkv, len, s.mask_bias, s.scores, tmp, ctx);
+    attention::<Kn, H, HEADS>(kernel, qkv, len, s.mask_bias, s.scores, tmp, ctx);
     linear::<Kn, H, H>(
         kernel,
         ctx,
