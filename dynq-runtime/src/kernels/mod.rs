@@ -132,7 +132,9 @@ pub fn threads() -> usize {
 /// Splits `out` into one block of whole rows (`row_len` values each, block sizes a multiple of
 /// `align` rows) per thread and runs `f(first_row, block, scratch)` on each, in parallel with the
 /// `rayon` feature when there are at least `min_rows` rows, else once on this thread. `scratch`
-/// is split alike into `threads()` pieces of `scratch_len`.
+/// is split alike into `threads()` pieces of `scratch_len`. Callers mark `f` `#[inline(always)]`
+/// so that it compiles inside the kernel's target features (a closure is a function of its own,
+/// compiled for the baseline CPU unless inlined into one that has them).
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 pub fn for_each_block<K: Kernel>(
@@ -157,12 +159,17 @@ pub fn for_each_block<K: Kernel>(
         let block = rows.div_ceil(t).next_multiple_of(align);
         let out = out[..rows * row_len].par_chunks_mut(block * row_len);
         if scratch_len == 0 {
-            out.enumerate()
-                .for_each(|(b, o)| kernel.in_features(|| f(b * block, o, &mut [])));
+            out.enumerate().for_each(
+                #[inline(always)]
+                |(b, o)| kernel.in_features(|| f(b * block, o, &mut [])),
+            );
         } else {
             out.zip(scratch[..t * scratch_len].par_chunks_mut(scratch_len))
                 .enumerate()
-                .for_each(|(b, (o, s))| kernel.in_features(|| f(b * block, o, s)));
+                .for_each(
+                    #[inline(always)]
+                    |(b, (o, s))| kernel.in_features(|| f(b * block, o, s)),
+                );
         }
     }
     #[cfg(not(feature = "rayon"))]

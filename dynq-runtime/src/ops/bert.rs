@@ -242,7 +242,19 @@ pub fn layer_norm<const H: usize>(x: &mut [f32], ln: &LayerNorm<'_>) {
 /// In-place softmax of one row; the sum is kept in 8 lanes so the loop vectorizes.
 #[inline(always)]
 fn softmax(s: &mut [f32]) {
-    let max = s.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
+    // Eight lanes and a plain comparison (no NaN rules), so the reduction vectorizes.
+    let mut m8 = [f32::NEG_INFINITY; 8];
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        for l in 0..8 {
+            m8[l] = if c[l] > m8[l] { c[l] } else { m8[l] };
+        }
+    }
+    let max = chunks
+        .remainder()
+        .iter()
+        .chain(&m8)
+        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
     let mut lanes = [0.0f32; 8];
     let mut chunks = s.chunks_exact_mut(8);
     for c in &mut chunks {

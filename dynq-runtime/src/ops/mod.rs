@@ -126,15 +126,26 @@ pub fn linear_q<Kn: Kernel, const K: usize, const N: usize>(
     };
     let (quant, scales): (&[i8], &[f32]) = (quant, scales);
     // Row blocks on the thread pool (feature `rayon`) once there is enough work to share.
-    crate::kernels::for_each_block(kernel, rows, N, 4, 32, out, &mut [], 0, |r0, o, _| {
-        let a = QuantizedRows {
-            data: &quant[r0 * stride..],
-            stride,
-            scales: &scales[r0..],
-            zero_points: zero_points.map(|z| &z[r0..]),
-        };
-        kernel.qgemm(a, o.len() / N, w, act, o);
-    });
+    crate::kernels::for_each_block(
+        kernel,
+        rows,
+        N,
+        4,
+        32,
+        out,
+        &mut [],
+        0,
+        #[inline(always)]
+        |r0, o, _| {
+            let a = QuantizedRows {
+                data: &quant[r0 * stride..],
+                stride,
+                scales: &scales[r0..],
+                zero_points: zero_points.map(|z| &z[r0..]),
+            };
+            kernel.qgemm(a, o.len() / N, w, act, o);
+        },
+    );
 }
 
 /// `out = act(x W^T + b)` in f32.
