@@ -60,13 +60,24 @@ impl Kernel for Avx2 {
     }
 
     #[inline(always)]
-    fn in_features<R>(self, f: impl FnOnce() -> R) -> R {
+    fn run_block<T: super::BlockTask>(
+        self,
+        task: &T,
+        first_row: usize,
+        out: &mut [f32],
+        scratch: &mut [f32],
+    ) {
         #[target_feature(enable = "avx2,fma")]
-        fn call<R>(f: impl FnOnce() -> R) -> R {
-            f()
+        fn call<T: super::BlockTask>(
+            task: &T,
+            first_row: usize,
+            out: &mut [f32],
+            scratch: &mut [f32],
+        ) {
+            task.run(first_row, out, scratch)
         }
         // SAFETY: `self` proves AVX2 and FMA.
-        unsafe { call(f) }
+        unsafe { call(task, first_row, out, scratch) }
     }
 
     #[inline(always)]

@@ -105,11 +105,17 @@ pub trait Kernel: Copy + Send + Sync + 'static {
     /// f32 activations (`m` rows of `w.k`) times f32 weights plus bias and activation.
     fn gemm_f32(self, x: &[f32], m: usize, w: &F32Linear<'_>, act: Activation, out: &mut [f32]);
 
-    /// Runs `f` compiled with this kernel's target features (so the f32 loops of a task on
-    /// another thread vectorize as they do on the calling one).
+    /// Runs one block of `task` compiled with this kernel's target features (a task on another
+    /// thread leaves the forward's target-feature entry point, so it enters its own).
     #[inline(always)]
-    fn in_features<R>(self, f: impl FnOnce() -> R) -> R {
-        f()
+    fn run_block<T: BlockTask>(
+        self,
+        task: &T,
+        first_row: usize,
+        out: &mut [f32],
+        scratch: &mut [f32],
+    ) {
+        task.run(first_row, out, scratch)
     }
 }
 
@@ -129,15 +135,21 @@ pub fn threads() -> usize {
     }
 }
 
+/// Work over blocks of output rows. Implementations mark `run` `#[inline(always)]`: it then
+/// compiles inside the caller's (or [`Kernel::run_block`]'s) target features. (A closure would
+/// not do: its body stays a function of its own, compiled for the baseline CPU.)
+pub trait BlockTask: Sync {
+    /// Computes output rows `first_row..first_row + out.len() / row_len` into `out`.
+    fn run(&self, first_row: usize, out: &mut [f32], scratch: &mut [f32]);
+}
+
 /// Splits `out` into one block of whole rows (`row_len` values each, block sizes a multiple of
-/// `align` rows) per thread and runs `f(first_row, block, scratch)` on each, in parallel with the
-/// `rayon` feature when there are at least `min_rows` rows, else once on this thread. `scratch`
-/// is split alike into `threads()` pieces of `scratch_len`. Callers mark `f` `#[inline(always)]`
-/// so that it compiles inside the kernel's target features (a closure is a function of its own,
-/// compiled for the baseline CPU unless inlined into one that has them).
+/// `align` rows) per thread and runs `task` on each, in parallel with the `rayon` feature when
+/// there are at least `min_rows` rows, else once on this thread. `scratch` is split alike into
+/// `threads()` pieces of `scratch_len`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub fn for_each_block<K: Kernel>(
+pub fn for_each_block<K: Kernel, T: BlockTask>(
     kernel: K,
     rows: usize,
     row_len: usize,
@@ -146,11 +158,11 @@ pub fn for_each_block<K: Kernel>(
     out: &mut [f32],
     scratch: &mut [f32],
     scratch_len: usize,
-    f: impl Fn(usize, &mut [f32], &mut [f32]) + Send + Sync,
+    task: &T,
 ) {
     let t = threads();
     if t <= 1 || rows < min_rows {
-        f(0, &mut out[..rows * row_len], &mut scratch[..scratch_len]);
+        task.run(0, &mut out[..rows * row_len], &mut scratch[..scratch_len]);
         return;
     }
     #[cfg(feature = "rayon")]
@@ -159,17 +171,12 @@ pub fn for_each_block<K: Kernel>(
         let block = rows.div_ceil(t).next_multiple_of(align);
         let out = out[..rows * row_len].par_chunks_mut(block * row_len);
         if scratch_len == 0 {
-            out.enumerate().for_each(
-                #[inline(always)]
-                |(b, o)| kernel.in_features(|| f(b * block, o, &mut [])),
-            );
+            out.enumerate()
+                .for_each(|(b, o)| kernel.run_block(task, b * block, o, &mut []));
         } else {
             out.zip(scratch[..t * scratch_len].par_chunks_mut(scratch_len))
                 .enumerate()
-                .for_each(
-                    #[inline(always)]
-                    |(b, (o, s))| kernel.in_features(|| f(b * block, o, s)),
-                );
+                .for_each(|(b, (o, s))| kernel.run_block(task, b * block, o, s));
         }
     }
     #[cfg(not(feature = "rayon"))]

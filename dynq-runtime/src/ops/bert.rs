@@ -282,20 +282,17 @@ fn weighted_rows(p: &[f32], data: &[f32], base: usize, stride: usize, out: &mut 
     let d = out.len();
     let mut c = 0;
     while c + 32 <= d {
-        let mut acc = [[0.0f32; 8]; 4];
+        // One flat array of 32 lanes: the loop vectorizer turns it into four ymm accumulators.
+        let mut acc = [0.0f32; 32];
         for (j, &pj) in p.iter().enumerate() {
             let v: &[f32; 32] = data[base + j * stride + c..][..32]
                 .try_into()
                 .expect("32 lanes");
-            for t in 0..4 {
-                for l in 0..8 {
-                    acc[t][l] += pj * v[8 * t + l];
-                }
+            for l in 0..32 {
+                acc[l] += pj * v[l];
             }
         }
-        for t in 0..4 {
-            out[c + 8 * t..c + 8 * t + 8].copy_from_slice(&acc[t]);
-        }
+        out[c..c + 32].copy_from_slice(&acc);
         c += 32;
     }
     while c + 8 <= d {
@@ -343,20 +340,30 @@ pub fn attention<Kn: Kernel, const H: usize, const HEADS: usize>(
             kt[hc * len + j] = v;
         }
     }
-    let kt: &[f32] = kt;
-    crate::kernels::for_each_block(
-        kernel,
+    let task = AttentionBlocks::<H, HEADS> {
+        qkv,
+        kt,
         len,
-        H,
-        1,
-        16,
-        ctx,
-        scores,
-        len,
-        |i0, ctx, scores| {
-            attend_rows::<H, HEADS>(qkv, kt, len, mask_bias, i0, scores, ctx);
-        },
-    );
+        mask_bias,
+    };
+    crate::kernels::for_each_block(kernel, len, H, 1, 16, ctx, scores, len, &task);
+}
+
+/// [`attention`] over a block of query rows.
+struct AttentionBlocks<'a, const H: usize, const HEADS: usize> {
+    qkv: &'a [f32],
+    kt: &'a [f32],
+    len: usize,
+    mask_bias: &'a [f32],
+}
+
+impl<const H: usize, const HEADS: usize> crate::kernels::BlockTask
+    for AttentionBlocks<'_, H, HEADS>
+{
+    #[inline(always)]
+    fn run(&self, i0: usize, ctx: &mut [f32], scores: &mut [f32]) {
+        attend_rows::<H, HEADS>(self.qkv, self.kt, self.len, self.mask_bias, i0, scores, ctx);
+    }
 }
 
 /// Attention of query rows `i0..i0 + ctx.len() / H` against all `len` keys.

@@ -124,28 +124,42 @@ pub fn linear_q<Kn: Kernel, const K: usize, const N: usize>(
             Some(&*zero_points)
         }
     };
-    let (quant, scales): (&[i8], &[f32]) = (quant, scales);
-    // Row blocks on the thread pool (feature `rayon`) once there is enough work to share.
-    crate::kernels::for_each_block(
+    let task = QgemmBlocks {
         kernel,
-        rows,
-        N,
-        4,
-        32,
-        out,
-        &mut [],
-        0,
-        #[inline(always)]
-        |r0, o, _| {
-            let a = QuantizedRows {
-                data: &quant[r0 * stride..],
-                stride,
-                scales: &scales[r0..],
-                zero_points: zero_points.map(|z| &z[r0..]),
-            };
-            kernel.qgemm(a, o.len() / N, w, act, o);
-        },
-    );
+        quant,
+        stride,
+        scales,
+        zero_points,
+        w,
+        act,
+    };
+    // Row blocks on the thread pool (feature `rayon`) once there is enough work to share.
+    crate::kernels::for_each_block(kernel, rows, N, 4, 32, out, &mut [], 0, &task);
+}
+
+/// The integer GEMM of [`linear_q`] over a block of rows.
+struct QgemmBlocks<'a, K> {
+    kernel: K,
+    quant: &'a [i8],
+    stride: usize,
+    scales: &'a [f32],
+    zero_points: Option<&'a [i32]>,
+    w: &'a QLinear<'a>,
+    act: Activation,
+}
+
+impl<K: Kernel> crate::kernels::BlockTask for QgemmBlocks<'_, K> {
+    #[inline(always)]
+    fn run(&self, r0: usize, out: &mut [f32], _scratch: &mut [f32]) {
+        let a = QuantizedRows {
+            data: &self.quant[r0 * self.stride..],
+            stride: self.stride,
+            scales: &self.scales[r0..],
+            zero_points: self.zero_points.map(|z| &z[r0..]),
+        };
+        self.kernel
+            .qgemm(a, out.len() / self.w.n, self.w, self.act, out);
+    }
 }
 
 /// `out = act(x W^T + b)` in f32.

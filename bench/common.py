@@ -1,0 +1,96 @@
+"""Shared by the bench/ helpers: paths, the benchmark token ids, the PyTorch model.
+
+The token ids are built exactly as `examples/embed --bench S` builds them: the same fixed
+English text encoded without special tokens and repeated until long enough, then
+[CLS] + the first S-2 word pieces + [SEP]. Every engine therefore sees the same S ids.
+"""
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_DIR = ROOT / "models" / "minilm"
+OUT_DIR = ROOT / "target" / "bench"
+ONNX_DIR = OUT_DIR / "onnx"
+
+# Same text as `bench_ids` in examples/embed/main.rs (the Rust string continuations strip the
+# line breaks and leading indentation, leaving one space between sentences).
+TEXT = (
+    "A man is playing a guitar on a stage while a crowd of people watches him. "
+    "The stock market fell sharply on Tuesday after the central bank raised interest rates again. "
+    "Three children are building a sandcastle on the beach near the old lighthouse. "
+    "Scientists have discovered a new species of frog in the rainforests of South America. "
+)
+
+ONNX_FILES = {
+    "f32": "minilm_f32_opt.onnx",
+    "int8_per_tensor": "minilm_int8_per_tensor.onnx",
+    "int8_per_channel": "minilm_int8_per_channel.onnx",
+}
+
+
+def tokenizer():
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(MODEL_DIR / "tokenizer.json"))
+    # The shipped tokenizer.json pads and truncates to 128: turn both off.
+    tok.no_padding()
+    tok.no_truncation()
+    return tok
+
+
+def bench_ids(seq_len: int) -> list[int]:
+    """Exactly `seq_len` token ids: [CLS], word pieces of real sentences, [SEP]."""
+    tok = tokenizer()
+    piece = tok.encode(TEXT, add_special_tokens=False).ids
+    body: list[int] = []
+    while len(body) < seq_len:
+        body.extend(piece)
+    special = tok.encode("", add_special_tokens=True).ids  # [CLS] [SEP]
+    ids = [special[0]] + body[: max(seq_len - 2, 0)] + [special[-1]]
+    return ids[:seq_len]
+
+
+def bench_inputs(seq_len: int):
+    """numpy int64 arrays (input_ids, attention_mask, token_type_ids), batch 1."""
+    import numpy as np
+
+    ids = np.array([bench_ids(seq_len)], dtype=np.int64)
+    return ids, np.ones_like(ids), np.zeros_like(ids)
+
+
+def torch_model(attn_implementation=None):
+    """all-MiniLM-L6-v2 as an f32 PyTorch module taking keyword arguments and returning the
+    mean-pooled, L2-normalized sentence embedding (what the dynq `embed` example returns).
+
+    attn_implementation: None for transformers' default (sdpa), "eager" for the ONNX export
+    (ONNX Runtime's transformer optimizer only recognizes the eager attention pattern)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import torch
+    from transformers import BertModel
+
+    kw = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    bert = BertModel.from_pretrained(
+        str(MODEL_DIR), dtype=torch.float32, add_pooling_layer=False, **kw
+    )
+    bert = bert.float().eval()
+
+    class Embedder(torch.nn.Module):
+        # transformers 5's BertModel.forward fails under torch.onnx.export with positional
+        # inputs ("got multiple values for argument 'use_cache'"): call it with keywords.
+        def __init__(self, bert):
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            h = self.bert(
+                input_ids=input_ids,
+                attention_mask=attention_mask,
+                token_type_ids=token_type_ids,
+            ).last_hidden_state
+            m = attention_mask.unsqueeze(-1).to(h.dtype)
+            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
+
+    return Embedder(bert).eval()
