@@ -9,7 +9,7 @@
 
 use std::arch::x86_64::*;
 
-use super::scalar::dequantize;
+use super::scalar::epilogue;
 use super::{Job, Kernel, KernelId, QuantizedRows, TILE_N};
 use crate::ops::{apply_activation, Activation, F32Linear, QLinear};
 
@@ -54,7 +54,7 @@ impl Kernel for Avx2 {
         act: Activation,
         out: &mut [f32],
     ) {
-        check_qgemm(&a, m, w, out);
+        super::check_qgemm(&a, m, w, out);
         // SAFETY: `self` proves AVX2; `check_qgemm` proved every slice long enough.
         unsafe { qgemm(a, m, w, act, out) };
     }
@@ -89,27 +89,6 @@ impl Kernel for Avx2 {
         unsafe { gemm_f32(x, m, w, out) };
         apply_activation(act, &mut out[..m * n]);
     }
-}
-
-/// Panics (a bug in the caller, never user input) unless every slice is long enough.
-fn check_qgemm(a: &QuantizedRows<'_>, m: usize, w: &QLinear<'_>, out: &[f32]) {
-    let tiles = w.n.div_ceil(TILE_N);
-    assert!(a.stride % 4 == 0 && a.stride >= w.k, "activation stride");
-    assert!(
-        a.data.len() >= m * a.stride && a.scales.len() >= m,
-        "activation rows"
-    );
-    assert!(a.zero_points.is_none_or(|z| z.len() >= m), "zero points");
-    assert!(
-        w.weight.len() >= tiles * TILE_N * a.stride,
-        "packed weights"
-    );
-    assert!(
-        w.scales.len() >= w.n && w.col_sums.len() >= w.n,
-        "channel scales"
-    );
-    assert!(w.bias.is_none_or(|b| b.len() >= w.n), "bias");
-    assert!(out.len() >= m * w.n, "output");
 }
 
 /// # Safety
@@ -192,16 +171,7 @@ unsafe fn row_tile<const MR: usize>(
                 _mm256_storeu_si256(sums.as_mut_ptr() as *mut __m256i, acc[0]);
                 _mm256_storeu_si256(sums.as_mut_ptr().add(8) as *mut __m256i, acc[1]);
             }
-            for (c, o) in o.iter_mut().enumerate() {
-                let j = j0 + c;
-                let bias = w.bias.map_or(0.0, |b| b[j]);
-                *o = dequantize(
-                    sums[c] - zp * w.col_sums[j],
-                    a.scales[row],
-                    w.scales[j],
-                    bias,
-                );
-            }
+            epilogue(&sums, a, row, w, j0, o);
         }
     }
 }

@@ -135,6 +135,27 @@ pub fn threads() -> usize {
     }
 }
 
+/// Panics (a bug in the caller, never user input) unless every slice is long enough.
+pub(crate) fn check_qgemm(a: &QuantizedRows<'_>, m: usize, w: &QLinear<'_>, out: &[f32]) {
+    let tiles = w.n.div_ceil(TILE_N);
+    assert!(a.stride % 4 == 0 && a.stride >= w.k, "activation stride");
+    assert!(
+        a.data.len() >= m * a.stride && a.scales.len() >= m,
+        "activation rows"
+    );
+    assert!(a.zero_points.is_none_or(|z| z.len() >= m), "zero points");
+    assert!(
+        w.weight.len() >= tiles * TILE_N * a.stride,
+        "packed weights"
+    );
+    assert!(
+        w.scales.len() >= w.n && w.col_sums.len() >= w.n,
+        "channel scales"
+    );
+    assert!(w.bias.is_none_or(|b| b.len() >= w.n), "bias");
+    assert!(out.len() >= m * w.n, "output");
+}
+
 /// Work over blocks of output rows. Implementations mark `run` `#[inline(always)]`: it then
 /// compiles inside the caller's (or [`Kernel::run_block`]'s) target features. (A closure would
 /// not do: its body stays a function of its own, compiled for the baseline CPU.)

@@ -13,7 +13,7 @@
 use std::arch::aarch64::*;
 use std::arch::asm;
 
-use super::scalar::dequantize;
+use super::scalar::epilogue;
 use super::{Job, Kernel, KernelId, QuantizedRows, TILE_N};
 use crate::ops::{apply_activation, Activation, F32Linear, QLinear};
 
@@ -76,25 +76,7 @@ impl Kernel for NeonI8mm {
         act: Activation,
         out: &mut [f32],
     ) {
-        let tiles = w.n.div_ceil(TILE_N);
-        assert!(a.stride % 4 == 0 && a.stride >= w.k, "activation stride");
-        assert!(
-            a.data.len() >= m * a.stride && a.scales.len() >= m,
-            "activation rows"
-        );
-        assert!(a.zero_points.is_none_or(|z| z.len() >= m), "zero points");
-        assert!(
-            w.weight.len() >= tiles * TILE_N * a.stride,
-            "packed weights"
-        );
-        assert!(
-            w.scales.len() >= w.n && w.col_sums.len() >= w.n,
-            "channel scales"
-        );
-        assert!(
-            w.bias.is_none_or(|b| b.len() >= w.n) && out.len() >= m * w.n,
-            "bias, output"
-        );
+        super::check_qgemm(&a, m, w, out);
         // SAFETY: `self` proves i8mm; the slices were checked above.
         unsafe { qgemm(a, m, w, out) };
         apply_activation(act, &mut out[..m * w.n]);
@@ -207,14 +189,9 @@ fn row_tile<const MR: usize>(
                 break;
             }
             let row = i + r;
-            let zp = a.zero_points.map_or(0, |z| z[row]);
             let o = &mut out[row * w.n + j0..row * w.n + j0 + valid];
-            for (c, o) in o.iter_mut().enumerate() {
-                let sum = s[c / 2][2 * h + c % 2];
-                let j = j0 + c;
-                let bias = w.bias.map_or(0.0, |b| b[j]);
-                *o = dequantize(sum - zp * w.col_sums[j], a.scales[row], w.scales[j], bias);
-            }
+            let sums: [i32; TILE_N] = std::array::from_fn(|c| s[c / 2][2 * h + c % 2]);
+            epilogue(&sums, a, row, w, j0, o);
         }
     }
 }

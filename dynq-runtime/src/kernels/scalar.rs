@@ -21,6 +21,31 @@ pub(crate) fn dequantize(acc: i32, row_scale: f32, w_scale: f32, bias: f32) -> f
     acc as f32 * (row_scale * w_scale) + bias
 }
 
+/// Dequantizes the sums of row `row` against channels `j0..j0 + o.len()` into `o`, with the
+/// row's zero-point correction: the epilogue of the SIMD kernels' partial tiles and of the Arm
+/// kernels, the scalar kernel's arithmetic by construction.
+#[inline(always)]
+pub(crate) fn epilogue(
+    sums: &[i32],
+    a: &QuantizedRows<'_>,
+    row: usize,
+    w: &QLinear<'_>,
+    j0: usize,
+    o: &mut [f32],
+) {
+    let zp = a.zero_points.map_or(0, |z| z[row]);
+    for (c, o) in o.iter_mut().enumerate() {
+        let j = j0 + c;
+        let bias = w.bias.map_or(0.0, |b| b[j]);
+        *o = dequantize(
+            sums[c] - zp * w.col_sums[j],
+            a.scales[row],
+            w.scales[j],
+            bias,
+        );
+    }
+}
+
 /// The i32 sums of one row against one 16-channel tile. |a| <= 128 and |w| <= 127, so each
 /// product is below 2^14 and the build's limit K <= 66_313 keeps every sum inside i32.
 #[inline(always)]
