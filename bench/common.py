@@ -67,8 +67,18 @@ def torch_model(attn_implementation=None):
     (ONNX Runtime's transformer optimizer only recognizes the eager attention pattern)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import warnings
+
     import torch
+    import transformers
     from transformers import BertModel
+
+    # Quiet: the load report (unused pooler weights), progress bars, deprecation notices
+    # (torch.ao.quantization) would bury the benchmark output.
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=UserWarning)
 
     kw = {"attn_implementation": attn_implementation} if attn_implementation else {}
     bert = BertModel.from_pretrained(
