@@ -89,19 +89,32 @@ fn min_max(x: &[f32]) -> (f32, f32) {
         })
 }
 
+/// 1.5 * 2^23: adding it to a float below 2^22 in magnitude rounds to the nearest integer
+/// (ties to even) and leaves that integer in the low mantissa bits.
+const ROUND: f32 = 12_582_912.0;
+
+/// `round_half_even(v)` as an integer, for |v| < 2^22, with float adds and integer ops only
+/// (a float-to-int conversion would keep the quantization loops scalar).
+#[inline(always)]
+fn round_to_int(v: f32) -> i32 {
+    ((v + ROUND).to_bits() as i32).wrapping_sub(ROUND.to_bits() as i32)
+}
+
 #[inline(always)]
 fn quantize_s8(x: &[f32], inv: f32, q: &mut [i8]) {
     for (q, &v) in q.iter_mut().zip(x) {
-        *q = (v * inv).round_ties_even().clamp(-127.0, 127.0) as i8;
+        // Clamping before rounding gives the same integers as after, for this range.
+        *q = round_to_int((v * inv).clamp(-127.0, 127.0)) as i8;
     }
 }
 
 /// Asymmetric uint8, stored shifted by -128 (see the module docs).
 #[inline(always)]
 fn quantize_u8_shifted(x: &[f32], inv: f32, zp: i32, q: &mut [i8]) {
-    let zp = zp as f32;
     for (q, &v) in q.iter_mut().zip(x) {
-        *q = (((v * inv).round_ties_even() + zp).clamp(0.0, 255.0) - 128.0) as i8;
+        // Clamp to a range that still rounds to the same integers after adding the zero point.
+        let r = round_to_int((v * inv).clamp(-256.0, 256.0));
+        *q = ((r + zp).clamp(0, 255) - 128) as i8;
     }
 }
 

@@ -255,19 +255,18 @@ fn softmax(s: &mut [f32]) {
         .iter()
         .chain(&m8)
         .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+    // Plain loops over the slice: the loop vectorizer handles them whole.
+    for v in s.iter_mut() {
+        *v = exp(*v - max);
+    }
     let mut lanes = [0.0f32; 8];
-    let mut chunks = s.chunks_exact_mut(8);
+    let mut chunks = s.chunks_exact(8);
     for c in &mut chunks {
         for l in 0..8 {
-            c[l] = exp(c[l] - max);
             lanes[l] += c[l];
         }
     }
-    let mut sum: f32 = lanes.iter().sum();
-    for v in chunks.into_remainder() {
-        *v = exp(*v - max);
-        sum += *v;
-    }
+    let sum: f32 = lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
     let inv = 1.0 / sum;
     for v in s {
         *v *= inv;
@@ -386,11 +385,26 @@ fn attend_rows<const H: usize, const HEADS: usize>(
         for r in 0..rows {
             let i = i0 + r;
             let q = &qkv[i * 3 * H + h * d..][..d];
-            scores.copy_from_slice(&mask_bias[..len]);
+            // 32 keys at a time in four registers' worth of lanes, summed over the head's
+            // dimensions; the remainder key by key in the same order.
+            let mut j0 = 0;
+            while j0 + 32 <= len {
+                let mut acc: [f32; 32] = mask_bias[j0..j0 + 32].try_into().expect("32 keys");
+                for (c, &qc) in q.iter().enumerate() {
+                    let qc = qc * scale;
+                    let row: &[f32; 32] = kh[c * len + j0..][..32].try_into().expect("32 keys");
+                    for l in 0..32 {
+                        acc[l] += qc * row[l];
+                    }
+                }
+                scores[j0..j0 + 32].copy_from_slice(&acc);
+                j0 += 32;
+            }
+            scores[j0..].copy_from_slice(&mask_bias[j0..len]);
             for (c, &qc) in q.iter().enumerate() {
                 let qc = qc * scale;
-                let row = &kh[c * len..(c + 1) * len];
-                for (s, &k) in scores.iter_mut().zip(row) {
+                let row = &kh[c * len + j0..(c + 1) * len];
+                for (s, &k) in scores[j0..].iter_mut().zip(row) {
                     *s += qc * k;
                 }
             }

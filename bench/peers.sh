@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Benchmark dynq against ONNX Runtime and PyTorch on all-MiniLM-L6-v2 (batch 1), side by side.
+#
+#   bench/peers.sh [--quick]
+#
+# 1. virtualenv target/bench/venv (onnxruntime, torch, transformers, onnx, ...); reused
+# 2. cargo build --release --example embed --features rayon (the dynq side)
+# 3. ONNX export + ONNX Runtime transformer fusions + dynamic INT8 (per tensor, per channel)
+#    under target/bench/onnx/; reused when present
+# 4. embedding cosine on the benchmark inputs (dynq INT8 vs f32, peers vs PyTorch FP32)
+# 5. every engine/variant for S in {16,128,384} x threads in {1,2}, each in its own process,
+#    alternating rounds (3; 1 with --quick)
+# 6. target/bench/peers.{json,md,svg}; the last line printed is
+#    `dynq/ORT int8 ratio at S=128 1T: R`
+# See bench/README.md.
+set -euo pipefail
+
+QUICK=()
+for arg in "$@"; do
+    case "$arg" in
+        --quick) QUICK=(--quick) ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "peers.sh: unknown argument '$arg' (expected --quick)" >&2; exit 2 ;;
+    esac
+done
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+OUT="$ROOT/target/bench"
+VENV="$OUT/venv"
+PY="$VENV/bin/python"
+EMBED="$ROOT/target/release/examples/embed"
+START=$(date +%s)
+mkdir -p "$OUT"
+
+step() { printf '\n== %s\n' "$*"; }
+die() { printf 'peers.sh: %s\n' "$*" >&2; exit 1; }
+
+step "Python env: $VENV"
+PKGS=(onnxruntime torch transformers onnx safetensors numpy matplotlib tokenizers)
+if [ ! -x "$PY" ]; then
+    command -v python3 >/dev/null || die "python3 not found"
+    python3 -m venv "$VENV" || die "python3 -m venv failed"
+fi
+if "$PY" -c 'import onnxruntime, torch, transformers, onnx, safetensors, numpy, matplotlib, tokenizers' 2>/dev/null; then
+    echo "already installed: ${PKGS[*]}"
+else
+    echo "installing ${PKGS[*]} (torch pulls about 3 GB of CUDA wheels; log: $OUT/pip-install.log)"
+    "$PY" -m pip install "${PKGS[@]}" >"$OUT/pip-install.log" 2>&1 \
+        || { tail -20 "$OUT/pip-install.log" >&2; die "pip install failed (log: $OUT/pip-install.log)"; }
+fi
+"$PY" -c 'import onnxruntime as o, torch as t, transformers as tr; print(f"onnxruntime {o.__version__}, torch {t.__version__}, transformers {tr.__version__}")'
+
+step "dynq: cargo build --release --example embed --features rayon"
+command -v cargo >/dev/null || die "cargo not found"
+cargo build --release --example embed --features rayon || die "cargo build failed"
+[ -x "$EMBED" ] || die "$EMBED missing after the build"
+
+step "ONNX export and ONNX Runtime variants (target/bench/onnx/)"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+"$PY" bench/export_onnx.py || die "ONNX export failed (rerun with: $PY bench/export_onnx.py --force)"
+
+step "Embedding cosine on the benchmark inputs"
+rm -f "$OUT/fidelity.json"
+"$PY" bench/fidelity.py --embed "$EMBED" \
+    || echo "peers.sh: fidelity check failed; continuing without it" >&2
+
+step "Timing (each configuration in its own process${QUICK:+; quick})"
+"$PY" bench/run_peers.py "${QUICK[@]}" --embed "$EMBED" || die "benchmark driver failed"
+
+step "Report"
+"$PY" bench/report.py "${QUICK[@]}" --elapsed "$(( $(date +%s) - START ))" || die "report failed"
