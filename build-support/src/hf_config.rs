@@ -64,7 +64,7 @@ impl BertConfig {
             .map_err(|e| bad(format!("not a valid BERT config.json: {e}")))?;
         if c.hidden_size == 0
             || c.num_attention_heads == 0
-            || c.hidden_size % c.num_attention_heads != 0
+            || !c.hidden_size.is_multiple_of(c.num_attention_heads)
         {
             return Err(bad(format!(
                 "key `hidden_size`: expected a positive multiple of num_attention_heads ({}), found {}",

@@ -90,6 +90,73 @@ fn int8_peak_gops() -> Option<f64> {
     None
 }
 
+/// The AVX-512 VNNI peak: independent `vpdpbusd` zmm chains (64 MACs = 128 ops each).
+#[cfg(target_arch = "x86_64")]
+fn vnni512_peak_gops() -> Option<f64> {
+    use std::arch::x86_64::*;
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+    fn spin(iters: u64) -> i32 {
+        let b = _mm512_set1_epi8(3);
+        let mut acc = [_mm512_setzero_si512(); 12];
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a = _mm512_set1_epi32(i as i32 + 1);
+        }
+        for _ in 0..iters {
+            for acc in acc.iter_mut() {
+                *acc = _mm512_dpbusd_epi32(*acc, *acc, b);
+            }
+        }
+        acc.iter().fold(0, |s, v| s ^ _mm512_reduce_add_epi32(*v))
+    }
+    dynq_runtime::kernels::Avx512Vnni::detect()?;
+    let iters = 200_000u64;
+    // SAFETY: AVX-512 VNNI detected above.
+    let secs = time(
+        || {
+            black_box(unsafe { spin(black_box(iters)) });
+        },
+        Duration::from_millis(1500),
+    );
+    Some(iters as f64 * 12.0 * 128.0 / secs / 1e9)
+}
+
+/// The AVX-VNNI peak: independent `vpdpbusd` ymm chains (32 MACs = 64 ops each).
+#[cfg(target_arch = "x86_64")]
+fn vnni256_peak_gops() -> Option<f64> {
+    use std::arch::x86_64::*;
+    #[target_feature(enable = "avxvnni,avx2")]
+    fn spin(iters: u64) -> [i32; 8] {
+        let b = _mm256_set1_epi8(3);
+        let mut acc = [_mm256_setzero_si256(); 12];
+        for (i, a) in acc.iter_mut().enumerate() {
+            *a = _mm256_set1_epi32(i as i32 + 1);
+        }
+        for _ in 0..iters {
+            for acc in acc.iter_mut() {
+                *acc = _mm256_dpbusd_avx_epi32(*acc, *acc, b);
+            }
+        }
+        let mut s = acc[0];
+        for v in &acc[1..] {
+            s = _mm256_xor_si256(s, *v);
+        }
+        let mut out = [0i32; 8];
+        // SAFETY: `out` holds 8 i32.
+        unsafe { _mm256_storeu_si256(out.as_mut_ptr() as *mut __m256i, s) };
+        out
+    }
+    dynq_runtime::kernels::AvxVnni::detect()?;
+    let iters = 200_000u64;
+    // SAFETY: AVX-VNNI detected above.
+    let secs = time(
+        || {
+            black_box(unsafe { spin(black_box(iters)) });
+        },
+        Duration::from_millis(1500),
+    );
+    Some(iters as f64 * 12.0 * 64.0 / secs / 1e9)
+}
+
 /// Read bandwidth in GB/s over a buffer well beyond the last-level cache.
 fn dram_gbps() -> f64 {
     let buf: Vec<u64> = (0..(256usize << 20) / 8).map(|i| i as u64).collect();
@@ -157,10 +224,20 @@ fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let budget = Duration::from_millis(if quick { 150 } else { 600 });
     let peak = int8_peak_gops();
+    #[cfg(target_arch = "x86_64")]
+    let (peak512, peak256) = (vnni512_peak_gops(), vnni256_peak_gops());
+    #[cfg(not(target_arch = "x86_64"))]
+    let (peak512, peak256): (Option<f64>, Option<f64>) = (None, None);
     let bw = dram_gbps();
     match peak {
         Some(p) => println!("int8 peak (vpmaddubsw+vpmaddwd+vpaddd, one core): {p:.1} GOP/s"),
         None => println!("int8 peak: no x86 AVX2 here; fractions are left out"),
+    }
+    if let Some(p) = peak512 {
+        println!("int8 peak (vpdpbusd zmm, one core): {p:.1} GOP/s");
+    }
+    if let Some(p) = peak256 {
+        println!("int8 peak (vpdpbusd ymm, one core): {p:.1} GOP/s");
     }
     println!("memory read bandwidth: {bw:.1} GB/s");
     println!();
@@ -172,6 +249,14 @@ fn main() {
     #[cfg(target_arch = "x86_64")]
     if dynq_runtime::kernels::Avx2::detect().is_some() {
         kernels.push(KernelId::Avx2);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if dynq_runtime::kernels::AvxVnni::detect().is_some() {
+        kernels.push(KernelId::AvxVnni);
+    }
+    #[cfg(target_arch = "x86_64")]
+    if dynq_runtime::kernels::Avx512Vnni::detect().is_some() {
+        kernels.push(KernelId::Avx512Vnni);
     }
     #[cfg(target_arch = "aarch64")]
     {
@@ -199,6 +284,22 @@ fn main() {
                         n,
                         budget,
                     ),
+                    #[cfg(target_arch = "x86_64")]
+                    KernelId::AvxVnni => bench_kernel(
+                        dynq_runtime::kernels::AvxVnni::detect().expect("detected"),
+                        m,
+                        k,
+                        n,
+                        budget,
+                    ),
+                    #[cfg(target_arch = "x86_64")]
+                    KernelId::Avx512Vnni => bench_kernel(
+                        dynq_runtime::kernels::Avx512Vnni::detect().expect("detected"),
+                        m,
+                        k,
+                        n,
+                        budget,
+                    ),
                     #[cfg(target_arch = "aarch64")]
                     KernelId::NeonDot => bench_kernel(
                         dynq_runtime::kernels::NeonDot::detect().expect("detected"),
@@ -218,7 +319,13 @@ fn main() {
                     _ => bench_kernel(Scalar::new(), m, k, n, budget),
                 };
                 let gops = 2.0 * (m * k * n) as f64 / secs / 1e9;
-                let fraction = peak.map(|p| gops / p);
+                // Each kernel against the peak of its own instruction sequence.
+                let own_peak = match id {
+                    KernelId::Avx512Vnni => peak512,
+                    KernelId::AvxVnni => peak256,
+                    _ => peak,
+                };
+                let fraction = own_peak.map(|p| gops / p);
                 let stream = if m == 1 {
                     let bytes = packed_len(n, k) as f64;
                     format!("{:.2}x", secs / (bytes / (bw * 1e9)))

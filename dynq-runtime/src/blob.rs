@@ -84,7 +84,7 @@ impl<'a> Blob<'a> {
                 "id: expected {expected_id}, found {id}: the blob does not belong to this generated code; regenerate both"
             ));
         }
-        if bytes.as_ptr() as usize % ALIGN != 0 {
+        if !(bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
             return err("not 64-byte aligned: embed it with dynq_runtime::blob::Aligned".into());
         }
         Ok(Blob { bytes })

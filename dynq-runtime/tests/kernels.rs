@@ -235,6 +235,24 @@ proptest! {
 
     #[cfg(target_arch = "x86_64")]
     #[test]
+    fn avx512vnni_matches_scalar(c in case()) {
+        match dynq_runtime::kernels::Avx512Vnni::detect() {
+            Some(k) => check_kernel(k, &c)?,
+            None => eprintln!("skipped: this CPU has no AVX-512 VNNI"),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avxvnni_matches_scalar(c in case()) {
+        match dynq_runtime::kernels::AvxVnni::detect() {
+            Some(k) => check_kernel(k, &c)?,
+            None => eprintln!("skipped: this CPU has no AVX-VNNI"),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
     fn avx2_f32_matches_scalar_closely(m in 1usize..6, n in 1usize..20, k in 1usize..70, seed in any::<u64>()) {
         let Some(avx2) = dynq_runtime::kernels::Avx2::detect() else { return Ok(()) };
         let mut s = seed | 1;
@@ -276,6 +294,14 @@ fn long_k_and_saturation_edge() {
     if let Some(k) = dynq_runtime::kernels::Avx2::detect() {
         check_kernel(k, &c).unwrap();
     }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = dynq_runtime::kernels::Avx512Vnni::detect() {
+        check_kernel(k, &c).unwrap();
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = dynq_runtime::kernels::AvxVnni::detect() {
+        check_kernel(k, &c).unwrap();
+    }
     #[cfg(target_arch = "aarch64")]
     if let Some(k) = dynq_runtime::kernels::NeonDot::detect() {
         check_kernel(k, &c).unwrap();
@@ -295,10 +321,19 @@ fn detection_picks_the_best_available_kernel() {
     let id = dynq_runtime::selected_kernel().unwrap();
     println!("selected kernel: {}", id.name());
     #[cfg(target_arch = "x86_64")]
-    assert_eq!(
-        id == dynq_runtime::KernelId::Avx2,
-        dynq_runtime::kernels::Avx2::detect().is_some()
-    );
+    {
+        use dynq_runtime::kernels::{Avx2, Avx512Vnni, AvxVnni};
+        let expected = if Avx512Vnni::detect().is_some() {
+            dynq_runtime::KernelId::Avx512Vnni
+        } else if AvxVnni::detect().is_some() {
+            dynq_runtime::KernelId::AvxVnni
+        } else if Avx2::detect().is_some() {
+            dynq_runtime::KernelId::Avx2
+        } else {
+            dynq_runtime::KernelId::Scalar
+        };
+        assert_eq!(id, expected);
+    }
     #[cfg(target_arch = "aarch64")]
     {
         use dynq_runtime::kernels::{NeonDot, NeonI8mm};

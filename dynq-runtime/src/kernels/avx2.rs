@@ -224,7 +224,7 @@ fn hsum(v: __m256) -> f32 {
 /// # Safety
 /// AVX2 and FMA; `x` holds `m * k`, `w.weight` `n * k`, `out` `m * n`, bias `n` if present.
 #[target_feature(enable = "avx2,fma")]
-unsafe fn gemm_f32(x: &[f32], m: usize, w: &F32Linear<'_>, out: &mut [f32]) {
+pub(super) unsafe fn gemm_f32(x: &[f32], m: usize, w: &F32Linear<'_>, out: &mut [f32]) {
     let (n, k) = (w.n, w.k);
     let k8 = k / 8 * 8;
     for i in 0..m {

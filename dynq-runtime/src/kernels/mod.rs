@@ -13,6 +13,10 @@ use crate::Error;
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512vnni;
+#[cfg(target_arch = "x86_64")]
+mod avxvnni;
 #[cfg(target_arch = "aarch64")]
 mod neon_dot;
 #[cfg(target_arch = "aarch64")]
@@ -20,6 +24,10 @@ mod neon_i8mm;
 mod scalar;
 #[cfg(target_arch = "x86_64")]
 pub use avx2::Avx2;
+#[cfg(target_arch = "x86_64")]
+pub use avx512vnni::Avx512Vnni;
+#[cfg(target_arch = "x86_64")]
+pub use avxvnni::AvxVnni;
 #[cfg(target_arch = "aarch64")]
 pub use neon_dot::NeonDot;
 #[cfg(target_arch = "aarch64")]
@@ -138,7 +146,10 @@ pub fn threads() -> usize {
 /// Panics (a bug in the caller, never user input) unless every slice is long enough.
 pub(crate) fn check_qgemm(a: &QuantizedRows<'_>, m: usize, w: &QLinear<'_>, out: &[f32]) {
     let tiles = w.n.div_ceil(TILE_N);
-    assert!(a.stride % 4 == 0 && a.stride >= w.k, "activation stride");
+    assert!(
+        a.stride.is_multiple_of(4) && a.stride >= w.k,
+        "activation stride"
+    );
     assert!(
         a.data.len() >= m * a.stride && a.scales.len() >= m,
         "activation rows"
@@ -272,6 +283,14 @@ impl KernelId {
                 "the AVX2 kernel needs x86-64, this is {}",
                 std::env::consts::ARCH
             )),
+            #[cfg(target_arch = "x86_64")]
+            KernelId::Avx512Vnni => Avx512Vnni::detect()
+                .is_none()
+                .then(|| "this CPU lacks AVX-512 F/BW/VNNI".to_string()),
+            #[cfg(target_arch = "x86_64")]
+            KernelId::AvxVnni => AvxVnni::detect()
+                .is_none()
+                .then(|| "this CPU lacks AVX-VNNI".to_string()),
             #[cfg(target_arch = "aarch64")]
             KernelId::NeonDot => NeonDot::detect()
                 .is_none()
@@ -290,10 +309,11 @@ impl KernelId {
                 "the NEON i8mm kernel needs aarch64, this is {}",
                 std::env::consts::ARCH
             )),
-            other => Some(format!(
-                "the {} kernel is not implemented in this build of dynq-runtime {}",
-                other.name(),
-                env!("CARGO_PKG_VERSION")
+            #[cfg(not(target_arch = "x86_64"))]
+            KernelId::Avx512Vnni | KernelId::AvxVnni => Some(format!(
+                "the {} kernel needs x86-64, this is {}",
+                self.name(),
+                std::env::consts::ARCH
             )),
         }
     }
@@ -376,6 +396,16 @@ pub fn dispatch<J: Job>(job: J, enabled: &[KernelId]) -> Result<J::Output, Error
         #[cfg(target_arch = "x86_64")]
         KernelId::Avx2 => match Avx2::detect() {
             Some(k) => Ok(avx2::enter(job, k)),
+            None => Ok(job.run(Scalar::new())),
+        },
+        #[cfg(target_arch = "x86_64")]
+        KernelId::Avx512Vnni => match Avx512Vnni::detect() {
+            Some(k) => Ok(avx512vnni::enter(job, k)),
+            None => Ok(job.run(Scalar::new())),
+        },
+        #[cfg(target_arch = "x86_64")]
+        KernelId::AvxVnni => match AvxVnni::detect() {
+            Some(k) => Ok(avxvnni::enter(job, k)),
             None => Ok(job.run(Scalar::new())),
         },
         #[cfg(target_arch = "aarch64")]

@@ -1,0 +1,221 @@
+//! The AVX-512 VNNI kernel: `vpdpbusd` on zmm, a register tile of up to 4 rows x 64 channels.
+//!
+//! One 64-byte block of the packed layout (16 channels x 4 values) is exactly one zmm operand:
+//! lane `c` of `vpdpbusd acc, a, w` adds `sum_t a[t] * w[c][t]`. `vpdpbusd` takes unsigned
+//! activations, so each broadcast is flipped to `a + 128` (one `vpxord`, shared by four channel
+//! tiles) and `128 * sum(w)` is taken off in the epilogue. The four products of a lane are summed
+//! exactly into i32 (no 16-bit intermediate, nothing saturates); |a + 128| <= 255, |w| <= 127
+//! and K <= 66_313 keep every sum inside i32. The epilogue is the scalar one, so outputs match
+//! [`super::Scalar`] bit for bit.
+
+use std::arch::x86_64::*;
+
+use super::scalar::epilogue;
+use super::{BlockTask, Job, Kernel, KernelId, QuantizedRows, TILE_N};
+use crate::ops::{apply_activation, Activation, F32Linear, QLinear};
+
+/// Proof that this CPU has AVX-512 F, BW and VNNI (and so AVX2 and FMA); only
+/// [`Avx512Vnni::detect`] makes one.
+#[derive(Debug, Clone, Copy)]
+pub struct Avx512Vnni(());
+
+impl Avx512Vnni {
+    /// `Some` when the CPU supports AVX-512 F, BW and VNNI.
+    ///
+    /// ```
+    /// if let Some(k) = dynq_runtime::kernels::Avx512Vnni::detect() {
+    ///     println!("AVX-512 VNNI available: {k:?}");
+    /// }
+    /// ```
+    pub fn detect() -> Option<Self> {
+        (is_x86_feature_detected!("avx512f")
+            && is_x86_feature_detected!("avx512bw")
+            && is_x86_feature_detected!("avx512vnni")
+            && is_x86_feature_detected!("avx2")
+            && is_x86_feature_detected!("fma"))
+        .then_some(Avx512Vnni(()))
+    }
+}
+
+/// Runs `job` inside one AVX-512 target-feature function.
+#[inline]
+pub(super) fn enter<J: Job>(job: J, kernel: Avx512Vnni) -> J::Output {
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+    fn run<J: Job>(job: J, kernel: Avx512Vnni) -> J::Output {
+        job.run(kernel)
+    }
+    // SAFETY: `kernel` exists only if `detect` found every feature enabled here.
+    unsafe { run(job, kernel) }
+}
+
+impl Kernel for Avx512Vnni {
+    const ID: KernelId = KernelId::Avx512Vnni;
+
+    #[inline(always)]
+    fn qgemm(
+        self,
+        a: QuantizedRows<'_>,
+        m: usize,
+        w: &QLinear<'_>,
+        act: Activation,
+        out: &mut [f32],
+    ) {
+        super::check_qgemm(&a, m, w, out);
+        // SAFETY: `self` proves the features; `check_qgemm` proved every slice long enough.
+        unsafe { qgemm(a, m, w, act, out) };
+    }
+
+    #[inline(always)]
+    fn gemm_f32(self, x: &[f32], m: usize, w: &F32Linear<'_>, act: Activation, out: &mut [f32]) {
+        let (n, k) = (w.n, w.k);
+        assert!(x.len() >= m * k && out.len() >= m * n && w.weight.len() >= n * k);
+        assert!(w.bias.is_none_or(|b| b.len() >= n));
+        // SAFETY: AVX-512 F implies AVX2 and FMA, and `self` proves it; lengths checked above.
+        unsafe { super::avx2::gemm_f32(x, m, w, out) };
+        apply_activation(act, &mut out[..m * n]);
+    }
+
+    #[inline(always)]
+    fn run_block<T: BlockTask>(
+        self,
+        task: &T,
+        first_row: usize,
+        out: &mut [f32],
+        scratch: &mut [f32],
+    ) {
+        #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+        fn call<T: BlockTask>(task: &T, first_row: usize, out: &mut [f32], scratch: &mut [f32]) {
+            task.run(first_row, out, scratch)
+        }
+        // SAFETY: `self` proves the features.
+        unsafe { call(task, first_row, out, scratch) }
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VNNI; the slices must pass `check_qgemm`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+unsafe fn qgemm(a: QuantizedRows<'_>, m: usize, w: &QLinear<'_>, act: Activation, out: &mut [f32]) {
+    let tiles = w.n.div_ceil(TILE_N);
+    let mut t = 0;
+    while t < tiles {
+        match tiles - t {
+            1 => rows::<1>(&a, m, t, w, out),
+            2 => rows::<2>(&a, m, t, w, out),
+            3 => rows::<3>(&a, m, t, w, out),
+            _ => rows::<4>(&a, m, t, w, out),
+        }
+        t += 4;
+    }
+    // Inside the target-feature function, so the activation loop vectorizes for it too.
+    apply_activation(act, &mut out[..m * w.n]);
+}
+
+/// All rows against channel tiles `t..t + NT`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+#[inline]
+fn rows<const NT: usize>(
+    a: &QuantizedRows<'_>,
+    m: usize,
+    t: usize,
+    w: &QLinear<'_>,
+    out: &mut [f32],
+) {
+    let mut i = 0;
+    while i + 4 <= m {
+        row_tile::<4, NT>(a, i, t, w, out);
+        i += 4;
+    }
+    match m - i {
+        3 => row_tile::<3, NT>(a, i, t, w, out),
+        2 => row_tile::<2, NT>(a, i, t, w, out),
+        1 => row_tile::<1, NT>(a, i, t, w, out),
+        _ => {}
+    }
+}
+
+/// Rows `i..i + MR` against channel tiles `t..t + NT`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+#[inline]
+fn row_tile<const MR: usize, const NT: usize>(
+    a: &QuantizedRows<'_>,
+    i: usize,
+    t: usize,
+    w: &QLinear<'_>,
+    out: &mut [f32],
+) {
+    let tile_len = TILE_N * a.stride;
+    let tiles = &w.weight[t * tile_len..(t + NT) * tile_len];
+    let rows = &a.data[i * a.stride..(i + MR) * a.stride];
+    let flip = _mm512_set1_epi8(-128);
+    let mut acc = [[_mm512_setzero_si512(); NT]; MR];
+    for kb in 0..a.stride / 4 {
+        let mut wv = [_mm512_setzero_si512(); NT];
+        for (nt, wv) in wv.iter_mut().enumerate() {
+            // SAFETY: block kb of tile nt lies inside `tiles` (64 bytes per block).
+            *wv = unsafe {
+                _mm512_loadu_si512(tiles.as_ptr().add(nt * tile_len + kb * 64) as *const _)
+            };
+        }
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let b = &rows[r * a.stride + kb * 4..][..4];
+            let a4 = i32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8]);
+            let au = _mm512_xor_si512(_mm512_set1_epi32(a4), flip);
+            for nt in 0..NT {
+                acc[nt] = _mm512_dpbusd_epi32(acc[nt], au, wv[nt]);
+            }
+        }
+    }
+    for (r, acc) in acc.iter().enumerate() {
+        let row = i + r;
+        let zp = a.zero_points.map_or(0, |z| z[row]);
+        for (nt, acc) in acc.iter().enumerate() {
+            let j0 = (t + nt) * TILE_N;
+            let valid = (w.n - j0).min(TILE_N);
+            let o = &mut out[row * w.n + j0..row * w.n + j0 + valid];
+            if valid == TILE_N {
+                // SAFETY: channels j0..j0+16 exist in scales, col_sums, bias and `o`.
+                unsafe { epilogue16(*acc, zp + 128, a.scales[row], w, j0, o) };
+            } else {
+                let mut sums = [0i32; TILE_N];
+                // SAFETY: `sums` holds 16 i32.
+                unsafe { _mm512_storeu_si512(sums.as_mut_ptr() as *mut _, *acc) };
+                for (c, s) in sums.iter_mut().enumerate().take(valid) {
+                    *s = s.wrapping_sub(128 * w.col_sums[j0 + c]);
+                }
+                epilogue(&sums, a, row, w, j0, o);
+            }
+        }
+    }
+}
+
+/// The epilogue of a full tile, in the scalar order, with `corr = zero point + 128`.
+///
+/// # Safety
+/// Channels `j0..j0 + 16` exist in `w`'s scales, column sums and bias; `o` holds 16.
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+#[inline]
+unsafe fn epilogue16(
+    acc: __m512i,
+    corr: i32,
+    row_scale: f32,
+    w: &QLinear<'_>,
+    j0: usize,
+    o: &mut [f32],
+) {
+    // SAFETY: j0..j0+16 lies inside col_sums, scales, bias (caller) and o[..16].
+    unsafe {
+        let cs = _mm512_loadu_si512(w.col_sums.as_ptr().add(j0) as *const _);
+        let sums = _mm512_sub_epi32(acc, _mm512_mullo_epi32(_mm512_set1_epi32(corr), cs));
+        let scale = _mm512_mul_ps(
+            _mm512_set1_ps(row_scale),
+            _mm512_loadu_ps(w.scales.as_ptr().add(j0)),
+        );
+        let bias = match w.bias {
+            Some(b) => _mm512_loadu_ps(b.as_ptr().add(j0)),
+            None => _mm512_setzero_ps(),
+        };
+        let v = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(sums), scale), bias);
+        _mm512_storeu_ps(o.as_mut_ptr(), v);
+    }
+}
