@@ -149,17 +149,16 @@ fn row_tile<const MR: usize, const NT: usize>(
     let rows = &a.data[i * a.stride..(i + MR) * a.stride];
     let flip = _mm512_set1_epi8(-128);
     let mut acc = [[_mm512_setzero_si512(); NT]; MR];
+    let (rp, wp) = (rows.as_ptr(), tiles.as_ptr());
     for kb in 0..a.stride / 4 {
         let mut wv = [_mm512_setzero_si512(); NT];
         for (nt, wv) in wv.iter_mut().enumerate() {
             // SAFETY: block kb of tile nt lies inside `tiles` (64 bytes per block).
-            *wv = unsafe {
-                _mm512_loadu_si512(tiles.as_ptr().add(nt * tile_len + kb * 64) as *const _)
-            };
+            *wv = unsafe { _mm512_loadu_si512(wp.add(nt * tile_len + kb * 64) as *const _) };
         }
         for (r, acc) in acc.iter_mut().enumerate() {
-            let b = &rows[r * a.stride + kb * 4..][..4];
-            let a4 = i32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8]);
+            // SAFETY: bytes kb*4..kb*4+4 of row r lie inside the MR rows borrowed above.
+            let a4 = unsafe { (rp.add(r * a.stride + kb * 4) as *const i32).read_unaligned() };
             let au = _mm512_xor_si512(_mm512_set1_epi32(a4), flip);
             for nt in 0..NT {
                 acc[nt] = _mm512_dpbusd_epi32(acc[nt], au, wv[nt]);

@@ -123,17 +123,18 @@ fn row_tile<const MR: usize>(
     let rows = &a.data[i * a.stride..(i + MR) * a.stride];
     let flip = _mm256_set1_epi8(-128);
     let mut acc = [[_mm256_setzero_si256(); 2]; MR];
+    let (rp, wp) = (rows.as_ptr(), tile.as_ptr());
     for kb in 0..a.stride / 4 {
         // SAFETY: block kb (64 bytes) lies inside `tile`.
         let (w0, w1) = unsafe {
             (
-                _mm256_loadu_si256(tile.as_ptr().add(kb * 64) as *const __m256i),
-                _mm256_loadu_si256(tile.as_ptr().add(kb * 64 + 32) as *const __m256i),
+                _mm256_loadu_si256(wp.add(kb * 64) as *const __m256i),
+                _mm256_loadu_si256(wp.add(kb * 64 + 32) as *const __m256i),
             )
         };
         for (r, acc) in acc.iter_mut().enumerate() {
-            let b = &rows[r * a.stride + kb * 4..][..4];
-            let a4 = i32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8]);
+            // SAFETY: bytes kb*4..kb*4+4 of row r lie inside the MR rows borrowed above.
+            let a4 = unsafe { (rp.add(r * a.stride + kb * 4) as *const i32).read_unaligned() };
             let au = _mm256_xor_si256(_mm256_set1_epi32(a4), flip);
             acc[0] = _mm256_dpbusd_avx_epi32(acc[0], au, w0);
             acc[1] = _mm256_dpbusd_avx_epi32(acc[1], au, w1);

@@ -345,7 +345,7 @@ pub fn attention<Kn: Kernel, const H: usize, const HEADS: usize>(
         len,
         mask_bias,
     };
-    crate::kernels::for_each_block(kernel, len, H, 1, 16, ctx, scores, len, &task);
+    crate::kernels::for_each_block(kernel, len, H, 1, 64, ctx, scores, len, &task);
 }
 
 /// [`attention`] over a block of query rows.
