@@ -10,7 +10,7 @@
 use std::arch::x86_64::*;
 
 use super::scalar::epilogue;
-use super::{Job, Kernel, KernelId, QuantizedRows, TILE_N};
+use super::{Kernel, KernelId, QuantizedRows, TILE_N};
 use crate::ops::{apply_activation, Activation, F32Linear, QLinear};
 
 /// Proof that this CPU has AVX2 and FMA; only [`Avx2::detect`] makes one.
@@ -30,17 +30,7 @@ impl Avx2 {
     }
 }
 
-/// Runs `job` inside one `#[target_feature(enable = "avx2,fma")]` function, so the generic
-/// layer code and the kernels inline into code compiled for AVX2.
-#[inline]
-pub(super) fn enter<J: Job>(job: J, kernel: Avx2) -> J::Output {
-    #[target_feature(enable = "avx2,fma")]
-    fn run<J: Job>(job: J, kernel: Avx2) -> J::Output {
-        job.run(kernel)
-    }
-    // SAFETY: `kernel` exists only if `detect` found AVX2 and FMA on this CPU.
-    unsafe { run(job, kernel) }
-}
+entry!(Avx2, "avx2,fma");
 
 impl Kernel for Avx2 {
     const ID: KernelId = KernelId::Avx2;
@@ -59,26 +49,7 @@ impl Kernel for Avx2 {
         unsafe { qgemm(a, m, w, act, out) };
     }
 
-    #[inline(always)]
-    fn run_block<T: super::BlockTask>(
-        self,
-        task: &T,
-        first_row: usize,
-        out: &mut [f32],
-        scratch: &mut [f32],
-    ) {
-        #[target_feature(enable = "avx2,fma")]
-        fn call<T: super::BlockTask>(
-            task: &T,
-            first_row: usize,
-            out: &mut [f32],
-            scratch: &mut [f32],
-        ) {
-            task.run(first_row, out, scratch)
-        }
-        // SAFETY: `self` proves AVX2 and FMA.
-        unsafe { call(task, first_row, out, scratch) }
-    }
+    run_block!("avx2,fma");
 
     #[inline(always)]
     fn gemm_f32(self, x: &[f32], m: usize, w: &F32Linear<'_>, act: Activation, out: &mut [f32]) {

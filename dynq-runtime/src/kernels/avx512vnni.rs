@@ -11,7 +11,7 @@
 use std::arch::x86_64::*;
 
 use super::scalar::epilogue;
-use super::{BlockTask, Job, Kernel, KernelId, QuantizedRows, TILE_N};
+use super::{Kernel, KernelId, QuantizedRows, TILE_N};
 use crate::ops::{apply_activation, Activation, F32Linear, QLinear};
 
 /// Proof that this CPU has AVX-512 F, BW and VNNI (and so AVX2 and FMA); only
@@ -37,16 +37,7 @@ impl Avx512Vnni {
     }
 }
 
-/// Runs `job` inside one AVX-512 target-feature function.
-#[inline]
-pub(super) fn enter<J: Job>(job: J, kernel: Avx512Vnni) -> J::Output {
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
-    fn run<J: Job>(job: J, kernel: Avx512Vnni) -> J::Output {
-        job.run(kernel)
-    }
-    // SAFETY: `kernel` exists only if `detect` found every feature enabled here.
-    unsafe { run(job, kernel) }
-}
+entry!(Avx512Vnni, "avx512f,avx512bw,avx512vnni,avx2,fma");
 
 impl Kernel for Avx512Vnni {
     const ID: KernelId = KernelId::Avx512Vnni;
@@ -75,21 +66,7 @@ impl Kernel for Avx512Vnni {
         apply_activation(act, &mut out[..m * n]);
     }
 
-    #[inline(always)]
-    fn run_block<T: BlockTask>(
-        self,
-        task: &T,
-        first_row: usize,
-        out: &mut [f32],
-        scratch: &mut [f32],
-    ) {
-        #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
-        fn call<T: BlockTask>(task: &T, first_row: usize, out: &mut [f32], scratch: &mut [f32]) {
-            task.run(first_row, out, scratch)
-        }
-        // SAFETY: `self` proves the features.
-        unsafe { call(task, first_row, out, scratch) }
-    }
+    run_block!("avx512f,avx512bw,avx512vnni,avx2,fma");
 }
 
 /// # Safety

@@ -9,7 +9,7 @@
 use std::arch::x86_64::*;
 
 use super::scalar::epilogue;
-use super::{BlockTask, Job, Kernel, KernelId, QuantizedRows, TILE_N};
+use super::{Kernel, KernelId, QuantizedRows, TILE_N};
 use crate::ops::{apply_activation, Activation, F32Linear, QLinear};
 
 /// Proof that this CPU has AVX-VNNI, AVX2 and FMA; only [`AvxVnni::detect`] makes one.
@@ -32,16 +32,7 @@ impl AvxVnni {
     }
 }
 
-/// Runs `job` inside one AVX-VNNI target-feature function.
-#[inline]
-pub(super) fn enter<J: Job>(job: J, kernel: AvxVnni) -> J::Output {
-    #[target_feature(enable = "avxvnni,avx2,fma")]
-    fn run<J: Job>(job: J, kernel: AvxVnni) -> J::Output {
-        job.run(kernel)
-    }
-    // SAFETY: `kernel` exists only if `detect` found every feature enabled here.
-    unsafe { run(job, kernel) }
-}
+entry!(AvxVnni, "avxvnni,avx2,fma");
 
 impl Kernel for AvxVnni {
     const ID: KernelId = KernelId::AvxVnni;
@@ -70,21 +61,7 @@ impl Kernel for AvxVnni {
         apply_activation(act, &mut out[..m * n]);
     }
 
-    #[inline(always)]
-    fn run_block<T: BlockTask>(
-        self,
-        task: &T,
-        first_row: usize,
-        out: &mut [f32],
-        scratch: &mut [f32],
-    ) {
-        #[target_feature(enable = "avxvnni,avx2,fma")]
-        fn call<T: BlockTask>(task: &T, first_row: usize, out: &mut [f32], scratch: &mut [f32]) {
-            task.run(first_row, out, scratch)
-        }
-        // SAFETY: `self` proves the features.
-        unsafe { call(task, first_row, out, scratch) }
-    }
+    run_block!("avxvnni,avx2,fma");
 }
 
 /// # Safety

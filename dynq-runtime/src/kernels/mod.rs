@@ -11,6 +11,51 @@ use std::sync::OnceLock;
 use crate::ops::{Activation, F32Linear, QLinear};
 use crate::Error;
 
+/// The two ways into a kernel's target features, for a marker type whose existence proves them:
+/// `entry!(Marker, "features")` defines `enter` (a whole [`Job`] inside one target-feature
+/// function) and `run_block!("features")` the [`Kernel::run_block`] method (one thread-pool
+/// task inside one).
+macro_rules! entry {
+    ($marker:ty, $features:literal) => {
+        /// Runs `job` inside one target-feature function, so the generic layer code and the
+        /// kernel inline into code compiled for it.
+        #[inline]
+        pub(super) fn enter<J: super::Job>(job: J, kernel: $marker) -> J::Output {
+            #[target_feature(enable = $features)]
+            fn run<J: super::Job>(job: J, kernel: $marker) -> J::Output {
+                job.run(kernel)
+            }
+            // SAFETY: the marker exists only if `detect` found these features on this CPU.
+            unsafe { run(job, kernel) }
+        }
+    };
+}
+
+macro_rules! run_block {
+    ($features:literal) => {
+        #[inline(always)]
+        fn run_block<T: super::BlockTask>(
+            self,
+            task: &T,
+            first_row: usize,
+            out: &mut [f32],
+            scratch: &mut [f32],
+        ) {
+            #[target_feature(enable = $features)]
+            fn call<T: super::BlockTask>(
+                task: &T,
+                first_row: usize,
+                out: &mut [f32],
+                scratch: &mut [f32],
+            ) {
+                task.run(first_row, out, scratch)
+            }
+            // SAFETY: `self` exists only if `detect` found these features on this CPU.
+            unsafe { call(task, first_row, out, scratch) }
+        }
+    };
+}
+
 #[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]

@@ -11,7 +11,7 @@ use std::arch::aarch64::*;
 use std::arch::asm;
 
 use super::scalar::epilogue;
-use super::{Job, Kernel, KernelId, QuantizedRows, TILE_N};
+use super::{Kernel, KernelId, QuantizedRows, TILE_N};
 use crate::ops::{apply_activation, Activation, F32Linear, QLinear};
 
 /// Proof that this CPU has the dot-product extension; only [`NeonDot::detect`] makes one.
@@ -31,16 +31,7 @@ impl NeonDot {
     }
 }
 
-/// Runs `job` inside one `#[target_feature(enable = "dotprod")]` function.
-#[inline]
-pub(super) fn enter<J: Job>(job: J, kernel: NeonDot) -> J::Output {
-    #[target_feature(enable = "dotprod")]
-    fn run<J: Job>(job: J, kernel: NeonDot) -> J::Output {
-        job.run(kernel)
-    }
-    // SAFETY: `kernel` exists only if `detect` found the dot-product extension.
-    unsafe { run(job, kernel) }
-}
+entry!(NeonDot, "dotprod");
 
 /// `acc[i] += sum_t a[4i + t] * b[4i + t]` (signed bytes), one `sdot`.
 #[target_feature(enable = "dotprod")]
@@ -82,6 +73,8 @@ impl Kernel for NeonDot {
     fn gemm_f32(self, x: &[f32], m: usize, w: &F32Linear<'_>, act: Activation, out: &mut [f32]) {
         super::Scalar::new().gemm_f32(x, m, w, act, out)
     }
+
+    run_block!("dotprod");
 }
 
 /// # Safety

@@ -14,7 +14,7 @@ use std::arch::aarch64::*;
 use std::arch::asm;
 
 use super::scalar::epilogue;
-use super::{Job, Kernel, KernelId, QuantizedRows, TILE_N};
+use super::{Kernel, KernelId, QuantizedRows, TILE_N};
 use crate::ops::{apply_activation, Activation, F32Linear, QLinear};
 
 /// Proof that this CPU has the int8 matrix-multiply extension; only [`NeonI8mm::detect`]
@@ -35,16 +35,7 @@ impl NeonI8mm {
     }
 }
 
-/// Runs `job` inside one `#[target_feature(enable = "neon,i8mm")]` function.
-#[inline]
-pub(super) fn enter<J: Job>(job: J, kernel: NeonI8mm) -> J::Output {
-    #[target_feature(enable = "neon,i8mm")]
-    fn run<J: Job>(job: J, kernel: NeonI8mm) -> J::Output {
-        job.run(kernel)
-    }
-    // SAFETY: `kernel` exists only if `detect` found the i8mm extension.
-    unsafe { run(job, kernel) }
-}
+entry!(NeonI8mm, "neon,i8mm");
 
 /// `acc += a (2 x 8) * b (2 x 8)^T`, one `smmla`.
 #[target_feature(enable = "neon,i8mm")]
@@ -86,6 +77,8 @@ impl Kernel for NeonI8mm {
     fn gemm_f32(self, x: &[f32], m: usize, w: &F32Linear<'_>, act: Activation, out: &mut [f32]) {
         super::Scalar::new().gemm_f32(x, m, w, act, out)
     }
+
+    run_block!("neon,i8mm");
 }
 
 /// # Safety
