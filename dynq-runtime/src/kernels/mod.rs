@@ -420,8 +420,11 @@ pub fn selected_kernel() -> Result<KernelId, Error> {
 /// When `DYNQ_KERNEL` pins a kernel the model was not packed for, this is an error; otherwise
 /// the best selected-or-lesser kernel the model carries is used.
 pub fn dispatch<J: Job>(job: J, enabled: &[KernelId]) -> Result<J::Output, Error> {
+    static PINNED: OnceLock<bool> = OnceLock::new();
     let selected = selected_kernel()?;
-    let pinned = std::env::var_os("DYNQ_KERNEL").is_some_and(|v| !v.is_empty());
+    // Read once, like the selection: no environment lookup per forward call.
+    let pinned =
+        *PINNED.get_or_init(|| std::env::var_os("DYNQ_KERNEL").is_some_and(|v| !v.is_empty()));
     let id = if enabled.contains(&selected) {
         selected
     } else if pinned {
