@@ -53,13 +53,30 @@ impl Kernel for Avx2 {
 
     #[inline(always)]
     fn gemm_f32(self, x: &[f32], m: usize, w: &F32Linear<'_>, act: Activation, out: &mut [f32]) {
-        let (n, k) = (w.n, w.k);
-        assert!(x.len() >= m * k && out.len() >= m * n && w.weight.len() >= n * k);
-        assert!(w.bias.is_none_or(|b| b.len() >= n));
-        // SAFETY: `self` proves AVX2 and FMA; lengths checked above.
-        unsafe { gemm_f32(x, m, w, out) };
-        apply_activation(act, &mut out[..m * n]);
+        // SAFETY: `self` proves AVX2 and FMA.
+        unsafe { gemm_f32_checked(x, m, w, act, out) }
     }
+}
+
+/// The f32 GEMM of every x86 kernel (the VNNI ones have no better f32 path): checks the
+/// lengths, multiplies, applies the activation.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[inline(always)]
+pub(super) unsafe fn gemm_f32_checked(
+    x: &[f32],
+    m: usize,
+    w: &F32Linear<'_>,
+    act: Activation,
+    out: &mut [f32],
+) {
+    let (n, k) = (w.n, w.k);
+    assert!(x.len() >= m * k && out.len() >= m * n && w.weight.len() >= n * k);
+    assert!(w.bias.is_none_or(|b| b.len() >= n));
+    // SAFETY: the caller guarantees AVX2 and FMA; lengths checked above.
+    unsafe { gemm_f32(x, m, w, out) };
+    apply_activation(act, &mut out[..m * n]);
 }
 
 /// # Safety
@@ -195,7 +212,7 @@ fn hsum(v: __m256) -> f32 {
 /// # Safety
 /// AVX2 and FMA; `x` holds `m * k`, `w.weight` `n * k`, `out` `m * n`, bias `n` if present.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn gemm_f32(x: &[f32], m: usize, w: &F32Linear<'_>, out: &mut [f32]) {
+unsafe fn gemm_f32(x: &[f32], m: usize, w: &F32Linear<'_>, out: &mut [f32]) {
     let (n, k) = (w.n, w.k);
     let k8 = k / 8 * 8;
     for i in 0..m {

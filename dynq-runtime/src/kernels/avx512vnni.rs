@@ -58,12 +58,8 @@ impl Kernel for Avx512Vnni {
 
     #[inline(always)]
     fn gemm_f32(self, x: &[f32], m: usize, w: &F32Linear<'_>, act: Activation, out: &mut [f32]) {
-        let (n, k) = (w.n, w.k);
-        assert!(x.len() >= m * k && out.len() >= m * n && w.weight.len() >= n * k);
-        assert!(w.bias.is_none_or(|b| b.len() >= n));
-        // SAFETY: AVX-512 F implies AVX2 and FMA, and `self` proves it; lengths checked above.
-        unsafe { super::avx2::gemm_f32(x, m, w, out) };
-        apply_activation(act, &mut out[..m * n]);
+        // SAFETY: AVX-512 F implies AVX2 and FMA, and `self` proves it.
+        unsafe { super::avx2::gemm_f32_checked(x, m, w, act, out) }
     }
 
     run_block!("avx512f,avx512bw,avx512vnni,avx2,fma");

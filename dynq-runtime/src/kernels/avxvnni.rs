@@ -53,12 +53,8 @@ impl Kernel for AvxVnni {
 
     #[inline(always)]
     fn gemm_f32(self, x: &[f32], m: usize, w: &F32Linear<'_>, act: Activation, out: &mut [f32]) {
-        let (n, k) = (w.n, w.k);
-        assert!(x.len() >= m * k && out.len() >= m * n && w.weight.len() >= n * k);
-        assert!(w.bias.is_none_or(|b| b.len() >= n));
-        // SAFETY: `self` proves AVX2 and FMA; lengths checked above.
-        unsafe { super::avx2::gemm_f32(x, m, w, out) };
-        apply_activation(act, &mut out[..m * n]);
+        // SAFETY: `self` proves AVX2 and FMA.
+        unsafe { super::avx2::gemm_f32_checked(x, m, w, act, out) }
     }
 
     run_block!("avxvnni,avx2,fma");
