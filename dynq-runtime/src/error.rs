@@ -78,6 +78,16 @@ pub enum Error {
     /// The attention mask is all zeros.
     #[error("attention_mask is all zeros: at least one token must be attended")]
     NoTokenAttended,
+    /// An initial or final recurrent state of the wrong length.
+    #[error("{what} length: expected {expected} values (layers x directions x batch x hidden), found {found}")]
+    StateLength {
+        /// `h0`, `c0`, `h_n` or `c_n`.
+        what: &'static str,
+        /// The length the model's shape asks for (0: the cell has no such state).
+        expected: usize,
+        /// The length passed.
+        found: usize,
+    },
     /// The embedded weight blob does not match the generated code.
     #[error("weight blob: {0}")]
     Blob(String),

@@ -36,6 +36,7 @@ mod workspace;
 pub use error::Error;
 pub use kernels::{dispatch, selected_kernel, Job, Kernel, KernelId};
 pub use ops::bert::{BertInput, BertOutput};
+pub use ops::rnn::{RnnInput, RnnOutput, RnnResult};
 pub use ops::{Activation, F32Linear, Linear, QLinear};
 pub use quant::{Granularity, Scheme};
 pub use workspace::{split_mut, with_workspace, Buffers, Workspace};
@@ -147,5 +148,54 @@ pub trait EncoderModel {
             BertOutput::LastHiddenState => len * Self::HIDDEN_SIZE,
             _ => Self::OUTPUT_SIZE,
         }
+    }
+}
+
+/// A recurrent model (the `lstm` and `gru` presets): sequences in, every step's hidden state
+/// and the final states out, with PyTorch's shapes. Generated LSTM and GRU model types
+/// implement it.
+pub trait RecurrentModel {
+    /// The model's name as written in its TOML.
+    const NAME: &'static str;
+    /// The cell, sizes and layout.
+    const SHAPE: ops::rnn::RnnShape;
+    /// Runs `input.batch` sequences of `input.steps` steps.
+    fn forward(&self, input: &RnnInput<'_>, out: RnnOutput<'_>) -> Result<(), Error>;
+
+    /// Runs one sequence (`input` holds `steps * input_size` values) from zero states and
+    /// returns PyTorch's `(output, h_n, c_n)` for an unbatched call; allocates the results.
+    fn run(&self, input: &[f32]) -> Result<RnnResult, Error> {
+        let shape = Self::SHAPE;
+        let steps = input.len() / shape.input_size;
+        if steps * shape.input_size != input.len() {
+            return Err(Error::InputLength {
+                expected: (steps + 1) * shape.input_size,
+                rows: steps + 1,
+                width: shape.input_size,
+                found: input.len(),
+            });
+        }
+        let state = shape.state_len(1);
+        let mut r = RnnResult {
+            output: vec![0.0; steps * shape.output_size()],
+            h_n: vec![0.0; state],
+            c_n: vec![
+                0.0;
+                if shape.cell == ops::rnn::Cell::Lstm {
+                    state
+                } else {
+                    0
+                }
+            ],
+        };
+        self.forward(
+            &RnnInput::sequence(input, steps),
+            RnnOutput {
+                output: &mut r.output,
+                h_n: &mut r.h_n,
+                c_n: &mut r.c_n,
+            },
+        )?;
+        Ok(r)
     }
 }

@@ -32,15 +32,20 @@ pub fn parse_dense_line(line: &str, width: usize) -> Result<Vec<f32>, String> {
     let Some(input) = map.get("input") else {
         return Err(format!("missing key `input` ({width} numbers)"));
     };
-    let Value::Array(items) = input else {
+    float_row(input, "`input`", width)
+}
+
+/// One row of `width` finite f32 values; `what` names it in errors (`` `input`[3] ``).
+fn float_row(v: &Value, what: &str, width: usize) -> Result<Vec<f32>, String> {
+    let Value::Array(items) = v else {
         return Err(format!(
-            "`input`: expected an array of {width} numbers, found {}",
-            kind(input)
+            "{what}: expected an array of {width} numbers, found {}",
+            kind(v)
         ));
     };
     if items.len() != width {
         return Err(format!(
-            "`input`: expected {width} numbers, found {}",
+            "{what}: expected {width} numbers, found {}",
             items.len()
         ));
     }
@@ -49,13 +54,252 @@ pub fn parse_dense_line(line: &str, width: usize) -> Result<Vec<f32>, String> {
         .enumerate()
         .map(|(i, v)| match v.as_f64() {
             Some(x) if (x as f32).is_finite() => Ok(x as f32),
-            Some(x) => Err(format!("`input`[{i}]: {x} does not fit in f32")),
-            None => Err(format!(
-                "`input`[{i}]: expected a number, found {}",
-                kind(v)
-            )),
+            Some(x) => Err(format!("{what}[{i}]: {x} does not fit in f32")),
+            None => Err(format!("{what}[{i}]: expected a number, found {}", kind(v))),
         })
         .collect()
+}
+
+/// A matrix of rows of `width` values, flattened; `rows` fixes the row count when known.
+fn float_matrix(
+    v: &Value,
+    key: &str,
+    rows: Option<usize>,
+    width: usize,
+) -> Result<(Vec<f32>, usize), String> {
+    let Value::Array(items) = v else {
+        return Err(format!(
+            "`{key}`: expected an array of rows of {width} numbers, found {}",
+            kind(v)
+        ));
+    };
+    if let Some(r) = rows {
+        if items.len() != r {
+            return Err(format!(
+                "`{key}`: expected {r} rows of {width} numbers, found {} rows",
+                items.len()
+            ));
+        }
+    }
+    let mut flat = Vec::with_capacity(items.len() * width);
+    for (i, row) in items.iter().enumerate() {
+        flat.extend(float_row(row, &format!("`{key}`[{i}]"), width)?);
+    }
+    Ok((flat, items.len()))
+}
+
+/// One input line of a recurrent model, parsed (see [`parse_recurrent_line`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecurrentLine {
+    /// `steps * input_size` values.
+    pub input: Vec<f32>,
+    /// Time steps.
+    pub steps: usize,
+    /// Initial hidden state, `[layers * directions][hidden]` flattened.
+    pub h0: Option<Vec<f32>>,
+    /// Initial cell state (LSTM).
+    pub c0: Option<Vec<f32>>,
+}
+
+/// Parses one input line of a recurrent model with PyTorch's unbatched shapes:
+/// `{"input": [[f32; input_size]; steps], "h0": [[f32; hidden]; layers * directions],
+/// "c0": ...}` (`h0` and `c0` optional, `c0` for LSTM only).
+///
+/// ```
+/// use dynq_runtime::ops::rnn::{Cell, RnnShape};
+/// let shape = RnnShape { cell: Cell::Gru, input_size: 2, hidden_size: 1, num_layers: 1,
+///     directions: 1, batch_first: true };
+/// let l = dynq_runtime::serve::parse_recurrent_line(r#"{"input": [[1, 2], [3, 4]]}"#, &shape).unwrap();
+/// assert_eq!((l.steps, l.input), (2, vec![1.0, 2.0, 3.0, 4.0]));
+/// let e = dynq_runtime::serve::parse_recurrent_line(r#"{"input": [[1, 2], [3]]}"#, &shape).unwrap_err();
+/// assert_eq!(e, "`input`[1]: expected 2 numbers, found 1");
+/// ```
+pub fn parse_recurrent_line(
+    line: &str,
+    shape: &crate::ops::rnn::RnnShape,
+) -> Result<RecurrentLine, String> {
+    use crate::ops::rnn::Cell;
+    let value: Value = serde_json::from_str(line).map_err(|e| format!("invalid JSON: {e}"))?;
+    let Value::Object(map) = value else {
+        return Err(format!(
+            "expected a JSON object like {{\"input\": [[{} numbers], ...]}}, found {}",
+            shape.input_size,
+            kind(&value)
+        ));
+    };
+    let keys: &[&str] = match shape.cell {
+        Cell::Lstm => &["input", "h0", "c0"],
+        Cell::Gru => &["input", "h0"],
+    };
+    if let Some(k) = map.keys().find(|k| !keys.contains(&k.as_str())) {
+        let hint = if k == "c0" {
+            " (a GRU has no cell state)"
+        } else {
+            ""
+        };
+        return Err(format!(
+            "unknown key `{k}`{hint}, expected {}",
+            keys.iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    let input = map.get("input").ok_or_else(|| {
+        format!(
+            "missing key `input` (an array of steps, each {} numbers)",
+            shape.input_size
+        )
+    })?;
+    let (input, steps) = float_matrix(input, "input", None, shape.input_size)?;
+    if steps == 0 {
+        return Err("`input`: the sequence is empty; it needs at least one step".into());
+    }
+    let states = shape.num_layers * shape.directions;
+    let state = |key: &str| {
+        map.get(key)
+            .map(|v| float_matrix(v, key, Some(states), shape.hidden_size).map(|(s, _)| s))
+            .transpose()
+    };
+    Ok(RecurrentLine {
+        input,
+        steps,
+        h0: state("h0")?,
+        c0: state("c0")?,
+    })
+}
+
+/// Formats one recurrent result as `{"output": [[...], ...], "h_n": [[...], ...],
+/// "c_n": [[...], ...]}` (`c_n` for LSTM only), rows as PyTorch shapes them for one sequence.
+///
+/// ```
+/// let line = dynq_runtime::serve::format_recurrent_output(&[0.5, -1.0], 1, &[0.25], &[], 1);
+/// assert_eq!(line, r#"{"h_n":[[0.25]],"output":[[0.5],[-1.0]]}"#);
+/// ```
+pub fn format_recurrent_output(
+    output: &[f32],
+    output_size: usize,
+    h_n: &[f32],
+    c_n: &[f32],
+    hidden: usize,
+) -> String {
+    let rows = |v: &[f32], w: usize| Value::Array(v.chunks(w).map(floats).collect());
+    let mut map = Map::new();
+    map.insert("output".into(), rows(output, output_size));
+    map.insert("h_n".into(), rows(h_n, hidden));
+    if !c_n.is_empty() {
+        map.insert("c_n".into(), rows(c_n, hidden));
+    }
+    Value::Object(map).to_string()
+}
+
+/// Serves a recurrent model over `input`/`output`, one sequence per line; returns the number
+/// of sequences or the error message (naming the line).
+pub fn serve_recurrent<M: crate::RecurrentModel>(
+    model: &M,
+    input: impl BufRead,
+    output: impl Write,
+) -> Result<usize, String> {
+    let shape = M::SHAPE;
+    let state = shape.state_len(1);
+    let cell_state = match shape.cell {
+        crate::ops::rnn::Cell::Lstm => state,
+        crate::ops::rnn::Cell::Gru => 0,
+    };
+    serve_lines(input, output, |line| {
+        let l = parse_recurrent_line(line, &shape)?;
+        let mut out = vec![0.0f32; l.steps * shape.output_size()];
+        let (mut h_n, mut c_n) = (vec![0.0f32; state], vec![0.0f32; cell_state]);
+        let x = crate::RnnInput {
+            input: &l.input,
+            steps: l.steps,
+            batch: 1,
+            h0: l.h0.as_deref(),
+            c0: l.c0.as_deref(),
+        };
+        let out_refs = crate::RnnOutput {
+            output: &mut out,
+            h_n: &mut h_n,
+            c_n: &mut c_n,
+        };
+        model.forward(&x, out_refs).map_err(|e| e.to_string())?;
+        Ok(format_recurrent_output(
+            &out,
+            shape.output_size(),
+            &h_n,
+            &c_n,
+            shape.hidden_size,
+        ))
+    })
+}
+
+/// The loop every server shares: one output line per non-blank input line, flushed at once;
+/// the first error stops it, prefixed with its line number.
+fn serve_lines(
+    input: impl BufRead,
+    mut output: impl Write,
+    mut each: impl FnMut(&str) -> Result<String, String>,
+) -> Result<usize, String> {
+    let mut count = 0;
+    for (i, line) in input.lines().enumerate() {
+        let n = i + 1;
+        let line = line.map_err(|e| format!("line {n}: cannot read: {e}"))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let out = each(&line).map_err(|e| format!("line {n}: {e}"))?;
+        writeln!(output, "{out}")
+            .and_then(|()| output.flush())
+            .map_err(|e| format!("line {n}: cannot write output: {e}"))?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// The `main` every standalone binary shares: any argument prints `usage` (exit 2); otherwise
+/// stdin is served to stdout and an error goes to stderr, prefixed with the model's name.
+fn stdio_main(
+    name: &str,
+    usage: impl FnOnce() -> String,
+    serve: impl FnOnce(
+        std::io::StdinLock<'static>,
+        std::io::StdoutLock<'static>,
+    ) -> Result<usize, String>,
+) -> ExitCode {
+    if std::env::args().len() > 1 {
+        eprintln!("{}", usage());
+        return ExitCode::from(2);
+    }
+    match serve(std::io::stdin().lock(), std::io::stdout().lock()) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `main` of a standalone recurrent binary: stdin to stdout, errors to stderr.
+pub fn recurrent_main<M: crate::RecurrentModel>(model: &M) -> ExitCode {
+    let usage = || {
+        let s = M::SHAPE;
+        let lstm = s.cell == crate::ops::rnn::Cell::Lstm;
+        let (c, cn) = if lstm {
+            (", \"c0\"", ", \"c_n\"")
+        } else {
+            ("", "")
+        };
+        format!(
+            "usage: {0} < input.jsonl\n\nReads one sequence per line, {{\"input\": [[{1} numbers], ...]}} (optional \"h0\"{c}:\n\
+             {2} rows of {3} numbers), and writes one per line, {{\"output\": [[{4} numbers], ...], \"h_n\"{cn}}}.",
+            M::NAME,
+            s.input_size,
+            s.num_layers * s.directions,
+            s.hidden_size,
+            s.output_size(),
+        )
+    };
+    stdio_main(M::NAME, usage, |i, o| serve_recurrent(model, i, o))
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -88,49 +332,30 @@ pub fn format_dense_output(row: &[f32]) -> String {
 pub fn serve_dense<M: DenseModel>(
     model: &M,
     input: impl BufRead,
-    mut output: impl Write,
+    output: impl Write,
 ) -> Result<usize, String> {
     let mut out = vec![0.0f32; M::OUTPUT_SIZE];
-    let mut count = 0;
-    for (i, line) in input.lines().enumerate() {
-        let n = i + 1;
-        let line = line.map_err(|e| format!("line {n}: cannot read: {e}"))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let row = parse_dense_line(&line, M::INPUT_SIZE).map_err(|e| format!("line {n}: {e}"))?;
+    serve_lines(input, output, |line| {
+        let row = parse_dense_line(line, M::INPUT_SIZE)?;
         model
             .forward(&row, 1, &mut out)
-            .map_err(|e| format!("line {n}: {e}"))?;
-        writeln!(output, "{}", format_dense_output(&out))
-            .and_then(|()| output.flush())
-            .map_err(|e| format!("line {n}: cannot write output: {e}"))?;
-        count += 1;
-    }
-    Ok(count)
+            .map_err(|e| e.to_string())?;
+        Ok(format_dense_output(&out))
+    })
 }
 
 /// `main` of a standalone dense-model binary: stdin to stdout, errors to stderr.
 pub fn dense_main<M: DenseModel>(model: &M) -> ExitCode {
-    if std::env::args().len() > 1 {
-        eprintln!(
+    let usage = || {
+        format!(
             "usage: {0} < input.jsonl\n\nReads one JSON object per line, {{\"input\": [{1} numbers]}}, and writes one\n\
              per line, {{\"output\": [{2} numbers]}}, from the `{0}` model ({1} -> {2}).",
             M::NAME,
             M::INPUT_SIZE,
             M::OUTPUT_SIZE
-        );
-        return ExitCode::from(2);
-    }
-    let stdin = std::io::stdin();
-    let stdout = std::io::stdout();
-    match serve_dense(model, stdin.lock(), stdout.lock()) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{}: {e}", M::NAME);
-            ExitCode::FAILURE
-        }
-    }
+        )
+    };
+    stdio_main(M::NAME, usage, |i, o| serve_dense(model, i, o))
 }
 
 /// Turns `{"text": ...}` into token ids with the model's tokenizer (feature `text`).
@@ -249,31 +474,22 @@ fn floats(v: &[f32]) -> Value {
 pub fn serve_encoder<M: crate::EncoderModel>(
     model: &M,
     input: impl BufRead,
-    mut output: impl Write,
+    output: impl Write,
 ) -> Result<usize, String> {
     use crate::BertOutput;
     let tokenizer = match M::TOKENIZER_JSON {
         Some(json) => Some(TextTokenizer::new(json, M::MAX_SEQ_LEN)?),
         None => None,
     };
-    let mut count = 0;
-    for (i, line) in input.lines().enumerate() {
-        let n = i + 1;
-        let line = line.map_err(|e| format!("line {n}: cannot read: {e}"))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let (ids, mask, types) =
-            parse_encoder_line(&line, tokenizer.as_ref()).map_err(|e| format!("line {n}: {e}"))?;
+    serve_lines(input, output, |line| {
+        let (ids, mask, types) = parse_encoder_line(line, tokenizer.as_ref())?;
         let bert = crate::BertInput {
             input_ids: &ids,
             attention_mask: mask.as_deref(),
             token_type_ids: types.as_deref(),
         };
         let mut out = vec![0.0f32; M::output_len(ids.len())];
-        model
-            .forward(&bert, &mut out)
-            .map_err(|e| format!("line {n}: {e}"))?;
+        model.forward(&bert, &mut out).map_err(|e| e.to_string())?;
         let mut map = Map::new();
         match M::OUTPUT {
             BertOutput::MeanPooled | BertOutput::Cls => {
@@ -292,37 +508,24 @@ pub fn serve_encoder<M: crate::EncoderModel>(
                 );
             }
         }
-        writeln!(output, "{}", Value::Object(map))
-            .and_then(|()| output.flush())
-            .map_err(|e| format!("line {n}: cannot write output: {e}"))?;
-        count += 1;
-    }
-    Ok(count)
+        Ok(Value::Object(map).to_string())
+    })
 }
 
 /// `main` of a standalone encoder binary: stdin to stdout, errors to stderr.
 pub fn encoder_main<M: crate::EncoderModel>(model: &M) -> ExitCode {
-    if std::env::args().len() > 1 {
+    let usage = || {
         let text = if M::TOKENIZER_JSON.is_some() {
             " or {\"text\": \"...\"}"
         } else {
             ""
         };
-        eprintln!(
+        format!(
             "usage: {0} < input.jsonl\n\nReads one JSON object per line, {{\"input_ids\": [...], \"attention_mask\": [...],\n\
              \"token_type_ids\": [...]}}{text} (up to {1} tokens), and writes one per line.",
             M::NAME,
             M::MAX_SEQ_LEN
-        );
-        return ExitCode::from(2);
-    }
-    let stdin = std::io::stdin();
-    let stdout = std::io::stdout();
-    match serve_encoder(model, stdin.lock(), stdout.lock()) {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{}: {e}", M::NAME);
-            ExitCode::FAILURE
-        }
-    }
+        )
+    };
+    stdio_main(M::NAME, usage, |i, o| serve_encoder(model, i, o))
 }

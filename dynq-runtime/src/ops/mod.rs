@@ -7,6 +7,7 @@ use crate::quant::{
 
 mod activation;
 pub mod bert;
+pub mod rnn;
 pub use activation::{apply_activation, erf, exp, gelu, gelu_tanh, sigmoid, tanh, Activation};
 
 /// A linear layer with int8 weights, as stored in the weight blob.
@@ -105,25 +106,7 @@ pub fn linear_q<Kn: Kernel, const K: usize, const N: usize>(
         &mut out[..rows * N],
     );
     let (scales, zero_points) = (&mut scales[..rows], &mut zero_points[..rows]);
-    let zero_points = match aq.scheme {
-        Scheme::Symmetric => {
-            quantize_rows_symmetric(x, rows, K, stride, aq.granularity, quant, scales);
-            None
-        }
-        Scheme::Asymmetric => {
-            quantize_rows_asymmetric(
-                x,
-                rows,
-                K,
-                stride,
-                aq.granularity,
-                quant,
-                scales,
-                zero_points,
-            );
-            Some(&*zero_points)
-        }
-    };
+    let zero_points = quantize_activations(x, rows, K, stride, aq, quant, scales, zero_points);
     let task = QgemmBlocks {
         kernel,
         quant,
@@ -135,6 +118,50 @@ pub fn linear_q<Kn: Kernel, const K: usize, const N: usize>(
     };
     // Row blocks on the thread pool (feature `rayon`) once there is enough work to share.
     crate::kernels::for_each_block(kernel, rows, N, 4, 32, out, &mut [], 0, &task);
+}
+
+/// Quantizes `rows x k` activations as `aq` says into `quant` (rows at `stride`, zero-padded),
+/// `scales` and, for the asymmetric scheme, `zero_points`, which it then returns.
+///
+/// ```
+/// use dynq_runtime::ops::{quantize_activations, ActQuant};
+/// use dynq_runtime::{Granularity, Scheme};
+/// let aq = ActQuant { granularity: Granularity::PerToken, scheme: Scheme::Symmetric };
+/// let (mut q, mut s, mut z) = ([0i8; 4], [0f32; 1], [0i32; 1]);
+/// let zp = quantize_activations(&[1.0, -0.5], 1, 2, 4, aq, &mut q, &mut s, &mut z);
+/// assert_eq!((q, zp), ([127, -64, 0, 0], None));
+/// ```
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn quantize_activations<'z>(
+    x: &[f32],
+    rows: usize,
+    k: usize,
+    stride: usize,
+    aq: ActQuant,
+    quant: &mut [i8],
+    scales: &mut [f32],
+    zero_points: &'z mut [i32],
+) -> Option<&'z [i32]> {
+    match aq.scheme {
+        Scheme::Symmetric => {
+            quantize_rows_symmetric(x, rows, k, stride, aq.granularity, quant, scales);
+            None
+        }
+        Scheme::Asymmetric => {
+            quantize_rows_asymmetric(
+                x,
+                rows,
+                k,
+                stride,
+                aq.granularity,
+                quant,
+                scales,
+                zero_points,
+            );
+            Some(&*zero_points)
+        }
+    }
 }
 
 /// The integer GEMM of [`linear_q`] over a block of rows.
