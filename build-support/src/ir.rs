@@ -110,6 +110,53 @@ pub enum Body {
     },
     /// A BERT encoder.
     Bert(Box<Bert>),
+    /// An LSTM or GRU stack.
+    Rnn(Box<Rnn>),
+}
+
+/// The recurrent cell of an [`Rnn`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cell {
+    /// `nn.LSTM`: gates i, f, g, o.
+    Lstm,
+    /// `nn.GRU`: gates r, z, n.
+    Gru,
+}
+
+impl Cell {
+    /// Gate blocks per weight matrix.
+    pub fn gates(self) -> usize {
+        match self {
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
+        }
+    }
+}
+
+/// One direction of a recurrent layer.
+#[derive(Debug, Clone)]
+pub struct RnnDirection {
+    /// `W_ih` `[gates * hidden, in]` with `b_ih`.
+    pub input: Linear,
+    /// `W_hh` `[gates * hidden, hidden]` with `b_hh`.
+    pub hidden: Linear,
+}
+
+/// An LSTM or GRU stack with PyTorch's semantics.
+#[derive(Debug, Clone)]
+pub struct Rnn {
+    /// LSTM or GRU.
+    pub cell: Cell,
+    /// Features per step.
+    pub input_size: usize,
+    /// Hidden width per direction.
+    pub hidden_size: usize,
+    /// 1 or 2.
+    pub directions: usize,
+    /// `[batch][steps]` input and output layout.
+    pub batch_first: bool,
+    /// Per layer, the directions (forward first).
+    pub layers: Vec<Vec<RnnDirection>>,
 }
 
 /// LayerNorm parameters.
@@ -186,6 +233,12 @@ impl Model {
     pub fn linears(&self) -> Vec<&Linear> {
         match &self.body {
             Body::Mlp { layers, .. } => layers.iter().collect(),
+            Body::Rnn(r) => r
+                .layers
+                .iter()
+                .flatten()
+                .flat_map(|d| [&d.input, &d.hidden])
+                .collect(),
             Body::Bert(b) => {
                 let mut v: Vec<&Linear> = b
                     .layers

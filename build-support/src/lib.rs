@@ -269,7 +269,7 @@ pub fn generate_from(
     let code = codegen::format_file(codegen::generate(&model, &layout), &model.name)?;
     let tokenizer = match &model.body {
         ir::Body::Bert(b) => b.tokenizer.clone(),
-        ir::Body::Mlp { .. } => None,
+        ir::Body::Mlp { .. } | ir::Body::Rnn(_) => None,
     };
     Ok(Generated {
         name: model.name.clone(),

@@ -22,6 +22,12 @@ pub struct Spec {
     /// `[bert]`: options of `preset = "bert"`.
     #[serde(default)]
     pub bert: Option<Spanned<BertSection>>,
+    /// `[lstm]`: the layer stack of `preset = "lstm"`.
+    #[serde(default)]
+    pub lstm: Option<Spanned<RnnSection>>,
+    /// `[gru]`: the layer stack of `preset = "gru"`.
+    #[serde(default)]
+    pub gru: Option<Spanned<RnnSection>>,
     /// `[quantize]`: every key optional.
     #[serde(default)]
     pub quantize: QuantizeSection,
@@ -53,6 +59,52 @@ pub enum Preset {
     Mlp,
     /// A BERT encoder (Hugging Face `BertModel` / `BertForSequenceClassification`).
     Bert,
+    /// PyTorch's `nn.LSTM`.
+    Lstm,
+    /// PyTorch's `nn.GRU`.
+    Gru,
+}
+
+impl Preset {
+    /// The name used in the TOML.
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Mlp => "mlp",
+            Preset::Bert => "bert",
+            Preset::Lstm => "lstm",
+            Preset::Gru => "gru",
+        }
+    }
+}
+
+/// `[lstm]` / `[gru]`: the arguments of PyTorch's `nn.LSTM` / `nn.GRU` constructors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RnnSection {
+    /// Tensor-name prefix: tensors are `{prefix}weight_ih_l0`, `{prefix}weight_hh_l0`,
+    /// `{prefix}bias_ih_l0`, `{prefix}bias_hh_l0`, and `*_reverse` for the backward direction.
+    #[serde(default)]
+    pub prefix: String,
+    /// Features per time step.
+    pub input_size: Spanned<usize>,
+    /// Hidden state width (per direction).
+    pub hidden_size: Spanned<usize>,
+    /// Stacked layers (default 1).
+    #[serde(default = "one")]
+    pub num_layers: Spanned<usize>,
+    /// Run a second direction right to left and concatenate (default false).
+    #[serde(default)]
+    pub bidirectional: bool,
+    /// Whether the bias tensors exist (default true).
+    #[serde(default = "yes")]
+    pub bias: bool,
+    /// Inputs and outputs are `[batch][steps][features]` (default false: `[steps][batch]`).
+    #[serde(default)]
+    pub batch_first: bool,
+}
+
+fn one() -> Spanned<usize> {
+    Spanned::new(0..0, 1)
 }
 
 /// `[bert]`.
@@ -289,7 +341,69 @@ impl SpecFile {
                 format!("key `model.name`: expected a snake_case Rust identifier such as `digits`, found {name:?}"),
             ));
         }
+        // A section for another preset is a mistake (a copied file, a typo in `preset`).
+        let sections = [
+            (
+                "mlp",
+                Preset::Mlp,
+                self.spec.mlp.as_ref().map(Spanned::span),
+            ),
+            (
+                "bert",
+                Preset::Bert,
+                self.spec.bert.as_ref().map(Spanned::span),
+            ),
+            (
+                "lstm",
+                Preset::Lstm,
+                self.spec.lstm.as_ref().map(Spanned::span),
+            ),
+            (
+                "gru",
+                Preset::Gru,
+                self.spec.gru.as_ref().map(Spanned::span),
+            ),
+        ];
+        for (section, preset, span) in sections {
+            if let Some(span) = span {
+                if preset != *m.preset.get_ref() {
+                    return Err(self.error(
+                        span,
+                        format!(
+                            "section [{section}] is for preset \"{section}\", but `model.preset` is \"{}\"",
+                            m.preset.get_ref().name()
+                        ),
+                    ));
+                }
+            }
+        }
         match m.preset.get_ref() {
+            Preset::Lstm | Preset::Gru => {
+                let preset = m.preset.get_ref().name();
+                let section = match m.preset.get_ref() {
+                    Preset::Lstm => &self.spec.lstm,
+                    _ => &self.spec.gru,
+                };
+                let Some(rnn) = section else {
+                    return Err(self.error(
+                        m.preset.span(),
+                        format!("key `model.preset`: preset \"{preset}\" needs an [{preset}] section with `input_size` and `hidden_size`"),
+                    ));
+                };
+                let rnn = rnn.get_ref();
+                for (key, v) in [
+                    ("input_size", &rnn.input_size),
+                    ("hidden_size", &rnn.hidden_size),
+                    ("num_layers", &rnn.num_layers),
+                ] {
+                    if *v.get_ref() == 0 {
+                        return Err(self.error(
+                            v.span(),
+                            format!("key `{preset}.{key}`: expected a positive number, found 0"),
+                        ));
+                    }
+                }
+            }
             Preset::Mlp => {
                 let Some(mlp) = &self.spec.mlp else {
                     return Err(self.error(

@@ -5,18 +5,10 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
 use super::{
-    act_quant_tokens, activation_tokens, kernel_list, linear_expr, lit, provenance, Layout,
+    act_quant_tokens, activation_tokens, kernel_list, linear_value, lit, provenance, Layout,
 };
-use crate::ir::{Bert, LayerPrecision, Linear, Model, Norm};
+use crate::ir::{Bert, LayerPrecision, Model, Norm};
 use crate::spec::BertOutputSpec;
-
-fn linear_value(l: &Linear, layout: &Layout) -> TokenStream {
-    let e = linear_expr(l, layout.linear(&l.name));
-    match l.precision {
-        LayerPrecision::Int8(_) => quote!(rt::Linear::Int8(#e)),
-        LayerPrecision::F32 => quote!(rt::Linear::F32(#e)),
-    }
-}
 
 fn norm_value(n: &Norm, eps: &TokenStream, layout: &Layout) -> TokenStream {
     let (g, b) = (

@@ -4,6 +4,7 @@
 
 mod bert;
 mod format;
+mod rnn;
 
 use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote};
@@ -213,6 +214,15 @@ fn linear_expr(l: &Linear, s: &LinearSections) -> TokenStream {
     }
 }
 
+/// The blob view of a linear layer as the precision-agnostic `rt::Linear` enum.
+fn linear_value(l: &Linear, layout: &Layout) -> TokenStream {
+    let e = linear_expr(l, layout.linear(&l.name));
+    match l.precision {
+        LayerPrecision::Int8(_) => quote!(rt::Linear::Int8(#e)),
+        LayerPrecision::F32 => quote!(rt::Linear::F32(#e)),
+    }
+}
+
 /// Field declaration and blob-view initializer of one linear layer.
 fn linear_weights(l: &Linear, s: &LinearSections) -> (TokenStream, TokenStream) {
     let ident = format_ident!("{}", l.ident);
@@ -290,6 +300,7 @@ pub fn generate(model: &Model, layout: &Layout) -> TokenStream {
     match &model.body {
         Body::Mlp { input_size, layers } => mlp(model, layout, *input_size, layers),
         Body::Bert(b) => bert::generate(model, layout, b),
+        Body::Rnn(r) => rnn::generate(model, layout, r),
     }
 }
 

@@ -2,6 +2,7 @@
 
 mod bert;
 mod mlp;
+mod rnn;
 
 use std::cell::Cell;
 
@@ -23,6 +24,7 @@ pub fn expand(
     let body = match s.model.preset.get_ref() {
         Preset::Mlp => mlp::expand(spec, weights, &keep)?,
         Preset::Bert => bert::expand(spec, weights, &keep)?,
+        Preset::Lstm | Preset::Gru => rnn::expand(spec, weights, &keep)?,
     };
     keep.check_all_used(spec, &body)?;
     Ok(Model {
