@@ -8,6 +8,11 @@
 //! M = 1 is compared with the time to stream its weights from memory (a measured read
 //! bandwidth over a buffer larger than the caches). The last line is the smallest fraction of
 //! the peak that the best kernel reaches over the shapes with M >= 16.
+//!
+//! Before it, one line per kernel for an LSTM step (`nn.LSTM(256, 512)`, one sequence): the
+//! time per step of a 64-step sequence through the whole recurrent layer (its share of the
+//! input GEMM, the state's two-term quantization and GEMV, the gates), against the time to
+//! stream `W_hh` from memory.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
@@ -220,6 +225,114 @@ fn bench_kernel<K: Kernel>(kernel: K, m: usize, k: usize, n: usize, budget: Dura
     )
 }
 
+/// The LSTM step benchmark's shape: `nn.LSTM(LSTM_IN, LSTM_H)`.
+const LSTM_IN: usize = 256;
+const LSTM_H: usize = 512;
+const LSTM_STEPS: usize = 64;
+
+/// One LSTM layer over `LSTM_STEPS` steps, run inside the kernel's entry point as generated
+/// models do.
+struct LstmRun<'a> {
+    layer: &'a [dynq_runtime::ops::rnn::RnnLayer<'a>],
+    input: &'a [f32],
+    ws: &'a mut dynq_runtime::Workspace,
+    out: &'a mut [f32],
+    h_n: &'a mut [f32],
+    c_n: &'a mut [f32],
+}
+
+const LSTM_SHAPE: dynq_runtime::ops::rnn::RnnShape = dynq_runtime::ops::rnn::RnnShape {
+    cell: dynq_runtime::ops::rnn::Cell::Lstm,
+    input_size: LSTM_IN,
+    hidden_size: LSTM_H,
+    num_layers: 1,
+    directions: 1,
+    batch_first: false,
+};
+
+impl dynq_runtime::Job for LstmRun<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn run<K: Kernel>(self, kernel: K) {
+        use dynq_runtime::ops::{rnn, ActQuant, QuantScratch};
+        let (f, q, rows) = rnn::scratch_lens(&LSTM_SHAPE, LSTM_STEPS, 1);
+        let b = self.ws.buffers(f, q, rows);
+        let mut quant = QuantScratch {
+            quant: b.quant,
+            scales: b.scales,
+            zero_points: b.zero_points,
+        };
+        let aq = ActQuant {
+            granularity: dynq_runtime::Granularity::PerToken,
+            scheme: dynq_runtime::Scheme::Symmetric,
+        };
+        rnn::forward::<K, LSTM_IN, LSTM_H, { 4 * LSTM_H }, LSTM_H>(
+            kernel,
+            &LSTM_SHAPE,
+            self.layer,
+            aq,
+            &dynq_runtime::RnnInput::sequence(self.input, LSTM_STEPS),
+            dynq_runtime::RnnOutput {
+                output: self.out,
+                h_n: self.h_n,
+                c_n: self.c_n,
+            },
+            b.f32,
+            &mut quant,
+        );
+    }
+}
+
+/// Seconds per step of an `nn.LSTM(256, 512)` over 64 steps with kernel `id`.
+fn bench_lstm_step(id: KernelId, budget: Duration) -> f64 {
+    use dynq_runtime::ops::rnn::{RnnDirection, RnnLayer};
+    let g = 4 * LSTM_H;
+    let (wi, wh) = (operands(1, LSTM_IN, g), operands(1, LSTM_H, g));
+    let scales = vec![0.0005; g];
+    fn q<'a>(o: &'a Operands, scales: &'a [f32], n: usize, k: usize) -> dynq_runtime::Linear<'a> {
+        dynq_runtime::Linear::Int8(QLinear {
+            n,
+            k,
+            weight: &o.w,
+            scales,
+            col_sums: &o.col_sums,
+            bias: Some(&o.bias),
+        })
+    }
+    let layer = [RnnLayer {
+        forward: RnnDirection {
+            input: q(&wi, &scales, g, LSTM_IN),
+            hidden: q(&wh, &scales, g, LSTM_H),
+        },
+        reverse: None,
+    }];
+    let input: Vec<f32> = (0..LSTM_STEPS * LSTM_IN)
+        .map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0)
+        .collect();
+    let mut ws = dynq_runtime::Workspace::new();
+    let (mut out, mut h_n, mut c_n) = (
+        vec![0.0; LSTM_STEPS * LSTM_H],
+        vec![0.0; LSTM_H],
+        vec![0.0; LSTM_H],
+    );
+    let secs = time(
+        || {
+            let job = LstmRun {
+                layer: &layer,
+                input: &input,
+                ws: &mut ws,
+                out: &mut out,
+                h_n: &mut h_n,
+                c_n: &mut c_n,
+            };
+            dynq_runtime::dispatch(job, &[id]).expect("kernel available");
+            black_box(&out);
+        },
+        budget,
+    );
+    secs / LSTM_STEPS as f64
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let budget = Duration::from_millis(if quick { 150 } else { 600 });
@@ -345,6 +458,18 @@ fn main() {
                 }
             }
         }
+    }
+    println!();
+    let wh_bytes = packed_len(4 * LSTM_H, LSTM_H) as f64;
+    for &id in &kernels {
+        let step = bench_lstm_step(id, budget);
+        println!(
+            "LSTM step (M = 1, nn.LSTM({LSTM_IN}, {LSTM_H}), {LSTM_STEPS} steps): {}: {:.1} us per step, {:.2}x the time to stream W_hh ({:.0} KiB)",
+            id.name(),
+            step * 1e6,
+            step / (wh_bytes / (bw * 1e9)),
+            wh_bytes / 1024.0
+        );
     }
     println!();
     println!("best kernel: {}", best.name());
