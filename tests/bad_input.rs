@@ -321,3 +321,182 @@ fn missing_toml_file() {
         )
     );
 }
+
+// ---- recurrent presets ----------------------------------------------------------------------
+
+const LSTM_TOML: &str = r#"[model]
+name = "tiny"
+preset = "lstm"
+weights = "tiny.safetensors"
+
+[lstm]
+prefix = "rnn."
+input_size = 3
+hidden_size = 2
+num_layers = 2
+bidirectional = true
+"#;
+
+/// The state dict of `nn.LSTM(3, 2, num_layers=layers, bidirectional=...)` (or a GRU with
+/// `gates = 3`).
+fn rnn_tensors(gates: usize, layers: usize, directions: usize, bias: bool) -> Vec<RawTensor> {
+    let h = 2;
+    let mut out = Vec::new();
+    for l in 0..layers {
+        let k = if l == 0 { 3 } else { directions * h };
+        for d in 0..directions {
+            let s = if d == 0 {
+                format!("l{l}")
+            } else {
+                format!("l{l}_reverse")
+            };
+            let g = gates * h;
+            out.push(RawTensor::f32(
+                &format!("rnn.weight_ih_{s}"),
+                &[g, k],
+                &vec![0.1; g * k],
+            ));
+            out.push(RawTensor::f32(
+                &format!("rnn.weight_hh_{s}"),
+                &[g, h],
+                &vec![0.2; g * h],
+            ));
+            if bias {
+                out.push(RawTensor::f32(
+                    &format!("rnn.bias_ih_{s}"),
+                    &[g],
+                    &vec![0.3; g],
+                ));
+                out.push(RawTensor::f32(
+                    &format!("rnn.bias_hh_{s}"),
+                    &[g],
+                    &vec![0.4; g],
+                ));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn rnn_good_model_generates() {
+    let g = Case::new(&rnn_tensors(4, 2, 2, true))
+        .run(LSTM_TOML)
+        .unwrap();
+    assert_eq!(g.model.linears().len(), 8);
+    let gru = LSTM_TOML
+        .replace("\"lstm\"", "\"gru\"")
+        .replace("[lstm]", "[gru]");
+    assert!(Case::new(&rnn_tensors(3, 2, 2, true)).run(&gru).is_ok());
+}
+
+#[test]
+fn rnn_missing_layer() {
+    let c = Case::new(&rnn_tensors(4, 1, 2, true));
+    let e = c.err(LSTM_TOML);
+    assert!(
+        e.starts_with(&format!(
+            "{}: tensor `rnn.weight_ih_l1`: not found; tensors with prefix `rnn`: ",
+            shown(&c.path("tiny.safetensors"))
+        )),
+        "{e}"
+    );
+    assert!(
+        e.ends_with("(needed for layer 1 of [lstm] (num_layers = 2))"),
+        "{e}"
+    );
+}
+
+#[test]
+fn rnn_missing_reverse_direction() {
+    let e = Case::new(&rnn_tensors(4, 2, 1, true)).err(LSTM_TOML);
+    assert!(
+        e.contains("tensor `rnn.weight_ih_l0_reverse`: not found"),
+        "{e}"
+    );
+    assert!(
+        e.ends_with("(needed for layer 0, reverse direction of [lstm] (num_layers = 2, bidirectional = true))"),
+        "{e}"
+    );
+}
+
+#[test]
+fn rnn_gate_dimension_is_checked() {
+    // GRU weights (3H rows) under preset = "lstm" (4H expected).
+    let e = Case::new(&rnn_tensors(3, 2, 2, true)).err(LSTM_TOML);
+    assert!(
+        e.ends_with("tensor `rnn.weight_ih_l0`: expected shape [8, 3] (4 gates (i, f, g, o) x hidden_size 2 by input_size), found [6, 3]; 3 x hidden_size rows is a GRU: is `preset` right?"),
+        "{e}"
+    );
+    let mut t = rnn_tensors(4, 2, 2, true);
+    t.retain(|t| t.name != "rnn.weight_hh_l1");
+    t.push(RawTensor::f32("rnn.weight_hh_l1", &[8, 3], &[0.1; 24]));
+    let e = Case::new(&t).err(LSTM_TOML);
+    assert!(
+        e.ends_with("tensor `rnn.weight_hh_l1`: expected shape [8, 2] (4 gates (i, f, g, o) x hidden_size 2 by hidden_size), found [8, 3]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn rnn_tensors_the_toml_does_not_cover_are_errors() {
+    let c = Case::new(&rnn_tensors(4, 3, 2, true));
+    let e = c.err(LSTM_TOML);
+    assert_eq!(
+        e,
+        format!(
+            "{}: tensor `rnn.weight_ih_l2`: present in the file, but num_layers = 2 in [lstm] of {}; the model would ignore it",
+            shown(&c.path("tiny.safetensors")),
+            shown(&c.path("tiny.toml"))
+        )
+    );
+    let e = Case::new(&rnn_tensors(4, 2, 2, true)).err(&LSTM_TOML.replace("true", "false"));
+    assert!(
+        e.contains(
+            "tensor `rnn.weight_ih_l0_reverse`: present in the file, but bidirectional = false"
+        ),
+        "{e}"
+    );
+    let e = Case::new(&rnn_tensors(4, 2, 2, true)).err(&format!("{LSTM_TOML}bias = false\n"));
+    assert!(
+        e.contains("tensor `rnn.bias_ih_l0`: present in the file, but bias = false"),
+        "{e}"
+    );
+}
+
+#[test]
+fn rnn_missing_bias_suggests_bias_false() {
+    let e = Case::new(&rnn_tensors(4, 2, 2, false)).err(LSTM_TOML);
+    assert!(e.contains("tensor `rnn.bias_ih_l0`: not found"), "{e}");
+    assert!(
+        e.ends_with("; set `bias = false` in [lstm] for a model without biases)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn rnn_section_and_sizes_are_checked() {
+    let c = Case::new(&rnn_tensors(4, 2, 2, true));
+    let e = c.err(&LSTM_TOML.replace("[lstm]", "[gru]"));
+    assert_eq!(
+        e,
+        format!(
+            "{}:6:1: section [gru] is for preset \"gru\", but `model.preset` is \"lstm\"",
+            shown(&c.path("tiny.toml"))
+        )
+    );
+    let e = c.err(&LSTM_TOML.replace("hidden_size = 2", "hidden_size = 0"));
+    assert!(
+        e.ends_with("key `lstm.hidden_size`: expected a positive number, found 0"),
+        "{e}"
+    );
+    let e = c.err(&LSTM_TOML.replace("bidirectional = true", "bidirectional = 2"));
+    assert!(
+        e.contains("key `bidirectional`: invalid type: integer `2`, expected a boolean"),
+        "{e}"
+    );
+    let e = c.err(&LSTM_TOML.replace("num_layers", "layers"));
+    assert!(e.contains("unknown field `layers`"), "{e}");
+    let e = c.err(&LSTM_TOML.replace("[lstm]", "[nothing]"));
+    assert!(e.contains("unknown field `nothing`"), "{e}");
+}

@@ -105,3 +105,27 @@ fn tiny_bert() {
     insta::assert_snapshot!("tiny_bert_code", g.code);
     insta::assert_snapshot!("tiny_bert_manifest", g.blob.manifest);
 }
+
+#[test]
+fn bidirectional_two_layer_lstm() {
+    // Layer 1 kept in f32 shows both kinds of weight views in one recurrent model.
+    let dir = tempfile::tempdir().unwrap();
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/rnn");
+    std::fs::copy(
+        golden.join("lstm_d.safetensors"),
+        dir.path().join("lstm_d.safetensors"),
+    )
+    .unwrap();
+    let toml = std::fs::read_to_string(golden.join("lstm_d.toml")).unwrap()
+        + "\n[quantize]\nscheme = \"asymmetric\"\nkeep_f32 = [\"rnn.weight_ih_l1\", \"rnn.weight_hh_l1\"]\n";
+    let p = dir.path().join("lstm_d.toml");
+    std::fs::write(&p, toml).unwrap();
+    let g = dynq_build::generate(
+        &p,
+        &dynq_build::Options::default(),
+        dynq_build::Placement::Relative,
+    )
+    .unwrap();
+    insta::assert_snapshot!("lstm_code", g.code);
+    insta::assert_snapshot!("lstm_manifest", g.blob.manifest);
+}
