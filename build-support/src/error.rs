@@ -56,6 +56,16 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A line of an input file (`dynq report --inputs`) is malformed or does not fit the model.
+    #[error("{}:{line}: {message}", file.display())]
+    Input {
+        /// The input file.
+        file: PathBuf,
+        /// 1-based line.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// Invalid options given to the builder, the macro or the command line.
     #[error("{0}")]
     Options(String),

@@ -6,7 +6,9 @@
 //! [`pack`] -> [`blob`] + [`codegen`].
 //!
 //! Three front ends share it: the `dynq_model!` macro (crate `dynq-macros`, through
-//! [`cache::expand_cached`]), build scripts through [`Config`], and the `dynq` command-line tool.
+//! [`cache::expand_cached`]), build scripts through [`Config`], and the `dynq` command-line tool,
+//! whose other subcommands live here too: [`inspect`], [`init`], [`summary`] (`dynq check`)
+//! and [`report`].
 //!
 //! # From build.rs
 //!
@@ -25,12 +27,17 @@ pub mod cache;
 pub mod codegen;
 mod error;
 pub mod hf_config;
+pub mod init;
+pub mod inspect;
 pub mod ir;
 pub mod pack;
 pub mod presets;
+pub mod progress;
 pub mod quantize;
+pub mod report;
 pub mod spec;
 pub mod standalone;
+pub mod summary;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
@@ -43,6 +50,20 @@ use codegen::LinearSections;
 use ir::{LayerPrecision, Model};
 use spec::SpecFile;
 use weights::Weights;
+
+/// [`presets::expand`] behind a spinner: reading and converting a large checkpoint takes a
+/// moment.
+pub(crate) fn load_model(
+    spec: &SpecFile,
+    weights: &Weights,
+    precision: Precision,
+    kernels: Vec<String>,
+) -> Result<Model> {
+    let spinner = progress::spinner("loading weights");
+    let model = presets::expand(spec, weights, precision, kernels);
+    spinner.finish_and_clear();
+    model
+}
 
 /// Options of one generation.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -85,7 +106,7 @@ pub struct Generated {
 }
 
 /// The kernels to pack for: the TOML's `[target] kernels`, or every kernel of the architecture.
-fn resolve_kernels(spec: &SpecFile, target_arch: Option<&str>) -> Vec<String> {
+pub(crate) fn resolve_kernels(spec: &SpecFile, target_arch: Option<&str>) -> Vec<String> {
     if let Some(k) = &spec.spec.target.kernels {
         let mut v: Vec<String> = k.iter().map(|s| s.get_ref().clone()).collect();
         if !v.iter().any(|k| k == "scalar") {
@@ -154,7 +175,7 @@ pub fn generate_from(
     placement: Placement,
 ) -> Result<Generated> {
     let kernels = resolve_kernels(spec, options.target_arch.as_deref());
-    let mut model = presets::expand(spec, weights, options.precision, kernels)?;
+    let mut model = load_model(spec, weights, options.precision, kernels)?;
     model.name = output_name(spec, options)?;
     model.type_name = ir::camel_case(&model.name);
     let layouts = pack::Layout::for_kernels(&model.kernels);
@@ -162,29 +183,21 @@ pub fn generate_from(
     let mut writer = blob::BlobWriter::default();
     // Section indices; offsets are known only once the writer finishes.
     let mut linears = Vec::new();
+    let bar = progress::bar(model.linears().len(), "quantizing");
     for l in model.linears() {
-        let (n, k) = (l.out_features, l.in_features);
+        bar.inc(1);
+        let n = l.out_features;
         let bias = l.bias.as_ref().map(|b| writer.f32s(&b.name, &[n], &b.data));
         let pending = match l.precision {
             LayerPrecision::Int8(granularity) => {
-                if k > quantize::MAX_K {
-                    return Err(Error::Tensor {
-                        file: weights.path().to_path_buf(),
-                        tensor: l.weight.name.clone(),
-                        message: format!(
-                            "input width {k} exceeds {}, the largest whose int32 sums cannot overflow; keep it f32",
-                            quantize::MAX_K
-                        ),
-                    });
-                }
-                let q = quantize::quantize_weights(&l.weight.data, n, k, granularity);
+                let q = quantize::quantize_linear(l, granularity, weights.path())?;
                 let name = &l.weight.name;
                 let packed: Vec<usize> = layouts
                     .iter()
                     .map(|&layout| {
                         writer.i8s(
                             &format!("{name}:{}", layout.name()),
-                            &[n, k],
+                            &[n, l.in_features],
                             &pack::pack(&q, layout),
                         )
                     })
@@ -227,6 +240,7 @@ pub fn generate_from(
             tensors.push((t.name.clone(), store(&mut writer, t, false)));
         }
     }
+    bar.finish_and_clear();
     let finished = writer.finish();
     let s = &finished.sections;
     let linears = linears

@@ -1,6 +1,10 @@
 //! Build-time weight quantization: symmetric INT8 in [-127, 127], per channel or per tensor,
 //! with error statistics for the generated doc comments and the report.
 
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::ir::Linear;
 use crate::spec::WeightGranularity;
 
 /// Largest input width whose i32 accumulators cannot overflow: |a| <= 255, |w| <= 127, so
@@ -105,6 +109,48 @@ pub fn quantize_weights(
             worst_channel,
         },
     }
+}
+
+/// Quantizes a linear layer's weights with `granularity`, refusing input widths above
+/// [`MAX_K`] (an error naming the tensor in `weights_file`).
+pub fn quantize_linear(
+    l: &Linear,
+    granularity: WeightGranularity,
+    weights_file: &Path,
+) -> Result<QuantizedMatrix> {
+    let (n, k) = (l.out_features, l.in_features);
+    if k > MAX_K {
+        return Err(Error::Tensor {
+            file: weights_file.to_path_buf(),
+            tensor: l.weight.name.clone(),
+            message: format!(
+                "input width {k} exceeds {MAX_K}, the largest whose int32 sums cannot overflow; keep it f32"
+            ),
+        });
+    }
+    Ok(quantize_weights(&l.weight.data, n, k, granularity))
+}
+
+/// Squared quantization error of each output channel, `sum_k (w - dequant(q))^2`.
+///
+/// ```
+/// use dynq_build::{quantize::{channel_errors, quantize_weights}, spec::WeightGranularity};
+/// let w = [1.0, 0.5, 0.0, 0.0];
+/// let m = quantize_weights(&w, 2, 2, WeightGranularity::PerChannel);
+/// let e = channel_errors(&w, &m);
+/// assert!(e[0] > 0.0 && e[1] == 0.0);
+/// ```
+pub fn channel_errors(w: &[f32], m: &QuantizedMatrix) -> Vec<f64> {
+    w.chunks_exact(m.k)
+        .zip(m.q.chunks_exact(m.k))
+        .zip(&m.scales)
+        .map(|((row, q), &s)| {
+            row.iter()
+                .zip(q)
+                .map(|(&v, &qv)| f64::from(v - f32::from(qv) * s).powi(2))
+                .sum()
+        })
+        .collect()
 }
 
 #[cfg(test)]

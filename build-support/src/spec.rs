@@ -143,6 +143,18 @@ pub enum BertOutputSpec {
     Logits,
 }
 
+impl BertOutputSpec {
+    /// The TOML spelling: `mean_pooled`, `cls`, `last_hidden_state` or `logits`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BertOutputSpec::MeanPooled => "mean_pooled",
+            BertOutputSpec::Cls => "cls",
+            BertOutputSpec::LastHiddenState => "last_hidden_state",
+            BertOutputSpec::Logits => "logits",
+        }
+    }
+}
+
 /// `[mlp]`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -469,6 +481,19 @@ impl SpecFile {
             }
         }
         Ok(())
+    }
+}
+
+impl SpecFile {
+    /// Whether `s` is a valid `model.name`: a snake_case identifier usable as a module name.
+    ///
+    /// ```
+    /// use dynq_build::spec::SpecFile;
+    /// assert!(SpecFile::is_model_name("minilm_l6"));
+    /// assert!(!SpecFile::is_model_name("MiniLM") && !SpecFile::is_model_name("type"));
+    /// ```
+    pub fn is_model_name(s: &str) -> bool {
+        is_snake_identifier(s)
     }
 }
 

@@ -95,7 +95,10 @@ impl StandaloneBuild {
         if !self.verbose {
             cmd.arg("--quiet");
         }
-        let out = cmd.output().map_err(|e| {
+        let spinner = crate::progress::spinner("compiling (cargo build --release)");
+        let out = cmd.output();
+        spinner.finish_and_clear();
+        let out = out.map_err(|e| {
             Error::Build(format!(
                 "cannot run cargo to compile the standalone binary: {e}"
             ))

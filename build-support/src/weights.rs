@@ -4,7 +4,10 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use memmap2::Mmap;
-use safetensors::{Dtype, SafeTensorError, SafeTensors};
+use safetensors::{SafeTensorError, SafeTensors};
+
+/// The dtypes of safetensors files.
+pub use safetensors::Dtype;
 
 use crate::error::{Error, Result};
 
@@ -182,25 +185,14 @@ impl Weights {
             Dtype::BF16 => SourceDtype::Bf16,
             _ => SourceDtype::F32,
         };
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-            Dtype::F16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            Dtype::BF16 => bytes
-                .chunks_exact(2)
-                .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
-                .collect(),
-            other => {
-                return Err(self.tensor_error(
-                    name,
-                    format!("unsupported dtype {other:?}, expected F32, F16 or BF16"),
-                ))
-            }
+        let Some(data) = decode_float(view.dtype(), bytes) else {
+            return Err(self.tensor_error(
+                name,
+                format!(
+                    "unsupported dtype {:?}, expected F32, F16 or BF16",
+                    view.dtype()
+                ),
+            ));
         };
         if let Some(i) = data.iter().position(|v| !v.is_finite()) {
             let mut index = Vec::with_capacity(expected_shape.len());
@@ -223,10 +215,43 @@ impl Weights {
         })
     }
 
+    /// Tensor `name` as stored: dtype, shape and little-endian bytes, if present.
+    pub fn raw(&self, name: &str) -> Option<(Dtype, Vec<usize>, &[u8])> {
+        let tensors = self.tensors();
+        let view = tensors.tensor(name).ok()?;
+        Some((view.dtype(), view.shape().to_vec(), view.data()))
+    }
+
     /// The shape of tensor `name`, if present.
     pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
         self.tensors().tensor(name).ok().map(|v| v.shape().to_vec())
     }
+}
+
+/// Little-endian F32, F16 or BF16 bytes as f32 values; `None` for other dtypes.
+///
+/// ```
+/// use dynq_build::weights::Dtype;
+/// let v = dynq_build::weights::decode_float(Dtype::F16, &[0x00, 0x3c]).unwrap();
+/// assert_eq!(v, [1.0]);
+/// assert!(dynq_build::weights::decode_float(Dtype::I64, &[0; 8]).is_none());
+/// ```
+pub fn decode_float(dtype: Dtype, bytes: &[u8]) -> Option<Vec<f32>> {
+    Some(match dtype {
+        Dtype::F32 => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+        Dtype::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        _ => return None,
+    })
 }
 
 fn map_file(file: &File) -> std::io::Result<Mmap> {

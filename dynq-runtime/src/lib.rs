@@ -41,9 +41,6 @@ pub use ops::{Activation, F32Linear, Linear, QLinear};
 pub use quant::{Granularity, Scheme};
 pub use workspace::{split_mut, with_workspace, Buffers, Workspace};
 
-#[cfg(feature = "macros")]
-pub use dynq_macros::dynq_model;
-
 /// A model with one dense input row and one dense output row per example (the `mlp` preset).
 ///
 /// Generated model types implement it, so generic drivers (such as the JSON-lines server in

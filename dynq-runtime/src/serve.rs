@@ -358,13 +358,15 @@ pub fn dense_main<M: DenseModel>(model: &M) -> ExitCode {
     stdio_main(M::NAME, usage, |i, o| serve_dense(model, i, o))
 }
 
-/// Turns `{"text": ...}` into token ids with the model's tokenizer (feature `text`).
+/// Turns `{"text": ...}` into token ids with a model's `tokenizer.json` (feature `text`;
+/// without it, every text is an error that says so).
 #[cfg(feature = "text")]
-struct TextTokenizer(tokenizers::Tokenizer);
+pub struct TextTokenizer(tokenizers::Tokenizer);
 
 #[cfg(feature = "text")]
 impl TextTokenizer {
-    fn new(json: &str, max_len: usize) -> Result<Self, String> {
+    /// Loads `tokenizer.json` text; sequences are truncated to `max_len` tokens.
+    pub fn new(json: &str, max_len: usize) -> Result<Self, String> {
         let mut t: tokenizers::Tokenizer =
             json.parse().map_err(|e| format!("tokenizer.json: {e}"))?;
         t.with_padding(None);
@@ -376,7 +378,8 @@ impl TextTokenizer {
         Ok(TextTokenizer(t))
     }
 
-    fn encode(&self, text: &str) -> Result<(Vec<u32>, Vec<u32>), String> {
+    /// Token ids and token type ids of `text`, with the special tokens.
+    pub fn encode(&self, text: &str) -> Result<(Vec<u32>, Vec<u32>), String> {
         let e = self
             .0
             .encode(text, true)
@@ -385,16 +388,20 @@ impl TextTokenizer {
     }
 }
 
+/// Turns `{"text": ...}` into token ids with a model's `tokenizer.json` (feature `text`;
+/// without it, every text is an error that says so).
 #[cfg(not(feature = "text"))]
-struct TextTokenizer;
+pub struct TextTokenizer;
 
 #[cfg(not(feature = "text"))]
 impl TextTokenizer {
-    fn new(_json: &str, _max_len: usize) -> Result<Self, String> {
+    /// Loads `tokenizer.json` text; sequences are truncated to `max_len` tokens.
+    pub fn new(_json: &str, _max_len: usize) -> Result<Self, String> {
         Ok(TextTokenizer)
     }
 
-    fn encode(&self, _text: &str) -> Result<(Vec<u32>, Vec<u32>), String> {
+    /// Token ids and token type ids of `text`, with the special tokens.
+    pub fn encode(&self, _text: &str) -> Result<(Vec<u32>, Vec<u32>), String> {
         Err("`text` input needs dynq-runtime's `text` feature".into())
     }
 }
@@ -422,11 +429,17 @@ fn id_array(map: &Map<String, Value>, key: &'static str) -> Result<Option<Vec<u3
 }
 
 /// One input line of an encoder model, parsed: ids, mask, token types.
-type EncoderLine = (Vec<u32>, Option<Vec<u32>>, Option<Vec<u32>>);
+pub type EncoderLine = (Vec<u32>, Option<Vec<u32>>, Option<Vec<u32>>);
 
 /// Parses one input line of an encoder model: `{"input_ids": [...], "attention_mask": [...],
 /// "token_type_ids": [...]}` (the last two optional) or `{"text": "..."}`.
-fn parse_encoder_line(
+///
+/// ```
+/// let (ids, mask, types) =
+///     dynq_runtime::serve::parse_encoder_line(r#"{"input_ids": [101, 7, 102]}"#, None).unwrap();
+/// assert_eq!((ids, mask, types), (vec![101, 7, 102], None, None));
+/// ```
+pub fn parse_encoder_line(
     line: &str,
     tokenizer: Option<&TextTokenizer>,
 ) -> Result<EncoderLine, String> {

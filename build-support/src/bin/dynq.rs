@@ -9,8 +9,12 @@ use dynq_build::{Options, Placement, Precision};
 
 /// Turn a trained network (TOML description + safetensors weights) into a specialized INT8
 /// Rust function or a standalone inference executable.
+///
+/// A typical session with a Hugging Face BERT checkpoint: `dynq inspect` its weights,
+/// `dynq init` a description, `dynq check` it, `dynq report` where INT8 loses accuracy, then
+/// `dynq build` an executable (or use the description with the `dynq_model!` macro).
 #[derive(Parser, Debug)]
-#[command(name = "dynq", version, about, long_about = None)]
+#[command(name = "dynq", version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -35,8 +39,78 @@ impl From<PrecisionArg> for Precision {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// List the tensors of a safetensors file: dtypes, shapes, value ranges, NaN/Inf counts.
+    #[command(after_help = "Example:\n  dynq inspect models/minilm/model.safetensors")]
+    Inspect {
+        /// The weights file.
+        weights: PathBuf,
+    },
+    /// Write a model description (TOML) for a Hugging Face BERT checkpoint.
+    ///
+    /// Detects the tensor prefix (`bert.` or none), the output (`logits` when the weights have a
+    /// classifier and the config names its labels, else `mean_pooled`) and a `tokenizer.json`
+    /// next to the config, then checks the result as `dynq check` would.
+    #[command(
+        after_help = "Example:\n  dynq init --hf-config ckpt/config.json --weights ckpt/model.safetensors -o my_model.toml"
+    )]
+    Init {
+        /// The checkpoint's `config.json`.
+        #[arg(long, value_name = "CONFIG.JSON")]
+        hf_config: PathBuf,
+        /// The checkpoint's weights.
+        #[arg(long, value_name = "MODEL.SAFETENSORS")]
+        weights: PathBuf,
+        /// Where to write the description (default: print it); paths inside are relative to it.
+        #[arg(short, long, value_name = "MODEL.TOML")]
+        out: Option<PathBuf>,
+        /// The model's name (default: from the output file or the checkpoint's directory).
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace the output file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Validate a model description against its weights without generating code, and print a
+    /// summary (layers, shapes, parameter count, INT8 size). Exit code 1 on any error.
+    #[command(after_help = "Example:\n  dynq check examples/digits/digits.toml")]
+    Check {
+        /// The model description.
+        model: PathBuf,
+    },
+    /// Print the Rust source generated for a model (like cargo expand).
+    #[command(after_help = "Example:\n  dynq expand examples/digits/digits.toml > digits.rs")]
+    Expand {
+        /// The model description.
+        model: PathBuf,
+        /// Numeric precision of the generated model.
+        #[arg(long, value_enum, default_value = "int8")]
+        precision: PrecisionArg,
+    },
+    /// Measure INT8 quantization error per layer and flag the layers that most deserve
+    /// `[quantize] keep_f32`.
+    ///
+    /// Always: weight error (SQNR in dB, largest absolute error, the worst output channels).
+    /// With --inputs: the model runs in f32 and in INT8 on each input, and every linear layer's
+    /// output is compared both ways: cumulative (the INT8 model against the f32 model at that
+    /// layer) and local (the layer alone in INT8 on the f32 model's input). Layers are ranked by
+    /// local SQNR, since keeping one in f32 removes exactly that error.
+    #[command(
+        after_help = "Examples:\n  dynq report examples/digits/digits.toml\n  dynq report models/minilm/minilm.toml --inputs tests/golden/minilm/sentences.jsonl --plot report.svg"
+    )]
+    Report {
+        /// The model description.
+        model: PathBuf,
+        /// JSON lines, one input per line, as the standalone binary reads them:
+        /// {"input": [...]} for an MLP, {"text": "..."} or {"input_ids": [...]} for BERT.
+        #[arg(long, value_name = "FILE.JSONL")]
+        inputs: Option<PathBuf>,
+        /// Also draw the table as an SVG chart.
+        #[arg(long, value_name = "REPORT.SVG")]
+        plot: Option<PathBuf>,
+    },
     /// Build a standalone executable `DIR/<model name>` that reads one JSON object per line on
     /// stdin (`{"input": [...]}`) and writes one per line on stdout (`{"output": [...]}`).
+    #[command(after_help = "Example:\n  dynq build examples/digits/digits.toml -o /tmp/digits")]
     Build {
         /// The model description.
         model: PathBuf,
@@ -56,24 +130,64 @@ enum Cmd {
         #[arg(short, long)]
         verbose: bool,
     },
-    /// Print the Rust source generated for a model (like cargo expand).
-    Expand {
-        /// The model description.
-        model: PathBuf,
-        /// Numeric precision of the generated model.
-        #[arg(long, value_enum, default_value = "int8")]
-        precision: PrecisionArg,
-    },
-    /// Validate a model description against its weights without writing anything, and print a
-    /// summary.
-    Check {
-        /// The model description.
-        model: PathBuf,
-    },
 }
 
 fn run(cli: Cli) -> dynq_build::Result<()> {
     match cli.command {
+        Cmd::Inspect { weights } => print!("{}", dynq_build::inspect::inspect(&weights)?),
+        Cmd::Init {
+            hf_config,
+            weights,
+            out,
+            name,
+            force,
+        } => {
+            if let Some(out) = out.as_deref().filter(|o| o.exists() && !force) {
+                // Refuse before the work, not after it.
+                dynq_build::init::write_new(out, "", false)?;
+            }
+            let toml_path = out.clone().unwrap_or_else(|| PathBuf::from("model.toml"));
+            let d =
+                dynq_build::init::describe_bert(&hf_config, &weights, &toml_path, name.as_deref())?;
+            match out {
+                Some(out) => {
+                    dynq_build::init::write_new(&out, &d.toml, force)?;
+                    eprintln!(
+                        "dynq: wrote {} (model `{}`, prefix {:?}, output {}{}); next: dynq check {}",
+                        out.display(),
+                        d.name,
+                        d.prefix,
+                        d.output.name(),
+                        if d.tokenizer.is_some() { ", tokenizer" } else { "" },
+                        out.display()
+                    );
+                }
+                None => print!("{}", d.toml),
+            }
+        }
+        Cmd::Check { model } => print!("{}", dynq_build::summary::check(&model)?),
+        Cmd::Expand { model, precision } => {
+            let options = Options {
+                precision: precision.into(),
+                ..Options::default()
+            };
+            let g = dynq_build::generate(&model, &options, Placement::Relative)?;
+            print!("{}", g.code);
+        }
+        Cmd::Report {
+            model,
+            inputs,
+            plot,
+        } => {
+            let report = dynq_build::report::report(&model, inputs.as_deref())?;
+            if let Some(plot) = &plot {
+                report.plot_svg(plot)?;
+            }
+            print!("{report}");
+            if let Some(plot) = &plot {
+                eprintln!("dynq: wrote {}", plot.display());
+            }
+        }
         Cmd::Build {
             model,
             out,
@@ -97,41 +211,12 @@ fn run(cli: Cli) -> dynq_build::Result<()> {
             let exe = build.run()?;
             println!("{}", exe.display());
         }
-        Cmd::Expand { model, precision } => {
-            let options = Options {
-                precision: precision.into(),
-                ..Options::default()
-            };
-            let g = dynq_build::generate(&model, &options, Placement::Relative)?;
-            print!("{}", g.code);
-        }
-        Cmd::Check { model } => {
-            let g = dynq_build::generate(&model, &Options::default(), Placement::Relative)?;
-            let linears = g.model.linears();
-            let params: usize = linears
-                .iter()
-                .map(|l| {
-                    l.in_features * l.out_features + l.bias.as_ref().map_or(0, |b| b.data.len())
-                })
-                .sum();
-            println!("model `{}` ({}): ok", g.name, g.type_name);
-            for l in &linears {
-                println!(
-                    "  {:<32} {:>6} -> {:<6} {:?} {:?}",
-                    l.name, l.in_features, l.out_features, l.activation, l.precision
-                );
-            }
-            println!(
-                "  {params} parameters, f32 {:.1} KiB, blob {:.1} KiB",
-                params as f64 * 4.0 / 1024.0,
-                g.blob.bytes.len() as f64 / 1024.0
-            );
-        }
     }
     Ok(())
 }
 
 fn main() -> ExitCode {
+    dynq_build::progress::enable();
     match run(Cli::parse()) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

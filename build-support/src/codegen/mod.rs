@@ -137,7 +137,7 @@ fn activation_tokens(a: ActivationSpec) -> TokenStream {
     }
 }
 
-fn activation_name(a: ActivationSpec) -> &'static str {
+pub(crate) fn activation_name(a: ActivationSpec) -> &'static str {
     match a {
         ActivationSpec::None => "no activation",
         ActivationSpec::Relu => "relu",

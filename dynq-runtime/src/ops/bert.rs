@@ -5,7 +5,7 @@
 //! scores scaled by `1 / sqrt(head_dim)` with masked keys pushed to `f32::MIN`, mean pooling
 //! over the attention mask.
 
-use super::{exp, linear, ActQuant, Activation, Linear, QuantScratch};
+use super::{exp, linear_dyn, ActQuant, Activation, Linear, QuantScratch};
 use crate::kernels::Kernel;
 use crate::Error;
 
@@ -182,16 +182,22 @@ pub struct EncoderScratch<'a> {
 /// Sums word, position and token-type embeddings and normalizes: `out` is `len x H`.
 #[inline(always)]
 pub fn embed<const H: usize>(e: &Embeddings<'_>, input: &BertInput<'_>, out: &mut [f32]) {
-    for (i, (row, &id)) in out.chunks_exact_mut(H).zip(input.input_ids).enumerate() {
+    embed_dyn(e, input, H, out);
+}
+
+/// [`embed`] with the hidden width `h` as a value (for tools such as `dynq report`).
+#[inline(always)]
+pub fn embed_dyn(e: &Embeddings<'_>, input: &BertInput<'_>, h: usize, out: &mut [f32]) {
+    for (i, (row, &id)) in out.chunks_exact_mut(h).zip(input.input_ids).enumerate() {
         let id = id as usize;
         let tt = input.token_type_ids.map_or(0, |t| t[i] as usize);
-        let pos = &e.position[i * H..(i + 1) * H];
-        let typ = &e.token_type[tt * H..(tt + 1) * H];
+        let pos = &e.position[i * h..(i + 1) * h];
+        let typ = &e.token_type[tt * h..(tt + 1) * h];
         match e.word {
             Table::F32(w) => {
                 for (((o, &w), &p), &t) in row
                     .iter_mut()
-                    .zip(&w[id * H..(id + 1) * H])
+                    .zip(&w[id * h..(id + 1) * h])
                     .zip(pos)
                     .zip(typ)
                 {
@@ -201,7 +207,7 @@ pub fn embed<const H: usize>(e: &Embeddings<'_>, input: &BertInput<'_>, out: &mu
             Table::F16(w) => {
                 for (((o, &w), &p), &t) in row
                     .iter_mut()
-                    .zip(&w[id * H..(id + 1) * H])
+                    .zip(&w[id * h..(id + 1) * h])
                     .zip(pos)
                     .zip(typ)
                 {
@@ -210,7 +216,7 @@ pub fn embed<const H: usize>(e: &Embeddings<'_>, input: &BertInput<'_>, out: &mu
             }
         }
     }
-    layer_norm::<H>(out, &e.norm);
+    layer_norm_dyn(out, h, &e.norm);
 }
 
 /// Normalizes each row of `x` in place: `(x - mean) / sqrt(var + eps) * gamma + beta`, with
@@ -224,13 +230,19 @@ pub fn embed<const H: usize>(e: &Embeddings<'_>, input: &BertInput<'_>, out: &mu
 /// ```
 #[inline(always)]
 pub fn layer_norm<const H: usize>(x: &mut [f32], ln: &LayerNorm<'_>) {
-    for row in x.chunks_exact_mut(H) {
-        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / H as f64;
+    layer_norm_dyn(x, H, ln);
+}
+
+/// [`layer_norm`] over rows of width `h` given as a value.
+#[inline(always)]
+pub fn layer_norm_dyn(x: &mut [f32], h: usize, ln: &LayerNorm<'_>) {
+    for row in x.chunks_exact_mut(h) {
+        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / h as f64;
         let var = row
             .iter()
             .map(|&v| (f64::from(v) - mean).powi(2))
             .sum::<f64>()
-            / H as f64;
+            / h as f64;
         let inv = (1.0 / (var + f64::from(ln.eps)).sqrt()) as f32;
         let mean = mean as f32;
         for ((v, &g), &b) in row.iter_mut().zip(ln.gamma).zip(ln.beta) {
@@ -320,11 +332,13 @@ fn weighted_rows(p: &[f32], data: &[f32], base: usize, stride: usize, out: &mut 
 /// `H` wide, heads contiguous), `ctx` receives the heads' outputs side by side. `kt` (at least
 /// `len * H`) receives the keys transposed per head, so scores are computed for 8 keys at a
 /// time without horizontal sums. `scores` holds `len` per thread: query rows are split into
-/// blocks across threads with the `rayon` feature.
+/// blocks across threads with the `rayon` feature. `dims` gives the hidden width `H` and the
+/// heads.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub fn attention<Kn: Kernel, const H: usize, const HEADS: usize>(
+pub fn attention<Kn: Kernel, D: Dims>(
     kernel: Kn,
+    dims: D,
     qkv: &[f32],
     len: usize,
     mask_bias: &[f32],
@@ -332,42 +346,57 @@ pub fn attention<Kn: Kernel, const H: usize, const HEADS: usize>(
     kt: &mut [f32],
     ctx: &mut [f32],
 ) {
+    let h = dims.hidden();
     // kt[h][c][j] = k[j][h * d + c]
     for j in 0..len {
-        let k = &qkv[j * 3 * H + H..][..H];
+        let k = &qkv[j * 3 * h + h..][..h];
         for (hc, &v) in k.iter().enumerate() {
             kt[hc * len + j] = v;
         }
     }
-    let task = AttentionBlocks::<H, HEADS> {
+    let task = AttentionBlocks {
+        dims,
         qkv,
         kt,
         len,
         mask_bias,
     };
-    crate::kernels::for_each_block(kernel, len, H, 1, 64, ctx, scores, len, &task);
+    crate::kernels::for_each_block(kernel, len, h, 1, 64, ctx, scores, len, &task);
 }
 
 /// [`attention`] over a block of query rows.
-struct AttentionBlocks<'a, const H: usize, const HEADS: usize> {
+struct AttentionBlocks<'a, D> {
+    dims: D,
     qkv: &'a [f32],
     kt: &'a [f32],
     len: usize,
     mask_bias: &'a [f32],
 }
 
-impl<const H: usize, const HEADS: usize> crate::kernels::BlockTask
-    for AttentionBlocks<'_, H, HEADS>
-{
+impl<D: Dims> crate::kernels::BlockTask for AttentionBlocks<'_, D> {
     #[inline(always)]
     fn run(&self, i0: usize, ctx: &mut [f32], scores: &mut [f32]) {
-        attend_rows::<H, HEADS>(self.qkv, self.kt, self.len, self.mask_bias, i0, scores, ctx);
+        let (h, heads) = (self.dims.hidden(), self.dims.heads());
+        attend_rows(
+            h,
+            heads,
+            self.qkv,
+            self.kt,
+            self.len,
+            self.mask_bias,
+            i0,
+            scores,
+            ctx,
+        );
     }
 }
 
-/// Attention of query rows `i0..i0 + ctx.len() / H` against all `len` keys.
+/// Attention of query rows `i0..i0 + ctx.len() / hidden` against all `len` keys.
 #[inline(always)]
-fn attend_rows<const H: usize, const HEADS: usize>(
+#[allow(clippy::too_many_arguments)]
+fn attend_rows(
+    hidden: usize,
+    heads: usize,
     qkv: &[f32],
     kt: &[f32],
     len: usize,
@@ -376,15 +405,15 @@ fn attend_rows<const H: usize, const HEADS: usize>(
     scores: &mut [f32],
     ctx: &mut [f32],
 ) {
-    let d = H / HEADS;
+    let d = hidden / heads;
     let scale = 1.0 / (d as f32).sqrt();
     let scores = &mut scores[..len];
-    let rows = ctx.len() / H;
-    for h in 0..HEADS {
+    let rows = ctx.len() / hidden;
+    for h in 0..heads {
         let kh = &kt[h * d * len..(h + 1) * d * len];
         for r in 0..rows {
             let i = i0 + r;
-            let q = &qkv[i * 3 * H + h * d..][..d];
+            let q = &qkv[i * 3 * hidden + h * d..][..d];
             // 32 keys at a time in four registers' worth of lanes, summed over the head's
             // dimensions; the remainder key by key in the same order.
             let mut j0 = 0;
@@ -412,9 +441,9 @@ fn attend_rows<const H: usize, const HEADS: usize>(
             weighted_rows(
                 scores,
                 qkv,
-                2 * H + h * d,
-                3 * H,
-                &mut ctx[r * H + h * d..][..d],
+                2 * hidden + h * d,
+                3 * hidden,
+                &mut ctx[r * hidden + h * d..][..d],
             );
         }
     }
@@ -447,49 +476,167 @@ pub fn encoder_layer<
     x: &mut [f32],
     s: &mut EncoderScratch<'_>,
 ) {
-    let x = &mut x[..len * H];
+    debug_assert_eq!(H3, 3 * H);
+    let dims = ConstDims::<H, HEADS, I>;
+    encoder_layer_dyn(kernel, dims, layer, act, aq, len, x, s, &mut NoObserver);
+}
+
+/// The sizes of an encoder, as values: [`encoder_layer_dyn`]'s counterpart of
+/// [`encoder_layer`]'s const parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EncoderDims {
+    /// Hidden width.
+    pub hidden: usize,
+    /// Attention heads (dividing `hidden`).
+    pub heads: usize,
+    /// FFN width.
+    pub intermediate: usize,
+}
+
+/// One of the four linear layers of an encoder layer, as [`LinearObserver`] sees them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EncoderLinear {
+    /// The fused Q, K, V projection.
+    Qkv,
+    /// The attention output projection.
+    AttnOut,
+    /// The FFN up-projection, with its activation.
+    FfnUp,
+    /// The FFN down-projection.
+    FfnDown,
+}
+
+/// Watches the linear layers of [`encoder_layer_dyn`] as they run: `input` is the layer's
+/// `len x k` input and `output` its `len x n` result (after the activation). `dynq report`
+/// measures quantization error with it; generated code runs without one.
+pub trait LinearObserver {
+    /// Called once per linear layer, in order.
+    fn linear(&mut self, which: EncoderLinear, input: &[f32], output: &[f32]);
+}
+
+struct NoObserver;
+
+impl LinearObserver for NoObserver {
+    #[inline(always)]
+    fn linear(&mut self, _: EncoderLinear, _: &[f32], _: &[f32]) {}
+}
+
+/// The widths the encoder ops need: constants in generated code (a private const-generic
+/// type), values in tools ([`EncoderDims`]). Inlined with constants, the loops compile as if
+/// written with them.
+pub trait Dims: Copy + Sync {
+    /// Hidden width.
+    fn hidden(self) -> usize;
+    /// Attention heads.
+    fn heads(self) -> usize;
+    /// FFN width.
+    fn intermediate(self) -> usize;
+}
+
+#[derive(Clone, Copy)]
+struct ConstDims<const H: usize, const HEADS: usize, const I: usize>;
+
+impl<const H: usize, const HEADS: usize, const I: usize> Dims for ConstDims<H, HEADS, I> {
+    #[inline(always)]
+    fn hidden(self) -> usize {
+        H
+    }
+    #[inline(always)]
+    fn heads(self) -> usize {
+        HEADS
+    }
+    #[inline(always)]
+    fn intermediate(self) -> usize {
+        I
+    }
+}
+
+impl Dims for EncoderDims {
+    #[inline(always)]
+    fn hidden(self) -> usize {
+        self.hidden
+    }
+    #[inline(always)]
+    fn heads(self) -> usize {
+        self.heads
+    }
+    #[inline(always)]
+    fn intermediate(self) -> usize {
+        self.intermediate
+    }
+}
+
+/// [`encoder_layer`] with the sizes as values (an [`EncoderDims`]) and an observer of each
+/// linear layer, for tools (`dynq report`) that run models whose sizes are not compile-time
+/// constants. Same arithmetic, same results.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn encoder_layer_dyn<Kn: Kernel, D: Dims>(
+    kernel: Kn,
+    dims: D,
+    layer: &EncoderLayer<'_>,
+    act: Activation,
+    aq: ActQuant,
+    len: usize,
+    x: &mut [f32],
+    s: &mut EncoderScratch<'_>,
+    observer: &mut impl LinearObserver,
+) {
+    let (h, i) = (dims.hidden(), dims.intermediate());
+    let x = &mut x[..len * h];
     let (qkv, ctx, tmp, ffn) = (
-        &mut s.qkv[..len * H3],
-        &mut s.ctx[..len * H],
-        &mut s.tmp[..len * H],
-        &mut s.ffn[..len * I],
+        &mut s.qkv[..len * 3 * h],
+        &mut s.ctx[..len * h],
+        &mut s.tmp[..len * h],
+        &mut s.ffn[..len * i],
     );
-    linear::<Kn, H, H3>(
+    let q = &mut s.quant;
+    linear_dyn(
         kernel,
+        h,
+        3 * h,
         x,
         len,
         &layer.qkv,
         Activation::None,
         aq,
-        &mut s.quant,
+        q,
         qkv,
     );
-    attention::<Kn, H, HEADS>(kernel, qkv, len, s.mask_bias, s.scores, tmp, ctx);
-    linear::<Kn, H, H>(
+    observer.linear(EncoderLinear::Qkv, x, qkv);
+    attention(kernel, dims, qkv, len, s.mask_bias, s.scores, tmp, ctx);
+    linear_dyn(
         kernel,
+        h,
+        h,
         ctx,
         len,
         &layer.attn_out,
         Activation::None,
         aq,
-        &mut s.quant,
+        q,
         tmp,
     );
+    observer.linear(EncoderLinear::AttnOut, ctx, tmp);
     add_in_place(x, tmp);
-    layer_norm::<H>(x, &layer.norm1);
-    linear::<Kn, H, I>(kernel, x, len, &layer.ffn_up, act, aq, &mut s.quant, ffn);
-    linear::<Kn, I, H>(
+    layer_norm_dyn(x, h, &layer.norm1);
+    linear_dyn(kernel, h, i, x, len, &layer.ffn_up, act, aq, q, ffn);
+    observer.linear(EncoderLinear::FfnUp, x, ffn);
+    linear_dyn(
         kernel,
+        i,
+        h,
         ffn,
         len,
         &layer.ffn_down,
         Activation::None,
         aq,
-        &mut s.quant,
+        q,
         tmp,
     );
+    observer.linear(EncoderLinear::FfnDown, ffn, tmp);
     add_in_place(x, tmp);
-    layer_norm::<H>(x, &layer.norm2);
+    layer_norm_dyn(x, h, &layer.norm2);
 }
 
 #[inline(always)]
@@ -502,10 +649,16 @@ fn add_in_place(x: &mut [f32], y: &[f32]) {
 /// Mean of the rows of `x` (`len x H`) over the attended tokens.
 #[inline(always)]
 pub fn mean_pool<const H: usize>(x: &[f32], input: &BertInput<'_>, len: usize, out: &mut [f32]) {
-    let out = &mut out[..H];
+    mean_pool_dyn(x, H, input, len, out);
+}
+
+/// [`mean_pool`] over rows of width `h` given as a value.
+#[inline(always)]
+pub fn mean_pool_dyn(x: &[f32], h: usize, input: &BertInput<'_>, len: usize, out: &mut [f32]) {
+    let out = &mut out[..h];
     out.fill(0.0);
     let mut count = 0usize;
-    for (i, row) in x[..len * H].chunks_exact(H).enumerate() {
+    for (i, row) in x[..len * h].chunks_exact(h).enumerate() {
         if input.attends(i) {
             count += 1;
             for (o, v) in out.iter_mut().zip(row) {

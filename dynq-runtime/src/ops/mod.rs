@@ -99,14 +99,75 @@ pub fn linear_q<Kn: Kernel, const K: usize, const N: usize>(
     out: &mut [f32],
 ) {
     debug_assert_eq!((w.k, w.n), (K, N));
-    let stride = padded_k(K);
+    let mut scratch = QuantScratch {
+        quant,
+        scales,
+        zero_points,
+    };
+    linear_dyn(
+        kernel,
+        K,
+        N,
+        x,
+        rows,
+        &Linear::Int8(*w),
+        act,
+        aq,
+        &mut scratch,
+        out,
+    );
+}
+
+/// [`linear`] with the widths `k` and `n` (which must be `w`'s) as values: constants when
+/// inlined into [`linear`], [`linear_q`] or a const-generic encoder layer, so the compiler
+/// specializes the loops; `w.k()` and `w.n()` in tools that run models whose sizes are not
+/// compile-time constants (`dynq report`). Same arithmetic, same results.
+///
+/// ```
+/// use dynq_runtime::ops::{linear_dyn, ActQuant, Linear, QuantScratch};
+/// use dynq_runtime::{kernels::Scalar, Activation, F32Linear, Granularity, Scheme};
+/// let w = Linear::F32(F32Linear { n: 1, k: 2, weight: &[0.5, 0.25], bias: None });
+/// let aq = ActQuant { granularity: Granularity::PerToken, scheme: Scheme::Symmetric };
+/// let mut scratch = QuantScratch { quant: &mut [], scales: &mut [], zero_points: &mut [] };
+/// let mut out = [0.0];
+/// let (k, n) = (w.k(), w.n());
+/// linear_dyn(Scalar::new(), k, n, &[2.0, 4.0], 1, &w, Activation::None, aq, &mut scratch, &mut out);
+/// assert_eq!(out, [2.0]);
+/// ```
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn linear_dyn<Kn: Kernel>(
+    kernel: Kn,
+    k: usize,
+    n: usize,
+    x: &[f32],
+    rows: usize,
+    w: &Linear<'_>,
+    act: Activation,
+    aq: ActQuant,
+    scratch: &mut QuantScratch<'_>,
+    out: &mut [f32],
+) {
+    debug_assert_eq!((w.k(), w.n()), (k, n));
+    let w = match w {
+        Linear::Int8(q) => q,
+        Linear::F32(f) => {
+            return kernel.gemm_f32(&x[..rows * k], rows, f, act, &mut out[..rows * n]);
+        }
+    };
+    let (quant, scales, zero_points) = (
+        &mut *scratch.quant,
+        &mut *scratch.scales,
+        &mut *scratch.zero_points,
+    );
+    let stride = padded_k(k);
     let (x, quant, out) = (
-        &x[..rows * K],
+        &x[..rows * k],
         &mut quant[..rows * stride],
-        &mut out[..rows * N],
+        &mut out[..rows * n],
     );
     let (scales, zero_points) = (&mut scales[..rows], &mut zero_points[..rows]);
-    let zero_points = quantize_activations(x, rows, K, stride, aq, quant, scales, zero_points);
+    let zero_points = quantize_activations(x, rows, k, stride, aq, quant, scales, zero_points);
     let task = QgemmBlocks {
         kernel,
         quant,
@@ -117,7 +178,7 @@ pub fn linear_q<Kn: Kernel, const K: usize, const N: usize>(
         act,
     };
     // Row blocks on the thread pool (feature `rayon`) once there is enough work to share.
-    crate::kernels::for_each_block(kernel, rows, N, 4, 32, out, &mut [], 0, &task);
+    crate::kernels::for_each_block(kernel, rows, n, 4, 32, out, &mut [], 0, &task);
 }
 
 /// Quantizes `rows x k` activations as `aq` says into `quant` (rows at `stride`, zero-padded),
@@ -269,19 +330,6 @@ pub fn linear<Kn: Kernel, const K: usize, const N: usize>(
     scratch: &mut QuantScratch<'_>,
     out: &mut [f32],
 ) {
-    match w {
-        Linear::Int8(q) => linear_q::<Kn, K, N>(
-            kernel,
-            x,
-            rows,
-            q,
-            act,
-            aq,
-            scratch.quant,
-            scratch.scales,
-            scratch.zero_points,
-            out,
-        ),
-        Linear::F32(f) => linear_f32::<Kn, K, N>(kernel, x, rows, f, act, out),
-    }
+    debug_assert_eq!((w.k(), w.n()), (K, N));
+    linear_dyn(kernel, K, N, x, rows, w, act, aq, scratch, out);
 }

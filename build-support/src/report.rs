@@ -1,0 +1,1018 @@
+//! `dynq report`: where INT8 quantization loses accuracy, layer by layer, and which layers
+//! most deserve `[quantize] keep_f32`.
+//!
+//! Without inputs it measures the weights alone. With inputs it runs the model twice through
+//! `dynq-runtime`'s own ops (the code the generated forward calls), once in f32 and once as
+//! the INT8 build would, over weights quantized and packed in memory, and compares every linear
+//! layer's output two ways:
+//!
+//! * **cumulative**: the INT8 model's activation against the f32 model's at that layer, errors
+//!   of all earlier layers included;
+//! * **local**: the layer alone, its INT8 version fed the same f32 input as its f32 version.
+//!
+//! Layers are ranked for `keep_f32` by their local error: keeping one in f32 removes exactly
+//! that error.
+
+use std::fmt;
+use std::path::Path;
+
+use dynq_runtime as rt;
+use dynq_runtime::ops::bert::{
+    EncoderDims, EncoderLayer, EncoderLinear, EncoderScratch, LinearObserver,
+};
+use dynq_runtime::ops::{linear_dyn, ActQuant, QuantScratch};
+use dynq_runtime::{BertInput, Kernel};
+
+use crate::error::{Error, Result};
+use crate::ir::{Bert, Body, LayerPrecision, Linear, Model, Norm, Precision};
+use crate::quantize::{channel_errors, quantize_linear};
+use crate::spec::{ActivationGranularity, ActivationSpec, BertOutputSpec, SchemeSpec, SpecFile};
+use crate::weights::Weights;
+
+/// How far an INT8 activation is from its f32 reference, over all values of all inputs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ActError {
+    /// `10 log10(sum ref^2 / sum (ref - int8)^2)`; infinite when they are equal.
+    pub sqnr_db: f32,
+    /// Cosine similarity of the two, all values as one vector.
+    pub cosine: f32,
+}
+
+/// One linear layer of a [`Report`].
+#[derive(Debug, Clone)]
+pub struct LayerReport {
+    /// The layer's name in the IR (`encoder.layer.0.attention.self.qkv`).
+    pub name: String,
+    /// A short name for tables (`L0 qkv`, `net.0`).
+    pub label: String,
+    /// What to write in `[quantize] keep_f32` to keep this layer in f32.
+    pub keep_f32_key: String,
+    /// Input width.
+    pub in_features: usize,
+    /// Output width.
+    pub out_features: usize,
+    /// The description already keeps it in f32 (its numbers are what INT8 would cost).
+    pub kept_f32: bool,
+    /// Weight SQNR in dB.
+    pub weight_sqnr_db: f32,
+    /// Largest absolute weight error.
+    pub weight_max_abs_error: f32,
+    /// The output channels with the largest squared weight error, worst first (up to 3).
+    pub worst_channels: Vec<usize>,
+    /// The INT8 model's output of this layer against the f32 model's (with inputs).
+    pub cumulative: Option<ActError>,
+    /// This layer alone in INT8 against f32, on the f32 model's input (with inputs).
+    pub local: Option<ActError>,
+    /// One of the layers that most deserve `keep_f32`.
+    pub flagged: bool,
+}
+
+/// A quantization report: per layer, weight error and (with inputs) activation error.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// The model's name.
+    pub model: String,
+    /// What the model's output is (`logits`, `mean_pooled`, ...).
+    pub output_kind: String,
+    /// The linear layers, in order.
+    pub layers: Vec<LayerReport>,
+    /// Inputs measured (0 without `--inputs`).
+    pub inputs: usize,
+    /// The INT8 model's final output against the f32 model's.
+    pub output: Option<ActError>,
+}
+
+/// Measures the model described at `spec_path`; with `inputs` (a JSON-lines file in the
+/// standalone binaries' format: `{"input": [...]}` for `mlp`, `{"text": "..."}` or
+/// `{"input_ids": [...]}` for `bert`) also its activations.
+///
+/// ```no_run
+/// use std::path::Path;
+/// let r = dynq_build::report::report(Path::new("examples/digits/digits.toml"), None).unwrap();
+/// assert_eq!(r.layers.len(), 2);
+/// print!("{r}");
+/// r.plot_svg(Path::new("digits-report.svg")).unwrap();
+/// ```
+pub fn report(spec_path: &Path, inputs: Option<&Path>) -> Result<Report> {
+    let spec = SpecFile::load(spec_path)?;
+    let weights = Weights::open(&spec.weights_path())?;
+    let kernels = rt::KernelId::ALL
+        .iter()
+        .map(|k| k.name().to_string())
+        .collect();
+    let model = crate::load_model(&spec, &weights, Precision::Int8, kernels)?;
+    let samples = match inputs {
+        Some(path) => read_inputs(path, &model)?,
+        None => Vec::new(),
+    };
+
+    let granularity = spec.spec.quantize.weights;
+    let linears = model.linears();
+    let bar = crate::progress::bar(linears.len(), "quantizing");
+    let mut preps = Vec::with_capacity(linears.len());
+    let mut layers = Vec::with_capacity(linears.len());
+    for (l, (label, keep_f32_key)) in linears.iter().zip(labels(&model)) {
+        bar.inc(1);
+        // Layers kept in f32 are quantized too: their numbers say what INT8 would cost.
+        let q = quantize_linear(l, granularity, weights.path())?;
+        let mut channels: Vec<(usize, f64)> = channel_errors(&l.weight.data, &q)
+            .into_iter()
+            .enumerate()
+            .collect();
+        channels.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        layers.push(LayerReport {
+            name: l.name.clone(),
+            label,
+            keep_f32_key,
+            in_features: l.in_features,
+            out_features: l.out_features,
+            kept_f32: l.precision == LayerPrecision::F32,
+            weight_sqnr_db: q.stats.sqnr_db,
+            weight_max_abs_error: q.stats.max_abs_error,
+            worst_channels: channels.iter().take(3).map(|c| c.0).collect(),
+            cumulative: None,
+            local: None,
+            flagged: false,
+        });
+        preps.push(Prepared {
+            packed: crate::pack::pack(&q, crate::pack::Layout::Tile16x4),
+            scales: q.scales,
+            col_sums: q.col_sums,
+            linear: l,
+        });
+    }
+    bar.finish_and_clear();
+
+    let mut output = None;
+    if !samples.is_empty() {
+        let job = Measure {
+            model: &model,
+            preps: &preps,
+            samples: &samples,
+        };
+        let m = rt::dispatch(job, &rt::KernelId::ALL).map_err(|e| Error::Options(e.to_string()))?;
+        for ((layer, cum), local) in layers.iter_mut().zip(&m.cumulative).zip(&m.local) {
+            layer.cumulative = cum.finish();
+            layer.local = local.finish();
+        }
+        output = m.output.finish();
+    }
+    flag(&mut layers);
+    let output_kind = match &model.body {
+        Body::Mlp { .. } | Body::Rnn(_) => "output".to_string(),
+        Body::Bert(b) => b.output.name().to_string(),
+    };
+    Ok(Report {
+        model: model.name.clone(),
+        output_kind,
+        layers,
+        inputs: samples.len(),
+        output,
+    })
+}
+
+/// Short table labels and `keep_f32` keys, in [`Model::linears`] order.
+fn labels(model: &Model) -> Vec<(String, String)> {
+    match &model.body {
+        Body::Mlp { layers, .. } => layers
+            .iter()
+            .map(|l| (l.name.clone(), l.name.clone()))
+            .collect(),
+        // `rnn.weight_hh_l0_reverse` -> `hh_l0_reverse`; kept by its weight tensor's name.
+        Body::Rnn(_) => model
+            .linears()
+            .iter()
+            .map(|l| {
+                let short = l
+                    .name
+                    .rsplit_once("weight_")
+                    .map_or(l.name.as_str(), |p| p.1);
+                (short.to_string(), l.name.clone())
+            })
+            .collect(),
+        Body::Bert(b) => {
+            let mut v = Vec::new();
+            for (i, layer) in b.layers.iter().enumerate() {
+                // The fused Q, K, V layer is kept by the prefix of its three tensors.
+                let qkv = layer.qkv.name.trim_end_matches(".qkv").to_string();
+                v.push((format!("L{i} qkv"), qkv));
+                for (what, l) in [
+                    ("attn_out", &layer.attn_out),
+                    ("ffn_up", &layer.ffn_up),
+                    ("ffn_down", &layer.ffn_down),
+                ] {
+                    v.push((format!("L{i} {what}"), l.name.clone()));
+                }
+            }
+            for l in b.pooler.iter().chain(&b.classifier) {
+                let short = l
+                    .name
+                    .rsplit_once("pooler")
+                    .map_or(l.name.as_str(), |_| "pooler");
+                v.push((short.to_string(), l.name.clone()));
+            }
+            v
+        }
+    }
+}
+
+/// Flags the quantized layers with the lowest local SQNR (weight SQNR without inputs): one in
+/// eight, at least one, and only those below the median.
+fn flag(layers: &mut [LayerReport]) {
+    let score = |l: &LayerReport| l.local.map_or(l.weight_sqnr_db, |a| a.sqnr_db);
+    let mut order: Vec<usize> = (0..layers.len()).filter(|&i| !layers[i].kept_f32).collect();
+    order.sort_by(|&a, &b| score(&layers[a]).total_cmp(&score(&layers[b])));
+    let Some(&mid) = order.get(order.len() / 2) else {
+        return;
+    };
+    let median = score(&layers[mid]);
+    let count = order.len().div_ceil(8).max(1);
+    for (rank, &i) in order.iter().take(count).enumerate() {
+        if rank == 0 || score(&layers[i]) < median {
+            layers[i].flagged = true;
+        }
+    }
+}
+
+/// A linear layer quantized and packed in memory, with its IR (and f32 weights).
+struct Prepared<'a> {
+    linear: &'a Linear,
+    packed: Vec<i8>,
+    scales: Vec<f32>,
+    col_sums: Vec<i32>,
+}
+
+impl Prepared<'_> {
+    fn f32(&self) -> rt::Linear<'_> {
+        let l = self.linear;
+        rt::Linear::F32(rt::F32Linear {
+            n: l.out_features,
+            k: l.in_features,
+            weight: &l.weight.data,
+            bias: l.bias.as_ref().map(|b| b.data.as_slice()),
+        })
+    }
+
+    fn int8(&self) -> rt::Linear<'_> {
+        let l = self.linear;
+        rt::Linear::Int8(rt::QLinear {
+            n: l.out_features,
+            k: l.in_features,
+            weight: &self.packed,
+            scales: &self.scales,
+            col_sums: &self.col_sums,
+            bias: l.bias.as_ref().map(|b| b.data.as_slice()),
+        })
+    }
+
+    /// The layer as the INT8 build stores it.
+    fn in_model(&self) -> rt::Linear<'_> {
+        match self.linear.precision {
+            LayerPrecision::Int8(_) => self.int8(),
+            LayerPrecision::F32 => self.f32(),
+        }
+    }
+
+    fn activation(&self) -> rt::Activation {
+        activation(self.linear.activation)
+    }
+}
+
+fn activation(a: ActivationSpec) -> rt::Activation {
+    match a {
+        ActivationSpec::None => rt::Activation::None,
+        ActivationSpec::Relu => rt::Activation::Relu,
+        ActivationSpec::Gelu => rt::Activation::Gelu,
+        ActivationSpec::GeluTanh => rt::Activation::GeluTanh,
+        ActivationSpec::Tanh => rt::Activation::Tanh,
+        ActivationSpec::Sigmoid => rt::Activation::Sigmoid,
+    }
+}
+
+fn act_quant(model: &Model) -> ActQuant {
+    ActQuant {
+        granularity: match model.act_quant.granularity {
+            ActivationGranularity::PerToken => rt::Granularity::PerToken,
+            ActivationGranularity::PerTensor => rt::Granularity::PerTensor,
+        },
+        scheme: match model.act_quant.scheme {
+            SchemeSpec::Symmetric => rt::Scheme::Symmetric,
+            SchemeSpec::Asymmetric => rt::Scheme::Asymmetric,
+        },
+    }
+}
+
+/// One input line.
+enum Sample {
+    Dense(Vec<f32>),
+    Sequence {
+        ids: Vec<u32>,
+        mask: Option<Vec<u32>>,
+        types: Option<Vec<u32>>,
+    },
+}
+
+fn read_inputs(path: &Path, model: &Model) -> Result<Vec<Sample>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "cannot read", e))?;
+    let at = |line: usize, message: String| Error::Input {
+        file: path.to_path_buf(),
+        line,
+        message,
+    };
+    let tokenizer = match &model.body {
+        Body::Bert(b) => match &b.tokenizer {
+            Some(json) => Some(
+                rt::serve::TextTokenizer::new(json, b.max_seq_len)
+                    .map_err(|e| Error::Options(format!("the model's {e}")))?,
+            ),
+            None => None,
+        },
+        Body::Mlp { .. } | Body::Rnn(_) => None,
+    };
+    let mut samples = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let sample = match &model.body {
+            Body::Mlp { input_size, .. } => Sample::Dense(
+                rt::serve::parse_dense_line(line, *input_size).map_err(|e| at(i + 1, e))?,
+            ),
+            Body::Rnn(_) => {
+                return Err(Error::Options(format!(
+                    "{}: --inputs: the layer-by-layer activation comparison supports the mlp and bert presets; for a recurrent model the report gives the weight errors (run it without --inputs)",
+                    path.display()
+                )))
+            }
+            Body::Bert(b) => {
+                let (ids, mask, types) = rt::serve::parse_encoder_line(line, tokenizer.as_ref())
+                    .map_err(|e| at(i + 1, e))?;
+                let input = BertInput {
+                    input_ids: &ids,
+                    attention_mask: mask.as_deref(),
+                    token_type_ids: types.as_deref(),
+                };
+                input
+                    .check(b.vocab, b.type_vocab, b.max_seq_len)
+                    .map_err(|e| at(i + 1, e.to_string()))?;
+                Sample::Sequence { ids, mask, types }
+            }
+        };
+        samples.push(sample);
+    }
+    if samples.is_empty() {
+        return Err(at(1, "no input lines".into()));
+    }
+    Ok(samples)
+}
+
+/// Running sums for one [`ActError`].
+#[derive(Debug, Clone, Copy, Default)]
+struct Acc {
+    dot: f64,
+    reference: f64,
+    test: f64,
+    noise: f64,
+    values: usize,
+}
+
+impl Acc {
+    fn add(&mut self, reference: &[f32], test: &[f32]) {
+        for (&r, &t) in reference.iter().zip(test) {
+            let (r, t) = (f64::from(r), f64::from(t));
+            self.dot += r * t;
+            self.reference += r * r;
+            self.test += t * t;
+            self.noise += (r - t) * (r - t);
+        }
+        self.values += reference.len();
+    }
+
+    fn finish(&self) -> Option<ActError> {
+        if self.values == 0 {
+            return None;
+        }
+        let sqnr_db = if self.noise == 0.0 {
+            f32::INFINITY
+        } else {
+            (10.0 * (self.reference / self.noise).log10()) as f32
+        };
+        let norms = (self.reference * self.test).sqrt();
+        let cosine = if norms == 0.0 {
+            1.0
+        } else {
+            (self.dot / norms) as f32
+        };
+        Some(ActError { sqnr_db, cosine })
+    }
+}
+
+/// Activation quantization scratch, grown on demand.
+#[derive(Default)]
+struct Scratch {
+    quant: Vec<i8>,
+    scales: Vec<f32>,
+    zero_points: Vec<i32>,
+}
+
+impl Scratch {
+    fn get(&mut self, rows: usize, k: usize) -> QuantScratch<'_> {
+        let len = rows * rt::quant::padded_k(k);
+        if self.quant.len() < len {
+            self.quant.resize(len, 0);
+        }
+        if self.scales.len() < rows {
+            self.scales.resize(rows, 0.0);
+            self.zero_points.resize(rows, 0);
+        }
+        QuantScratch {
+            quant: &mut self.quant,
+            scales: &mut self.scales,
+            zero_points: &mut self.zero_points,
+        }
+    }
+}
+
+/// Runs one layer on `rows` rows of `x` into a new vector.
+fn run<K: Kernel>(
+    kernel: K,
+    w: &rt::Linear<'_>,
+    act: rt::Activation,
+    aq: ActQuant,
+    x: &[f32],
+    rows: usize,
+    scratch: &mut Scratch,
+) -> Vec<f32> {
+    let mut out = vec![0.0; rows * w.n()];
+    let mut s = scratch.get(rows, w.k());
+    linear_dyn(kernel, w.k(), w.n(), x, rows, w, act, aq, &mut s, &mut out);
+    out
+}
+
+/// Sums over all inputs, per linear layer and for the output.
+struct Measured {
+    cumulative: Vec<Acc>,
+    local: Vec<Acc>,
+    output: Acc,
+}
+
+/// The whole measurement, run inside one kernel entry by [`rt::dispatch`].
+struct Measure<'a> {
+    model: &'a Model,
+    preps: &'a [Prepared<'a>],
+    samples: &'a [Sample],
+}
+
+impl rt::Job for Measure<'_> {
+    type Output = Measured;
+
+    fn run<K: Kernel>(self, kernel: K) -> Measured {
+        let n = self.preps.len();
+        let mut m = Measured {
+            cumulative: vec![Acc::default(); n],
+            local: vec![Acc::default(); n],
+            output: Acc::default(),
+        };
+        let aq = act_quant(self.model);
+        let mut scratch = Scratch::default();
+        let bar = crate::progress::bar(self.samples.len(), "measuring");
+        match &self.model.body {
+            Body::Mlp { .. } => {
+                for sample in self.samples {
+                    bar.inc(1);
+                    let Sample::Dense(x) = sample else { continue };
+                    let (f, q) = chain(kernel, self.preps, aq, x, x, 1, &mut m, 0, &mut scratch);
+                    m.output.add(&f, &q);
+                }
+            }
+            Body::Bert(b) => {
+                let encoder = Encoder::new(b, self.preps);
+                for sample in self.samples {
+                    bar.inc(1);
+                    let Sample::Sequence { ids, mask, types } = sample else {
+                        continue;
+                    };
+                    let input = BertInput {
+                        input_ids: ids,
+                        attention_mask: mask.as_deref(),
+                        token_type_ids: types.as_deref(),
+                    };
+                    encoder.measure(kernel, aq, &input, self.preps, &mut m, &mut scratch);
+                }
+            }
+            // `read_inputs` accepts no input for a recurrent model.
+            Body::Rnn(_) => {}
+        }
+        bar.finish_and_clear();
+        m
+    }
+}
+
+/// Runs a chain of linear layers (an MLP, or BERT's pooler and classifier) from `xf` in f32
+/// and `xq` as the INT8 build does, adding to the sums of layers `first..`; returns both
+/// outputs.
+#[allow(clippy::too_many_arguments)]
+fn chain<K: Kernel>(
+    kernel: K,
+    preps: &[Prepared<'_>],
+    aq: ActQuant,
+    xf: &[f32],
+    xq: &[f32],
+    rows: usize,
+    m: &mut Measured,
+    first: usize,
+    scratch: &mut Scratch,
+) -> (Vec<f32>, Vec<f32>) {
+    let (mut xf, mut xq) = (xf.to_vec(), xq.to_vec());
+    for (i, p) in preps.iter().enumerate() {
+        let act = p.activation();
+        let f = run(kernel, &p.f32(), act, aq, &xf, rows, scratch);
+        let local = run(kernel, &p.int8(), act, aq, &xf, rows, scratch);
+        let q = run(kernel, &p.in_model(), act, aq, &xq, rows, scratch);
+        m.local[first + i].add(&f, &local);
+        m.cumulative[first + i].add(&f, &q);
+        (xf, xq) = (f, q);
+    }
+    (xf, xq)
+}
+
+/// A BERT encoder's weights as runtime views, in f32 and as the INT8 build stores them.
+struct Encoder<'a> {
+    bert: &'a Bert,
+    word_f16: Vec<u16>,
+    f32_layers: Vec<EncoderLayer<'a>>,
+    int8_layers: Vec<EncoderLayer<'a>>,
+}
+
+fn layer_norm<'a>(n: &'a Norm, eps: f32) -> rt::ops::bert::LayerNorm<'a> {
+    rt::ops::bert::LayerNorm {
+        gamma: &n.gamma.data,
+        beta: &n.beta.data,
+        eps,
+    }
+}
+
+impl<'a> Encoder<'a> {
+    fn new(bert: &'a Bert, preps: &'a [Prepared<'a>]) -> Self {
+        let views = |int8: bool| -> Vec<EncoderLayer<'a>> {
+            let view = |p: &'a Prepared<'a>| if int8 { p.in_model() } else { p.f32() };
+            bert.layers
+                .iter()
+                .zip(preps.chunks_exact(4))
+                .map(|(l, p)| EncoderLayer {
+                    qkv: view(&p[0]),
+                    attn_out: view(&p[1]),
+                    norm1: layer_norm(&l.norm1, bert.eps),
+                    ffn_up: view(&p[2]),
+                    ffn_down: view(&p[3]),
+                    norm2: layer_norm(&l.norm2, bert.eps),
+                })
+                .collect()
+        };
+        Encoder {
+            bert,
+            // INT8 builds store the word table as f16.
+            word_f16: bert
+                .word
+                .data
+                .iter()
+                .map(|&v| half::f16::from_f32(v).to_bits())
+                .collect(),
+            f32_layers: views(false),
+            int8_layers: views(true),
+        }
+    }
+
+    fn embeddings(&self, int8: bool) -> rt::ops::bert::Embeddings<'_> {
+        let b = self.bert;
+        rt::ops::bert::Embeddings {
+            word: if int8 {
+                rt::ops::bert::Table::F16(&self.word_f16)
+            } else {
+                rt::ops::bert::Table::F32(&b.word.data)
+            },
+            position: &b.position.data,
+            token_type: &b.token_type.data,
+            norm: layer_norm(&b.emb_norm, b.eps),
+        }
+    }
+
+    /// Runs the encoder on `input`, f32 or as the INT8 build; `observer` sees every linear.
+    fn forward<K: Kernel>(
+        &self,
+        kernel: K,
+        aq: ActQuant,
+        input: &BertInput<'_>,
+        int8: bool,
+        observer: &mut Observer<'_, '_, K>,
+    ) -> Vec<f32> {
+        let b = self.bert;
+        let (len, h, i) = (input.input_ids.len(), b.hidden, b.intermediate);
+        let dims = EncoderDims {
+            hidden: h,
+            heads: b.heads,
+            intermediate: i,
+        };
+        let mut x = vec![0.0; len * h];
+        rt::ops::bert::embed_dyn(&self.embeddings(int8), input, h, &mut x);
+        let mut buffers = vec![0.0f32; len * (6 * h + i + 1 + rt::kernels::threads())];
+        let [qkv, ctx, tmp, ffn, scores, mask_bias] = rt::split_mut(
+            &mut buffers,
+            [
+                len * 3 * h,
+                len * h,
+                len * h,
+                len * i,
+                len * rt::kernels::threads(),
+                len,
+            ],
+        );
+        rt::ops::bert::mask_bias(input, len, mask_bias);
+        let mut quant = Scratch::default();
+        let q = quant.get(len, i.max(h));
+        let mut s = EncoderScratch {
+            qkv,
+            ctx,
+            tmp,
+            ffn,
+            scores,
+            mask_bias,
+            quant: q,
+        };
+        let layers = if int8 {
+            &self.int8_layers
+        } else {
+            &self.f32_layers
+        };
+        let act = activation(b.act);
+        for (l, layer) in layers.iter().enumerate() {
+            observer.layer = l;
+            rt::ops::bert::encoder_layer_dyn(
+                kernel, dims, layer, act, aq, len, &mut x, &mut s, observer,
+            );
+        }
+        x
+    }
+
+    /// Adds one sequence to the sums: both forwards, then the model's output.
+    fn measure<K: Kernel>(
+        &self,
+        kernel: K,
+        aq: ActQuant,
+        input: &BertInput<'_>,
+        preps: &[Prepared<'_>],
+        m: &mut Measured,
+        scratch: &mut Scratch,
+    ) {
+        let b = self.bert;
+        let (len, h) = (input.input_ids.len(), b.hidden);
+        let encoder_linears = 4 * b.layers.len();
+        let mut observer = Observer {
+            kernel,
+            aq,
+            preps,
+            layer: 0,
+            rows: len,
+            int8_pass: false,
+            reference: vec![Vec::new(); encoder_linears],
+            m: &mut *m,
+            scratch: &mut *scratch,
+        };
+        let xf = self.forward(kernel, aq, input, false, &mut observer);
+        observer.int8_pass = true;
+        let xq = self.forward(kernel, aq, input, true, &mut observer);
+        if b.output == BertOutputSpec::Logits {
+            let head = &preps[encoder_linears..];
+            let (f, q) = chain(
+                kernel,
+                head,
+                aq,
+                &xf[..h],
+                &xq[..h],
+                1,
+                m,
+                encoder_linears,
+                scratch,
+            );
+            m.output.add(&f, &q);
+            return;
+        }
+        let output = |x: &[f32]| -> Vec<f32> {
+            let mut out = vec![0.0; h];
+            match b.output {
+                BertOutputSpec::LastHiddenState => return x.to_vec(),
+                BertOutputSpec::Cls => out.copy_from_slice(&x[..h]),
+                _ => rt::ops::bert::mean_pool_dyn(x, h, input, len, &mut out),
+            }
+            if b.normalize {
+                rt::ops::bert::l2_normalize(&mut out);
+            }
+            out
+        };
+        m.output.add(&output(&xf), &output(&xq));
+    }
+}
+
+/// Sees each encoder linear: in the f32 pass it keeps the output as the reference and runs
+/// the layer alone in INT8 on the same input (local error); in the INT8 pass it compares the
+/// INT8 model's output with the reference (cumulative error).
+struct Observer<'a, 'm, K> {
+    kernel: K,
+    aq: ActQuant,
+    preps: &'a [Prepared<'a>],
+    layer: usize,
+    rows: usize,
+    int8_pass: bool,
+    reference: Vec<Vec<f32>>,
+    m: &'m mut Measured,
+    scratch: &'m mut Scratch,
+}
+
+impl<K: Kernel> LinearObserver for Observer<'_, '_, K> {
+    fn linear(&mut self, which: EncoderLinear, input: &[f32], output: &[f32]) {
+        let slot = match which {
+            EncoderLinear::Qkv => 0,
+            EncoderLinear::AttnOut => 1,
+            EncoderLinear::FfnUp => 2,
+            EncoderLinear::FfnDown => 3,
+        };
+        let i = 4 * self.layer + slot;
+        if self.int8_pass {
+            self.m.cumulative[i].add(&self.reference[i], output);
+            return;
+        }
+        let p = &self.preps[i];
+        let alone = run(
+            self.kernel,
+            &p.int8(),
+            p.activation(),
+            self.aq,
+            input,
+            self.rows,
+            self.scratch,
+        );
+        self.m.local[i].add(output, &alone);
+        self.reference[i] = output.to_vec();
+    }
+}
+
+fn db(v: f32) -> String {
+    if v.is_infinite() {
+        "exact".into()
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+impl Report {
+    /// The layers flagged for `keep_f32`, worst first.
+    pub fn flagged(&self) -> Vec<&LayerReport> {
+        let score = |l: &LayerReport| l.local.map_or(l.weight_sqnr_db, |a| a.sqnr_db);
+        let mut v: Vec<&LayerReport> = self.layers.iter().filter(|l| l.flagged).collect();
+        v.sort_by(|a, b| score(a).total_cmp(&score(b)));
+        v
+    }
+
+    /// Draws the per-layer SQNR (weights; with inputs also cumulative and local activations)
+    /// as an SVG at `path`, written whole or not at all.
+    pub fn plot_svg(&self, path: &Path) -> Result<()> {
+        let mut svg = String::new();
+        self.draw(&mut svg).map_err(|e| {
+            Error::Options(format!("{}: cannot draw the plot: {e}", path.display()))
+        })?;
+        crate::write_if_changed(path, svg.as_bytes())
+    }
+
+    fn draw(&self, svg: &mut String) -> std::result::Result<(), Box<dyn std::error::Error + '_>> {
+        use plotters::prelude::*;
+        use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+        let n = self.layers.len() as i32;
+        let series: Vec<(&str, RGBColor, Vec<f32>)> = [
+            (
+                "weights",
+                BLUE,
+                self.layers
+                    .iter()
+                    .map(|l| Some(l.weight_sqnr_db))
+                    .collect::<Vec<_>>(),
+            ),
+            (
+                "activations, INT8 model vs f32 model (cumulative)",
+                RED,
+                self.layers
+                    .iter()
+                    .map(|l| l.cumulative.map(|a| a.sqnr_db))
+                    .collect(),
+            ),
+            (
+                "activations, the layer alone on the f32 input (local)",
+                RGBColor(0, 140, 0),
+                self.layers
+                    .iter()
+                    .map(|l| l.local.map(|a| a.sqnr_db))
+                    .collect(),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(name, color, v)| {
+            v.into_iter()
+                .collect::<Option<Vec<f32>>>()
+                .map(|v| (name, color, v))
+        })
+        .collect();
+        let finite = series
+            .iter()
+            .flat_map(|s| s.2.iter().copied())
+            .filter(|v| v.is_finite());
+        let (lo, hi) = finite.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| {
+            (lo.min(v), hi.max(v))
+        });
+        let (lo, hi) = if lo.is_finite() {
+            (lo, hi)
+        } else {
+            (0.0, 60.0)
+        };
+        // Room below the lowest point for the legend.
+        let (lo, hi) = (
+            (lo / 5.0).floor() * 5.0 - 15.0,
+            (hi / 5.0).ceil() * 5.0 + 5.0,
+        );
+
+        let root = SVGBackend::with_string(svg, (1000, 560)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let caption = match self.inputs {
+            0 => format!("{}: weight quantization error per layer", self.model),
+            k => format!(
+                "{}: INT8 quantization error per layer ({k} inputs)",
+                self.model
+            ),
+        };
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption, ("sans-serif", 22))
+            .margin(15)
+            .x_label_area_size(95)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-1..n, lo..hi)?;
+        // Layer names run down from their ticks (the mesh would center rotated labels on the axis).
+        chart
+            .configure_mesh()
+            .x_labels(self.layers.len() + 2)
+            .x_label_formatter(&|_| String::new())
+            .y_desc("SQNR, dB (higher is better)")
+            .disable_x_mesh()
+            .draw()?;
+        let label_style = TextStyle::from(
+            ("sans-serif", 13)
+                .into_font()
+                .transform(FontTransform::Rotate90),
+        )
+        .pos(Pos::new(HPos::Left, VPos::Center));
+        for (i, l) in self.layers.iter().enumerate() {
+            let (x, y) = chart.backend_coord(&(i as i32, lo));
+            root.draw(&Text::new(
+                l.label.clone(),
+                (x, y + 10),
+                label_style.clone(),
+            ))?;
+        }
+        for (name, color, values) in &series {
+            let color = *color;
+            chart
+                .draw_series(
+                    LineSeries::new(
+                        values
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, v)| v.is_finite())
+                            .map(|(i, &v)| (i as i32, v)),
+                        color.stroke_width(2),
+                    )
+                    .point_size(3),
+                )?
+                .label(*name)
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2))
+                });
+        }
+        let flagged_at = |l: &LayerReport| l.local.map_or(l.weight_sqnr_db, |a| a.sqnr_db);
+        chart
+            .draw_series(
+                self.layers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, l)| l.flagged)
+                    .map(|(i, l)| Circle::new((i as i32, flagged_at(l)), 8, BLACK.stroke_width(2))),
+            )?
+            .label("flagged: keep_f32 candidate")
+            .legend(|(x, y)| Circle::new((x + 10, y), 5, BLACK.stroke_width(2)));
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK)
+            .draw()?;
+        root.present()?;
+        Ok(())
+    }
+}
+
+impl fmt::Display for Report {
+    /// The table, at most 100 columns wide for labels up to 12 characters.
+    fn fmt(&self, out: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut table = String::new();
+        self.table(&mut table)?;
+        for line in table.lines() {
+            writeln!(out, "{}", line.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+impl Report {
+    fn table(&self, f: &mut String) -> fmt::Result {
+        use std::fmt::Write;
+        let w = crate::summary::column_width(self.layers.iter().map(|l| l.label.as_str()), 5, 30);
+        let acts = self.inputs > 0;
+        write!(
+            f,
+            "{:<w$} {:>11} {:>8} {:>8} {:<14}",
+            "layer", "in -> out", "w dB", "w maxerr", "worst ch"
+        )?;
+        if acts {
+            write!(
+                f,
+                " {:>7} {:>8} {:>8} {:>9}",
+                "act dB", "act cos", "local dB", "local cos"
+            )?;
+        }
+        writeln!(f)?;
+        for l in &self.layers {
+            let worst: Vec<String> = l.worst_channels.iter().map(|c| c.to_string()).collect();
+            write!(
+                f,
+                "{:<w$} {:>11} {:>8} {:>8.1e} {:<14}",
+                l.label,
+                format!("{} -> {}", l.in_features, l.out_features),
+                db(l.weight_sqnr_db),
+                l.weight_max_abs_error,
+                worst.join(",")
+            )?;
+            if acts {
+                let (c, lo) = (l.cumulative, l.local);
+                write!(
+                    f,
+                    " {:>7} {:>8.5} {:>8} {:>9.5}",
+                    c.map_or("-".into(), |a| db(a.sqnr_db)),
+                    c.map_or(f32::NAN, |a| a.cosine),
+                    lo.map_or("-".into(), |a| db(a.sqnr_db)),
+                    lo.map_or(f32::NAN, |a| a.cosine),
+                )?;
+            }
+            let mark = match (l.flagged, l.kept_f32) {
+                (true, _) => " <",
+                (_, true) => " (f32)",
+                _ => "",
+            };
+            writeln!(f, "{mark}")?;
+        }
+        if let Some(o) = self.output {
+            writeln!(
+                f,
+                "{} over {} inputs: SQNR {} dB, cosine {:.5}",
+                self.output_kind,
+                self.inputs,
+                db(o.sqnr_db),
+                o.cosine
+            )?;
+        }
+        let flagged = self.flagged();
+        if flagged.is_empty() {
+            return writeln!(f, "every layer is already kept in f32");
+        }
+        let by = if acts {
+            "local SQNR"
+        } else {
+            "weight SQNR (run with --inputs to rank by activations)"
+        };
+        let names: Vec<&str> = flagged.iter().map(|l| l.label.as_str()).collect();
+        writeln!(
+            f,
+            "< keep_f32 candidates, lowest {by}: {}",
+            names.join(", ")
+        )?;
+        let keys: Vec<String> = flagged
+            .iter()
+            .map(|l| format!("{:?}", l.keep_f32_key))
+            .collect();
+        let one_line = format!("  [quantize] keep_f32 = [{}]", keys.join(", "));
+        if one_line.len() <= 100 {
+            return writeln!(f, "{one_line}");
+        }
+        writeln!(f, "  [quantize] keep_f32 = [")?;
+        for k in &keys {
+            writeln!(f, "    {k},")?;
+        }
+        writeln!(f, "  ]")
+    }
+}
