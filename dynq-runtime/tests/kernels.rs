@@ -119,7 +119,7 @@ enum Fill {
 
 fn case() -> impl Strategy<Value = Case> {
     (
-        1usize..=9,
+        1usize..=20,
         1usize..=50,
         1usize..=80,
         prop_oneof![

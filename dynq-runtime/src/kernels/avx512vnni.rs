@@ -1,9 +1,10 @@
-//! The AVX-512 VNNI kernel: `vpdpbusd` on zmm, a register tile of up to 4 rows x 64 channels.
+//! The AVX-512 VNNI kernel: `vpdpbusd` on zmm, register tiles of 8 x 48 and 4 x 64.
 //!
 //! One 64-byte block of the packed layout (16 channels x 4 values) is exactly one zmm operand:
 //! lane `c` of `vpdpbusd acc, a, w` adds `sum_t a[t] * w[c][t]`. `vpdpbusd` takes unsigned
-//! activations, so each broadcast is flipped to `a + 128` (one `vpxord`, shared by four channel
-//! tiles) and `128 * sum(w)` is taken off in the epilogue. The four products of a lane are summed
+//! activations, so the rows are flipped to `a + 128` once per call (into a per-thread buffer)
+//! and `128 * sum(w)` is taken off in the epilogue. The register tile is 8 rows x 48 channels
+//! (24 accumulators) when there are more than 4 rows, else 4 rows x 64 channels. The four products of a lane are summed
 //! exactly into i32 (no 16-bit intermediate, nothing saturates); |a + 128| <= 255, |w| <= 127
 //! and K <= 66_313 keep every sum inside i32. The epilogue is the scalar one, so outputs match
 //! [`super::Scalar`] bit for bit.
@@ -69,25 +70,68 @@ impl Kernel for Avx512Vnni {
 /// The CPU must support AVX-512 F/BW/VNNI; the slices must pass `check_qgemm`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
 unsafe fn qgemm(a: QuantizedRows<'_>, m: usize, w: &QLinear<'_>, act: Activation, out: &mut [f32]) {
-    let tiles = w.n.div_ceil(TILE_N);
-    let mut t = 0;
-    while t < tiles {
-        match tiles - t {
-            1 => rows::<1>(&a, m, t, w, out),
-            2 => rows::<2>(&a, m, t, w, out),
-            3 => rows::<3>(&a, m, t, w, out),
-            _ => rows::<4>(&a, m, t, w, out),
+    // `vpdpbusd` wants unsigned activations: flip every byte to `a + 128` once, here, rather
+    // than once per broadcast in the inner loop, where the `vpxord` would compete with
+    // `vpdpbusd` for the same two vector ports. The flipped rows live in a per-thread buffer
+    // that only grows (no allocation once warm).
+    FLIPPED.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let len = m * a.stride;
+        if buf.len() < len {
+            buf.resize(len, 0);
         }
-        t += 4;
-    }
+        for (f, &v) in buf[..len].iter_mut().zip(&a.data[..len]) {
+            *f = (v as u8) ^ 0x80;
+        }
+        let flipped = QuantizedRows {
+            data: bytemuck::cast_slice(&buf[..len]),
+            ..a
+        };
+        tiles(&flipped, m, w, out);
+    });
     // Inside the target-feature function, so the activation loop vectorizes for it too.
     apply_activation(act, &mut out[..m * w.n]);
 }
 
-/// All rows against channel tiles `t..t + NT`.
+std::thread_local! {
+    static FLIPPED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Every row block against every channel tile; `a` holds flipped (`a + 128`) bytes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
 #[inline]
-fn rows<const NT: usize>(
+fn tiles(a: &QuantizedRows<'_>, m: usize, w: &QLinear<'_>, out: &mut [f32]) {
+    let tiles = w.n.div_ceil(TILE_N);
+    // Few rows (M <= 4: single tokens, recurrent steps): 4 tiles of 16 channels per pass, each
+    // weight block used by every row. Many rows: 8 rows x 3 tiles (24 accumulators), so each
+    // weight block loaded from cache serves 8 rows and each broadcast 3 tiles.
+    let mut t = 0;
+    if m <= 4 {
+        while t < tiles {
+            match tiles - t {
+                1 => rows::<4, 1>(a, m, t, w, out),
+                2 => rows::<4, 2>(a, m, t, w, out),
+                3 => rows::<4, 3>(a, m, t, w, out),
+                _ => rows::<4, 4>(a, m, t, w, out),
+            }
+            t += 4;
+        }
+    } else {
+        while t < tiles {
+            match tiles - t {
+                1 => rows::<8, 1>(a, m, t, w, out),
+                2 => rows::<8, 2>(a, m, t, w, out),
+                _ => rows::<8, 3>(a, m, t, w, out),
+            }
+            t += 3;
+        }
+    }
+}
+
+/// All rows against channel tiles `t..t + NT`, in blocks of `MR` rows (4 or 8).
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
+#[inline]
+fn rows<const MR: usize, const NT: usize>(
     a: &QuantizedRows<'_>,
     m: usize,
     t: usize,
@@ -95,7 +139,11 @@ fn rows<const NT: usize>(
     out: &mut [f32],
 ) {
     let mut i = 0;
-    while i + 4 <= m {
+    while i + MR <= m {
+        row_tile::<MR, NT>(a, i, t, w, out);
+        i += MR;
+    }
+    if m - i >= 4 {
         row_tile::<4, NT>(a, i, t, w, out);
         i += 4;
     }
@@ -120,7 +168,6 @@ fn row_tile<const MR: usize, const NT: usize>(
     let tile_len = TILE_N * a.stride;
     let tiles = &w.weight[t * tile_len..(t + NT) * tile_len];
     let rows = &a.data[i * a.stride..(i + MR) * a.stride];
-    let flip = _mm512_set1_epi8(-128);
     let mut acc = [[_mm512_setzero_si512(); NT]; MR];
     let (rp, wp) = (rows.as_ptr(), tiles.as_ptr());
     for kb in 0..a.stride / 4 {
@@ -132,7 +179,7 @@ fn row_tile<const MR: usize, const NT: usize>(
         for (r, acc) in acc.iter_mut().enumerate() {
             // SAFETY: bytes kb*4..kb*4+4 of row r lie inside the MR rows borrowed above.
             let a4 = unsafe { (rp.add(r * a.stride + kb * 4) as *const i32).read_unaligned() };
-            let au = _mm512_xor_si512(_mm512_set1_epi32(a4), flip);
+            let au = _mm512_set1_epi32(a4);
             for nt in 0..NT {
                 acc[nt] = _mm512_dpbusd_epi32(acc[nt], au, wv[nt]);
             }
