@@ -3,7 +3,9 @@
 //! Per layer and direction, the input-to-hidden products of all time steps are one GEMM
 //! (`M = steps * batch`); the hidden-to-hidden products are one small GEMM per step
 //! (`M = batch`, a GEMV for one sequence) whose input, the hidden state, is quantized
-//! dynamically at every step. The gate equations are PyTorch's, term for term:
+//! dynamically at every step. With int8 weights both products quantize their activations in
+//! two int8 terms, value and residual (see `two_term_product`), so rounding does not compound
+//! through the recurrence. The gate equations are PyTorch's, term for term:
 //!
 //! * LSTM, gates `i, f, g, o`: `c' = f * c + i * g`, `h' = o * tanh(c')`;
 //! * GRU, gates `r, z, n`: `n = tanh(W_in x + b_in + r * (W_hn h + b_hn))`,
@@ -13,9 +15,9 @@
 //! and output follow its `batch_first` setting. States are `[layers * directions][batch][hidden]`
 //! with index `layer * directions + direction`, as PyTorch's `h_n`.
 
-use crate::kernels::{Kernel, QuantizedRows};
+use crate::kernels::Kernel;
 use crate::ops::{
-    linear, linear_f32, quantize_activations, sigmoid, tanh, ActQuant, Activation, Linear, QLinear,
+    linear_f32, quantize_activations, sigmoid, tanh, ActQuant, Activation, Linear, QLinear,
     QuantScratch,
 };
 use crate::quant::padded_k;
@@ -280,7 +282,7 @@ pub fn check_rnn_io(shape: &RnnShape, x: &RnnInput<'_>, out: &RnnOutput<'_>) -> 
 /// let s = RnnShape { cell: Cell::Lstm, input_size: 2, hidden_size: 3, num_layers: 1,
 ///     directions: 1, batch_first: true };
 /// let (f, q, rows) = scratch_lens(&s, 5, 1);
-/// assert_eq!(rows, 5);
+/// assert_eq!(rows, 2 * 5); // two quantized terms per activation row
 /// assert!(f >= 5 * 12 && q >= 5 * 4);
 /// ```
 pub fn scratch_lens(shape: &RnnShape, steps: usize, batch: usize) -> (usize, usize, usize) {
@@ -289,19 +291,20 @@ pub fn scratch_lens(shape: &RnnShape, steps: usize, batch: usize) -> (usize, usi
     let out = shape.output_size();
     let transpose = shape.batch_first && batch > 1;
     let layer_bufs = (shape.num_layers - 1).min(2) + usize::from(transpose);
-    // The state's product runs two quantized terms per sequence (see `hidden_product`).
-    let f32_len = rows * gates
+    // Products run two quantized terms per row (see `two_term_product`): twice the rows of
+    // gates and quantized activations, and one residual row per activation row.
+    let widest = shape.input_size.max(out).max(shape.hidden_size);
+    let f32_len = 2 * rows * gates
         + 2 * batch * gates
-        + batch * shape.hidden_size
+        + rows * widest
         + layer_bufs * rows * out
         + if transpose {
             rows * shape.input_size
         } else {
             0
         };
-    let quant_rows = steps.max(2) * batch;
-    let k = padded_k(shape.input_size.max(out).max(shape.hidden_size));
-    (f32_len, quant_rows * k, quant_rows)
+    let quant_rows = 2 * rows;
+    (f32_len, quant_rows * padded_k(widest), quant_rows)
 }
 
 /// Runs a whole recurrent model: every layer, both directions, from `x` into `out`.
@@ -353,9 +356,9 @@ pub fn forward<Kn: Kernel, const IN: usize, const H: usize, const G: usize, cons
     let (steps, batch) = (x.steps, x.batch);
     let rows = steps * batch;
     let transpose = shape.batch_first && batch > 1;
-    let (gates_x, rest) = f32_scratch.split_at_mut(rows * G);
+    let (gates_x, rest) = f32_scratch.split_at_mut(2 * rows * G);
     let (gates_h, rest) = rest.split_at_mut(2 * batch * G);
-    let (residual, rest) = rest.split_at_mut(batch * H);
+    let (residual, rest) = rest.split_at_mut(rows * IN.max(DH).max(H));
     let (input_tm, rest) = rest.split_at_mut(if transpose { rows * IN } else { 0 });
     let input: &[f32] = if transpose {
         to_time_major(x.input, steps, batch, IN, input_tm);
@@ -473,15 +476,8 @@ impl<Kn: Kernel> Pass<Kn> {
         let directions = std::iter::once(&layer.forward).chain(layer.reverse.as_ref());
         for (d, dir) in directions.enumerate() {
             // All steps' input products at once: M = steps * batch.
-            linear::<Kn, K, G>(
-                kernel,
-                x,
-                rows,
-                &dir.input,
-                Activation::None,
-                aq,
-                s.quant,
-                s.gates_x,
+            two_term_product::<Kn, K, G>(
+                kernel, &dir.input, aq, x, rows, s.quant, s.residual, s.gates_x,
             );
             let h = &mut h[d * batch * H..(d + 1) * batch * H];
             let c = match cell {
@@ -490,7 +486,16 @@ impl<Kn: Kernel> Pass<Kn> {
             };
             for step in 0..steps {
                 let t = if d == 0 { step } else { steps - 1 - step };
-                hidden_product::<Kn, H, G>(kernel, &dir.hidden, aq, h, batch, s);
+                two_term_product::<Kn, H, G>(
+                    kernel,
+                    &dir.hidden,
+                    aq,
+                    h,
+                    batch,
+                    s.quant,
+                    s.residual,
+                    s.gates_h,
+                );
                 for b in 0..batch {
                     let gx = &s.gates_x[(t * batch + b) * G..][..G];
                     let gh = &s.gates_h[b * G..][..G];
@@ -506,81 +511,84 @@ impl<Kn: Kernel> Pass<Kn> {
     }
 }
 
-/// `gates_h = h W_hh^T + b_hh` for the `batch` rows of `h`.
+/// `out = x W^T + b` for the `rows` rows of `x` (width `K`), with the activations quantized
+/// in two int8 terms when the weights are int8: `x ~ q1 s1`, then the residual
+/// `x - q1 s1 ~ q2 s2`, both halves of one integer GEMM (`M = 2 rows`) whose results are
+/// added. `out` needs room for `2 rows` rows of `N` (the second half is scratch).
 ///
-/// With int8 weights the state is quantized afresh every step, in two int8 terms: `h ~ q1 s1`,
-/// then the residual `h - q1 s1 ~ q2 s2`, both rows of one integer GEMM (`M = 2 batch`). A
-/// recurrent state feeds back into itself for every step, so its rounding error compounds over
-/// the sequence; the second term takes the activation error from 8 to about 15 bits, leaving
-/// the weights' rounding as the only int8 error. The cost is nearly nil: the product is a GEMV
-/// bound by streaming the weights, and both rows share each weight load.
+/// Why two terms: a recurrent layer feeds its state back into itself at every step and its
+/// output into the next layer, so the activations' rounding error compounds along the
+/// sequence; the second term takes it from 8 to about 15 bits, leaving the int8 weights' own
+/// rounding as the only error (the goldens measure this floor). The cost is small: on the
+/// state's product, a GEMV bound by streaming the weights, both rows share each weight load;
+/// on the input product, one more row per step in a GEMM that is a small part of a step.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn hidden_product<Kn: Kernel, const H: usize, const G: usize>(
+fn two_term_product<Kn: Kernel, const K: usize, const N: usize>(
     kernel: Kn,
     w: &Linear<'_>,
     aq: ActQuant,
-    h: &[f32],
-    batch: usize,
-    s: &mut Scratch<'_, '_>,
+    x: &[f32],
+    rows: usize,
+    quant: &mut QuantScratch<'_>,
+    residual: &mut [f32],
+    out: &mut [f32],
 ) {
     let q = match w {
         Linear::F32(f) => {
-            linear_f32::<Kn, H, G>(kernel, h, batch, f, Activation::None, s.gates_h);
+            linear_f32::<Kn, K, N>(kernel, x, rows, f, Activation::None, out);
             return;
         }
         Linear::Int8(q) => q,
     };
-    debug_assert_eq!((q.k, q.n), (H, G));
-    let stride = padded_k(H);
-    let rows = 2 * batch;
-    let QuantScratch {
-        quant,
-        scales,
-        zero_points,
-    } = &mut *s.quant;
+    debug_assert_eq!((q.k, q.n), (K, N));
+    let stride = padded_k(K);
     let (quant, scales, zero_points) = (
-        &mut quant[..rows * stride],
-        &mut scales[..rows],
-        &mut zero_points[..rows],
+        &mut quant.quant[..2 * rows * stride],
+        &mut quant.scales[..2 * rows],
+        &mut quant.zero_points[..2 * rows],
     );
-    let (q1, q2) = quant.split_at_mut(batch * stride);
-    let (s1, s2) = scales.split_at_mut(batch);
-    let (z1, z2) = zero_points.split_at_mut(batch);
-    let z1 = quantize_activations(h, batch, H, stride, aq, q1, s1, z1);
-    let residual = &mut s.residual[..batch * H];
-    for b in 0..batch {
-        let (scale, zp) = (s1[b], z1.map_or(0, |z| z[b]));
-        let (hb, qb, rb) = (
-            &h[b * H..][..H],
-            &q1[b * stride..][..H],
-            &mut residual[b * H..][..H],
+    let (q1, q2) = quant.split_at_mut(rows * stride);
+    let (s1, s2) = scales.split_at_mut(rows);
+    let (z1, z2) = zero_points.split_at_mut(rows);
+    let z1 = quantize_activations(&x[..rows * K], rows, K, stride, aq, q1, s1, z1);
+    let residual = &mut residual[..rows * K];
+    for r in 0..rows {
+        let (scale, zp) = (s1[r], z1.map_or(0, |z| z[r]));
+        let (xr, qr, rr) = (
+            &x[r * K..][..K],
+            &q1[r * stride..][..K],
+            &mut residual[r * K..][..K],
         );
-        for j in 0..H {
-            rb[j] = hb[j] - (i32::from(qb[j]) - zp) as f32 * scale;
+        for j in 0..K {
+            rr[j] = xr[j] - (i32::from(qr[j]) - zp) as f32 * scale;
         }
     }
-    let has_zp = quantize_activations(residual, batch, H, stride, aq, q2, s2, z2).is_some();
-    let a = QuantizedRows {
-        data: quant,
+    let has_zp = quantize_activations(residual, rows, K, stride, aq, q2, s2, z2).is_some();
+    let unbiased = QLinear { bias: None, ..*q };
+    let task = crate::ops::QgemmBlocks {
+        kernel,
+        quant,
         stride,
         scales,
         zero_points: has_zp.then_some(&*zero_points),
+        w: &unbiased,
+        act: Activation::None,
     };
-    let unbiased = QLinear { bias: None, ..*q };
-    let out = &mut s.gates_h[..rows * G];
-    kernel.qgemm(a, rows, &unbiased, Activation::None, out);
-    let (first, second) = out.split_at_mut(batch * G);
-    for b in 0..batch {
-        let (o, r) = (&mut first[b * G..][..G], &second[b * G..][..G]);
+    let out = &mut out[..2 * rows * N];
+    crate::kernels::for_each_block(kernel, 2 * rows, N, 4, 32, out, &mut [], 0, &task);
+    let (first, second) = out.split_at_mut(rows * N);
+    for r in 0..rows {
+        let (o, t) = (&mut first[r * N..][..N], &second[r * N..][..N]);
         match q.bias {
             Some(bias) => {
-                for j in 0..G {
-                    o[j] = (o[j] + r[j]) + bias[j];
+                for j in 0..N {
+                    o[j] = (o[j] + t[j]) + bias[j];
                 }
             }
             None => {
-                for j in 0..G {
-                    o[j] += r[j];
+                for j in 0..N {
+                    o[j] += t[j];
                 }
             }
         }
