@@ -237,7 +237,7 @@ fn truncated_safetensors_file() {
     assert_eq!(
         e,
         format!(
-            "{}: the tensor data in the header does not cover the file exactly (truncated file?)",
+            "{}: tensor `net.2.weight`: data offsets [68, 92] run past the end of the data (82 bytes after the header): truncated file?",
             shown(&p)
         )
     );
