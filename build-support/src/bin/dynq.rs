@@ -207,8 +207,9 @@ fn run(cli: Cli) -> dynq_build::Result<()> {
                 target_dir,
                 verbose,
             };
+            let name = build.write_project()?;
             eprintln!("dynq: compiling the standalone binary (release)...");
-            let exe = build.run()?;
+            let exe = build.compile(&name)?;
             println!("{}", exe.display());
         }
     }
