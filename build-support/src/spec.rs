@@ -167,7 +167,10 @@ pub struct MlpSection {
 
 /// One linear layer of an MLP.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a layer like { tensor = \"fc1\", activation = \"relu\" }"
+)]
 pub struct LayerSpec {
     /// Tensor prefix: the layer reads `<tensor>.weight` `[out, in]` and `<tensor>.bias` `[out]`.
     pub tensor: String,
