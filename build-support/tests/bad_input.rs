@@ -151,3 +151,26 @@ fn command_line_exits_1_with_the_message_and_writes_nothing() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
+/// The macro's cache key covers config.json: a config that no longer fits the weights is an
+/// error on the next expansion, not a stale cache hit.
+#[test]
+fn macro_cache_sees_a_changed_config_json() {
+    let good = controls()
+        .into_iter()
+        .find(|c| c.name == "control_bert")
+        .unwrap();
+    let bad = cases()
+        .into_iter()
+        .find(|c| c.name == "bert_config_disagrees")
+        .unwrap();
+    let dir = setup(&good);
+    let cache = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("model.toml");
+    let expand = || dynq_build::cache::expand_cached(&toml, &Options::default(), cache.path());
+    let first = expand().unwrap();
+    assert!(first.tracked.contains(&dir.path().join("config.json")));
+    assert!(expand().unwrap().cache_hit);
+    bad.write(dir.path());
+    let e = expand().unwrap_err().to_string();
+    assert_eq!(e, bad.message_in(&dir.path().display().to_string()));
+}
