@@ -191,7 +191,9 @@ pub(super) fn expand(spec: &SpecFile, weights: &Weights, keep: &KeepF32<'_>) -> 
     )?;
     let emb_norm = r.norm("embeddings.LayerNorm", h)?;
 
-    let mut layers = Vec::with_capacity(c.num_hidden_layers);
+    // Not `with_capacity`: num_hidden_layers comes from config.json, unchecked until a layer's
+    // tensors are missing.
+    let mut layers = Vec::new();
     for l in 0..c.num_hidden_layers {
         let base = format!("encoder.layer.{l}");
         layers.push(BertLayer {

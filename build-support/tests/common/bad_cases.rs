@@ -763,6 +763,20 @@ pub fn cases() -> Vec<Case> {
             &rnn_tensors(4, 2, 2),
             format!("{DIR}/model.toml:9:15: key `lstm.hidden_size`: expected a positive number, found 0"),
         ),
+        // Found by the fuzzer (tests/fuzz.rs): 4 x hidden_size overflowed, and num_layers sized
+        // an allocation.
+        rnn(
+            "gru_huge_hidden_size",
+            gru_toml().replace("hidden_size = 2", "hidden_size = 18446744073709551615"),
+            &rnn_tensors(3, 2, 2),
+            format!("{DIR}/model.toml:9:15: key `gru.hidden_size`: expected at most 4294967296, found 18446744073709551615"),
+        ),
+        rnn(
+            "lstm_huge_num_layers",
+            LSTM_TOML.replace("num_layers = 2", "num_layers = 4294967296"),
+            &rnn_tensors(4, 2, 2),
+            format!("{DIR}/tiny.safetensors: tensor `rnn.weight_ih_l2`: not found; tensors with prefix `rnn`: rnn.bias_hh_l0, rnn.bias_hh_l0_reverse, rnn.bias_hh_l1, rnn.bias_hh_l1_reverse, rnn.bias_ih_l0, rnn.bias_ih_l0_reverse, rnn.bias_ih_l1, rnn.bias_ih_l1_reverse (needed for layer 2 of [lstm] (num_layers = 4294967296))"),
+        ),
         rnn(
             "lstm_unknown_key",
             LSTM_TOML.replace("num_layers", "layers"),
