@@ -1,8 +1,9 @@
 //! The proc macro's cache: generated source and blob under the target directory, keyed by a
 //! content hash of everything that decides them.
 //!
-//! A proc macro has no `OUT_DIR`. It calls [`expand_cached`], which hashes the TOML, the weights
-//! and the options, and re-quantizes only when no cache entry has that key.
+//! A proc macro has no `OUT_DIR`. It calls [`expand_cached`], which hashes the TOML, the weights,
+//! the config.json and tokenizer.json the TOML names, and the options, and re-quantizes only
+//! when no cache entry has that key.
 
 use std::path::{Path, PathBuf};
 
@@ -18,7 +19,8 @@ use crate::{generate_from, Options, Placement};
 pub struct Expansion {
     /// Generated source (includes the blob by absolute path).
     pub code: String,
-    /// Files whose change must re-run the macro (the TOML and the weights).
+    /// Files whose change must re-run the macro (the TOML, the weights, and the config.json and
+    /// tokenizer.json it names).
     pub tracked: Vec<PathBuf>,
     /// Whether the cache already held this expansion.
     pub cache_hit: bool,
@@ -57,6 +59,21 @@ pub fn expand_cached(spec_path: &Path, options: &Options, root: &Path) -> Result
     h.update((spec.source.len() as u64).to_le_bytes());
     h.update(spec.source.as_bytes());
     h.update(weights.bytes());
+    // The files the description points to besides the weights decide the output too.
+    let mut tracked = vec![spec_path.to_path_buf(), weights_path];
+    let bert = spec.spec.bert.as_ref().map(|b| b.get_ref());
+    let extra = [
+        spec.spec.model.config.as_ref(),
+        bert.and_then(|b| b.tokenizer.as_ref()),
+    ];
+    for rel in extra.into_iter().flatten() {
+        let path = spec.resolve(rel.get_ref());
+        // An unreadable file hashes as empty; generation then reports it.
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        h.update((bytes.len() as u64).to_le_bytes());
+        h.update(&bytes);
+        tracked.push(path);
+    }
     let key: String = h.finalize()[..12]
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -64,7 +81,6 @@ pub fn expand_cached(spec_path: &Path, options: &Options, root: &Path) -> Result
 
     let dir = root.join(format!("{name}-{key}"));
     let rs = dir.join(format!("{name}.rs"));
-    let tracked = vec![spec_path.to_path_buf(), weights_path];
     if let Ok(code) = std::fs::read_to_string(&rs) {
         return Ok(Expansion {
             code,

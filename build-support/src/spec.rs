@@ -167,7 +167,10 @@ pub struct MlpSection {
 
 /// One linear layer of an MLP.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a layer like { tensor = \"fc1\", activation = \"relu\" }"
+)]
 pub struct LayerSpec {
     /// Tensor prefix: the layer reads `<tensor>.weight` `[out, in]` and `<tensor>.bias` `[out]`.
     pub tensor: String,
@@ -272,6 +275,9 @@ pub struct SpecFile {
     /// The parsed description.
     pub spec: Spec,
 }
+
+/// The largest `input_size`, `hidden_size` or `num_layers` a description may give (2^32).
+pub const MAX_SIZE: usize = 1 << 32;
 
 /// Kernel names accepted in `[target] kernels`.
 pub const KERNEL_NAMES: [&str; 6] = [
@@ -412,6 +418,17 @@ impl SpecFile {
                         return Err(self.error(
                             v.span(),
                             format!("key `{preset}.{key}`: expected a positive number, found 0"),
+                        ));
+                    }
+                    // Gate rows are 4 x hidden_size: keep every product of sizes far from
+                    // overflow (a real tensor dimension is never near this).
+                    if *v.get_ref() > MAX_SIZE {
+                        return Err(self.error(
+                            v.span(),
+                            format!(
+                                "key `{preset}.{key}`: expected at most {MAX_SIZE}, found {}",
+                                v.get_ref()
+                            ),
                         ));
                     }
                 }

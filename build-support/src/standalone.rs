@@ -37,18 +37,25 @@ impl StandaloneBuild {
     /// Generates the project, compiles it, and returns the executable's path
     /// (`<out_dir>/<model name>`).
     pub fn run(&self) -> Result<PathBuf> {
+        let name = self.write_project()?;
+        self.compile(&name)
+    }
+
+    /// Generates the model and writes the Cargo project into `out_dir`; returns the binary's
+    /// name. Nothing is written when the description or the weights are at fault.
+    pub fn write_project(&self) -> Result<String> {
         let g = generate(&self.toml, &self.options, Placement::Relative)?;
         let spec_name = crate::spec::SpecFile::load(&self.toml)?
             .spec
             .model
             .name
             .into_inner();
-        let src = self.out_dir.join("src");
-        std::fs::create_dir_all(&src).map_err(|e| Error::io(&src, "cannot create directory", e))?;
         let runtime = self
             .runtime_path
             .canonicalize()
             .map_err(|e| Error::io(&self.runtime_path, "cannot find dynq-runtime", e))?;
+        let src = self.out_dir.join("src");
+        std::fs::create_dir_all(&src).map_err(|e| Error::io(&src, "cannot create directory", e))?;
         let package = format!("dynq-standalone-{}", spec_name.replace('_', "-"));
         let (features, serve) = match &g.model.body {
             crate::ir::Body::Mlp { .. } => ("serve", "dense_main"),
@@ -78,7 +85,12 @@ impl StandaloneBuild {
             std::fs::copy(&lock, self.out_dir.join("Cargo.lock"))
                 .map_err(|e| Error::io(&lock, "cannot copy", e))?;
         }
+        Ok(spec_name)
+    }
 
+    /// Compiles the project [`StandaloneBuild::write_project`] wrote and copies the executable
+    /// `spec_name` out; returns its path.
+    pub fn compile(&self, spec_name: &str) -> Result<PathBuf> {
         let target = self
             .target_dir
             .clone()

@@ -75,6 +75,85 @@ fn describe(e: &SafeTensorError) -> String {
     }
 }
 
+/// One header entry, as safetensors stores it.
+#[derive(serde::Deserialize)]
+struct Entry {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data_offsets: (usize, usize),
+}
+
+/// The first fault in the data layout a header describes: offsets that end before they start,
+/// overlap or leave gaps, byte lengths that do not match shape and dtype, data that runs past
+/// the end of the file or stops short of it. `None` if the header cannot be read this way.
+fn explain_layout(header: &[u8], data_len: usize) -> Option<String> {
+    let map: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(header).ok()?;
+    let mut entries: Vec<(String, Entry)> = map
+        .into_iter()
+        .filter(|(name, _)| name != "__metadata__")
+        .map(|(name, v)| Some((name, serde_json::from_value(v).ok()?)))
+        .collect::<Option<_>>()?;
+    entries.sort_by_key(|(_, e)| e.data_offsets);
+    let mut prev: Option<(&str, usize)> = None;
+    for (name, e) in &entries {
+        let (start, end) = e.data_offsets;
+        let at = format!("tensor `{name}`: data offsets [{start}, {end}]");
+        let prev_end = prev.map_or(0, |(_, end)| end);
+        let after = match prev {
+            Some((p, end)) => format!("the previous tensor `{p}`, which ends at {end}"),
+            None => "the start of the data".into(),
+        };
+        if end < start {
+            return Some(format!("{at} end before they start"));
+        }
+        if start < prev_end {
+            return Some(format!("{at} overlap {after}"));
+        }
+        if start > prev_end {
+            return Some(format!(
+                "{at} leave a gap of {} bytes after {after}",
+                start - prev_end
+            ));
+        }
+        let bits = e
+            .shape
+            .iter()
+            .try_fold(e.dtype.bitsize(), |n, &d| n.checked_mul(d));
+        let Some(bits) = bits else {
+            return Some(format!("tensor `{name}`: shape {:?} overflows", e.shape));
+        };
+        if bits % 8 != 0 || end - start != bits / 8 {
+            let size = if bits % 8 == 0 {
+                format!("{} bytes", bits / 8)
+            } else {
+                format!("{bits} bits, not a whole number of bytes")
+            };
+            return Some(format!(
+                "{at} do not match its shape {:?} and dtype {:?} ({size})",
+                e.shape, e.dtype
+            ));
+        }
+        prev = Some((name, end));
+    }
+    if let Some((name, e)) = entries.iter().find(|(_, e)| e.data_offsets.1 > data_len) {
+        let (start, end) = e.data_offsets;
+        return Some(format!(
+            "tensor `{name}`: data offsets [{start}, {end}] run past the end of the data ({data_len} bytes after the header): truncated file?"
+        ));
+    }
+    match prev {
+        Some((name, end)) if end < data_len => Some(format!(
+            "{} bytes follow the last tensor's data (`{name}` ends at {end} of {data_len}): trailing garbage or a wrong offset",
+            data_len - end
+        )),
+        None if data_len > 0 => Some(format!(
+            "the header lists no tensors, but {data_len} bytes of data follow it"
+        )),
+        _ => None,
+    }
+}
+
 impl Weights {
     /// Opens and validates a safetensors file (header, offsets, sizes); reads no tensor yet.
     pub fn open(path: &Path) -> Result<Self> {
@@ -92,6 +171,10 @@ impl Weights {
                 "not a safetensors file: expected at least 8 bytes (the header length), found {len}"
             )));
         }
+        if file.metadata().is_ok_and(|m| m.is_dir()) {
+            let e = std::io::Error::from(std::io::ErrorKind::IsADirectory);
+            return Err(Error::io(path, "cannot open weights", e));
+        }
         let map = map_file(&file).map_err(|e| Error::io(path, "cannot map weights", e))?;
         let header_len = u64::from_le_bytes(map[..8].try_into().expect("8 bytes"));
         if header_len > len - 8 {
@@ -100,7 +183,12 @@ impl Weights {
                 len - 8
             )));
         }
-        SafeTensors::deserialize(&map).map_err(|e| bad(describe(&e)))?;
+        SafeTensors::deserialize(&map).map_err(|e| {
+            // The crate's layout errors do not say which tensor or which offsets: find them.
+            let header = &map[8..8 + header_len as usize];
+            let data_len = (len - 8 - header_len) as usize;
+            bad(explain_layout(header, data_len).unwrap_or_else(|| describe(&e)))
+        })?;
         Ok(Weights {
             path: path.to_path_buf(),
             map,

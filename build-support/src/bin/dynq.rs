@@ -77,14 +77,21 @@ enum Cmd {
         /// The model description.
         model: PathBuf,
     },
-    /// Print the Rust source generated for a model (like cargo expand).
-    #[command(after_help = "Example:\n  dynq expand examples/digits/digits.toml > digits.rs")]
+    /// Print the Rust source generated for a model (like cargo expand), or write it with its
+    /// weight blob (and tokenizer) into a directory.
+    #[command(
+        after_help = "Examples:\n  dynq expand examples/digits/digits.toml > digits.rs\n  dynq expand examples/digits/digits.toml -o src/generated"
+    )]
     Expand {
         /// The model description.
         model: PathBuf,
         /// Numeric precision of the generated model.
         #[arg(long, value_enum, default_value = "int8")]
         precision: PrecisionArg,
+        /// Write `<name>.rs`, `<name>.blob` (and `<name>.tokenizer.json`) into this directory
+        /// instead of printing the source; the source includes the blob by a relative path.
+        #[arg(short, long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Measure INT8 quantization error per layer and flag the layers that most deserve
     /// `[quantize] keep_f32`.
@@ -166,13 +173,20 @@ fn run(cli: Cli) -> dynq_build::Result<()> {
             }
         }
         Cmd::Check { model } => print!("{}", dynq_build::summary::check(&model)?),
-        Cmd::Expand { model, precision } => {
+        Cmd::Expand {
+            model,
+            precision,
+            out,
+        } => {
             let options = Options {
                 precision: precision.into(),
                 ..Options::default()
             };
             let g = dynq_build::generate(&model, &options, Placement::Relative)?;
-            print!("{}", g.code);
+            match out {
+                Some(dir) => println!("{}", g.write_files(&dir)?.display()),
+                None => print!("{}", g.code),
+            }
         }
         Cmd::Report {
             model,
@@ -207,8 +221,9 @@ fn run(cli: Cli) -> dynq_build::Result<()> {
                 target_dir,
                 verbose,
             };
+            let name = build.write_project()?;
             eprintln!("dynq: compiling the standalone binary (release)...");
-            let exe = build.run()?;
+            let exe = build.compile(&name)?;
             println!("{}", exe.display());
         }
     }

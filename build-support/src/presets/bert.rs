@@ -25,11 +25,13 @@ impl Reader<'_> {
                 file,
                 tensor,
                 message,
-            } if message.starts_with("expected shape") => Error::Tensor {
-                file,
-                tensor,
-                message: format!("{message} ({})", self.config_note),
-            },
+            } if message.starts_with("expected shape") || message.starts_with("not found") => {
+                Error::Tensor {
+                    file,
+                    tensor,
+                    message: format!("{message} ({})", self.config_note),
+                }
+            }
             e => e,
         })
     }
@@ -168,8 +170,9 @@ pub(super) fn expand(spec: &SpecFile, weights: &Weights, keep: &KeepF32<'_>) -> 
         weights,
         prefix,
         config_note: format!(
-            "as {} says: vocab_size {v}, hidden_size {h}, intermediate_size {i}, max_position_embeddings {}, type_vocab_size {}",
+            "as {} says: vocab_size {v}, hidden_size {h}, num_hidden_layers {}, intermediate_size {i}, max_position_embeddings {}, type_vocab_size {}",
             config_path.display(),
+            c.num_hidden_layers,
             c.max_position_embeddings,
             c.type_vocab_size
         ),
@@ -188,7 +191,9 @@ pub(super) fn expand(spec: &SpecFile, weights: &Weights, keep: &KeepF32<'_>) -> 
     )?;
     let emb_norm = r.norm("embeddings.LayerNorm", h)?;
 
-    let mut layers = Vec::with_capacity(c.num_hidden_layers);
+    // Not `with_capacity`: num_hidden_layers comes from config.json, unchecked until a layer's
+    // tensors are missing.
+    let mut layers = Vec::new();
     for l in 0..c.num_hidden_layers {
         let base = format!("encoder.layer.{l}");
         layers.push(BertLayer {

@@ -60,7 +60,9 @@ pub(super) fn expand(spec: &SpecFile, weights: &Weights, keep: &KeepF32<'_>) -> 
         unexpected(format!("{p}bias_ih_l0"), "bias = false".into())?;
     }
 
-    let mut out = Vec::with_capacity(layers);
+    // Not `with_capacity(layers)`: `num_layers` comes from the TOML; a missing layer stops the
+    // loop long before a huge count could matter.
+    let mut out = Vec::new();
     for l in 0..layers {
         let k = if l == 0 {
             input_size

@@ -1,0 +1,3 @@
+dynq_macros::dynq_model!("../../../../tests/ui/bad_input/nan_weight/model.toml");
+
+fn main() {}
