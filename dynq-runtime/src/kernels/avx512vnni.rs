@@ -70,31 +70,9 @@ impl Kernel for Avx512Vnni {
 /// The CPU must support AVX-512 F/BW/VNNI; the slices must pass `check_qgemm`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
 unsafe fn qgemm(a: QuantizedRows<'_>, m: usize, w: &QLinear<'_>, act: Activation, out: &mut [f32]) {
-    // `vpdpbusd` wants unsigned activations: flip every byte to `a + 128` once, here, rather
-    // than once per broadcast in the inner loop, where the `vpxord` would compete with
-    // `vpdpbusd` for the same two vector ports. The flipped rows live in a per-thread buffer
-    // that only grows (no allocation once warm).
-    FLIPPED.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        let len = m * a.stride;
-        if buf.len() < len {
-            buf.resize(len, 0);
-        }
-        for (f, &v) in buf[..len].iter_mut().zip(&a.data[..len]) {
-            *f = (v as u8) ^ 0x80;
-        }
-        let flipped = QuantizedRows {
-            data: bytemuck::cast_slice(&buf[..len]),
-            ..a
-        };
-        tiles(&flipped, m, w, out);
-    });
+    super::with_unsigned(&a, m, |flipped| tiles(flipped, m, w, out));
     // Inside the target-feature function, so the activation loop vectorizes for it too.
     apply_activation(act, &mut out[..m * w.n]);
-}
-
-std::thread_local! {
-    static FLIPPED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Every row block against every channel tile; `a` holds flipped (`a + 128`) bytes.

@@ -1,7 +1,7 @@
-//! The AVX-VNNI kernel: the VEX form of `vpdpbusd` on ymm, a register tile of up to 4 rows x
-//! 16 channels (two ymm per 64-byte block of the packed layout).
+//! The AVX-VNNI kernel: the VEX form of `vpdpbusd` on ymm, a register tile of up to 6 rows x
+//! 16 channels (two ymm per 64-byte block of the packed layout; 12 accumulators of the 16 ymm).
 //!
-//! As in the AVX-512 VNNI kernel, each broadcast of 4 activation bytes is flipped to `a + 128`
+//! As in the AVX-512 VNNI kernel, the activations are flipped to `a + 128` once per call
 //! (unsigned, as `vpdpbusd` wants) and `128 * sum(w)` is taken off in the epilogue; the four
 //! products of a lane are summed exactly into i32, nothing saturates. The epilogue is the scalar
 //! one, so outputs match [`super::Scalar`] bit for bit.
@@ -64,21 +64,30 @@ impl Kernel for AvxVnni {
 /// The CPU must support AVX-VNNI and AVX2; the slices must pass `check_qgemm`.
 #[target_feature(enable = "avxvnni,avx2,fma")]
 unsafe fn qgemm(a: QuantizedRows<'_>, m: usize, w: &QLinear<'_>, act: Activation, out: &mut [f32]) {
+    super::with_unsigned(&a, m, |a| tiles(a, m, w, out));
+    // Inside the target-feature function, so the activation loop vectorizes for it too.
+    apply_activation(act, &mut out[..m * w.n]);
+}
+
+/// Every row block against every channel tile; `a` holds flipped (`a + 128`) bytes.
+#[target_feature(enable = "avxvnni,avx2,fma")]
+#[inline]
+fn tiles(a: &QuantizedRows<'_>, m: usize, w: &QLinear<'_>, out: &mut [f32]) {
     for t in 0..w.n.div_ceil(TILE_N) {
         let mut i = 0;
-        while i + 4 <= m {
-            row_tile::<4>(&a, i, t, w, out);
-            i += 4;
+        while i + 6 <= m {
+            row_tile::<6>(a, i, t, w, out);
+            i += 6;
         }
         match m - i {
-            3 => row_tile::<3>(&a, i, t, w, out),
-            2 => row_tile::<2>(&a, i, t, w, out),
-            1 => row_tile::<1>(&a, i, t, w, out),
+            5 => row_tile::<5>(a, i, t, w, out),
+            4 => row_tile::<4>(a, i, t, w, out),
+            3 => row_tile::<3>(a, i, t, w, out),
+            2 => row_tile::<2>(a, i, t, w, out),
+            1 => row_tile::<1>(a, i, t, w, out),
             _ => {}
         }
     }
-    // Inside the target-feature function, so the activation loop vectorizes for it too.
-    apply_activation(act, &mut out[..m * w.n]);
 }
 
 /// Rows `i..i + MR` against channel tile `t`.
@@ -94,7 +103,6 @@ fn row_tile<const MR: usize>(
     let tile_len = TILE_N * a.stride;
     let tile = &w.weight[t * tile_len..(t + 1) * tile_len];
     let rows = &a.data[i * a.stride..(i + MR) * a.stride];
-    let flip = _mm256_set1_epi8(-128);
     let mut acc = [[_mm256_setzero_si256(); 2]; MR];
     let (rp, wp) = (rows.as_ptr(), tile.as_ptr());
     for kb in 0..a.stride / 4 {
@@ -108,7 +116,7 @@ fn row_tile<const MR: usize>(
         for (r, acc) in acc.iter_mut().enumerate() {
             // SAFETY: bytes kb*4..kb*4+4 of row r lie inside the MR rows borrowed above.
             let a4 = unsafe { (rp.add(r * a.stride + kb * 4) as *const i32).read_unaligned() };
-            let au = _mm256_xor_si256(_mm256_set1_epi32(a4), flip);
+            let au = _mm256_set1_epi32(a4);
             acc[0] = _mm256_dpbusd_avx_epi32(acc[0], au, w0);
             acc[1] = _mm256_dpbusd_avx_epi32(acc[1], au, w1);
         }

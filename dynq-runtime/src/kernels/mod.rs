@@ -93,6 +93,39 @@ pub struct QuantizedRows<'a> {
     pub zero_points: Option<&'a [i32]>,
 }
 
+#[cfg(target_arch = "x86_64")]
+std::thread_local! {
+    static UNSIGNED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on the first `m` rows of `a` with every byte flipped to `a + 128` (unsigned, as
+/// `vpdpbusd` wants them). Flipping once per call, rather than once per broadcast in the inner
+/// loop, keeps the `vpxor` off the two vector ports that `vpdpbusd` needs. The flipped rows
+/// live in a per-thread buffer that only grows (no allocation once warm).
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn with_unsigned<R>(
+    a: &QuantizedRows<'_>,
+    m: usize,
+    f: impl FnOnce(&QuantizedRows<'_>) -> R,
+) -> R {
+    UNSIGNED.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let len = m * a.stride;
+        if buf.len() < len {
+            buf.resize(len, 0);
+        }
+        for (u, &v) in buf[..len].iter_mut().zip(&a.data[..len]) {
+            *u = (v as u8) ^ 0x80;
+        }
+        let flipped = QuantizedRows {
+            data: bytemuck::cast_slice(&buf[..len]),
+            ..*a
+        };
+        f(&flipped)
+    })
+}
+
 /// Output channels per packed weight tile.
 pub const TILE_N: usize = 16;
 
