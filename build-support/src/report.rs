@@ -615,7 +615,9 @@ impl<'a> Encoder<'a> {
         };
         let mut x = vec![0.0; len * h];
         rt::ops::bert::embed_dyn(&self.embeddings(int8), input, h, &mut x);
-        let mut buffers = vec![0.0f32; len * (6 * h + i + 1 + rt::kernels::threads())];
+        let threads = rt::kernels::threads();
+        let mut buffers =
+            vec![0.0f32; len * (6 * h + i + 1) + rt::ops::bert::scores_len(len, threads)];
         let [qkv, ctx, tmp, ffn, scores, mask_bias] = rt::split_mut(
             &mut buffers,
             [
@@ -623,7 +625,7 @@ impl<'a> Encoder<'a> {
                 len * h,
                 len * h,
                 len * i,
-                len * rt::kernels::threads(),
+                rt::ops::bert::scores_len(len, threads),
                 len,
             ],
         );

@@ -77,28 +77,70 @@ pub fn asymmetric_params(min: f32, max: f32) -> (f32, f32, i32) {
 }
 
 /// Lanes of the explicit reductions below.
-const LANES: usize = 8;
+/// Lanes of the range reductions: four AVX-512 registers (eight AVX2 ones) of independent
+/// accumulators, so the loop is bound by loads rather than by the latency of one min/max chain.
+const LANES: usize = 64;
 
-/// The largest |x|, in eight explicit lanes plus a scalar tail.
+/// `max(a, b)` as a compare and select, which is one `maxps` per vector. (`f32::max` also
+/// handles NaN operands, which costs a compare and a blend more per vector; the accumulators
+/// here start finite and a NaN input is ignored either way.)
+#[inline(always)]
+fn max_sel(a: f32, b: f32) -> f32 {
+    if b > a {
+        b
+    } else {
+        a
+    }
+}
+
+/// `min(a, b)` like [`max_sel`].
+#[inline(always)]
+fn min_sel(a: f32, b: f32) -> f32 {
+    if b < a {
+        b
+    } else {
+        a
+    }
+}
+
+/// The largest |x|, in explicit lanes plus a scalar tail.
 ///
 /// Not a plain `fold`: rustc 1.95's LLVM mis-vectorizes the fold of `f32::max` for a constant
 /// row width that is not a multiple of the vector (K = 10 inside an AVX2 entry point at
 /// opt-level 3 dropped the last element of one row; tests/golden_rnn.rs caught it). The lane form is
-/// vectorized as a plain element-wise loop, which LLVM gets right, and is as fast.
+/// vectorized as a plain element-wise loop, which LLVM gets right, and is faster.
 #[inline(always)]
 fn absmax(x: &[f32]) -> f32 {
     let mut lanes = [0.0f32; LANES];
     let mut chunks = x.chunks_exact(LANES);
     for c in &mut chunks {
-        for (l, v) in lanes.iter_mut().zip(c) {
-            *l = l.max(v.abs());
-        }
+        // A new array by value each step (not a store per lane, which LLVM turns into masked
+        // stores that keep the lanes in memory): the lanes stay in registers.
+        lanes = std::array::from_fn(|l| max_sel(lanes[l], c[l].abs()));
     }
     let tail = chunks
         .remainder()
         .iter()
-        .fold(0.0f32, |m, v| m.max(v.abs()));
-    lanes.iter().fold(tail, |m, &v| m.max(v))
+        .fold(0.0f32, |m, v| max_sel(m, v.abs()));
+    max_sel(tail, reduce(lanes, max_sel))
+}
+
+/// Folds the lanes pairwise, halves at a time (six vector steps for 64 lanes instead of a
+/// chain of 63 dependent scalar ones).
+#[inline(always)]
+fn reduce(mut lanes: [f32; LANES], f: impl Fn(f32, f32) -> f32) -> f32 {
+    let mut n = LANES;
+    while n > 1 {
+        n /= 2;
+        lanes = std::array::from_fn(|l| {
+            if l < n {
+                f(lanes[l], lanes[l + n])
+            } else {
+                0.0
+            }
+        });
+    }
+    lanes[0]
 }
 
 /// The smallest and largest value, in lanes like [`absmax`].
@@ -107,20 +149,19 @@ fn min_max(x: &[f32]) -> (f32, f32) {
     let (mut lo, mut hi) = ([f32::INFINITY; LANES], [f32::NEG_INFINITY; LANES]);
     let mut chunks = x.chunks_exact(LANES);
     for c in &mut chunks {
-        for ((l, h), &v) in lo.iter_mut().zip(&mut hi).zip(c) {
-            *l = l.min(v);
-            *h = h.max(v);
-        }
+        lo = std::array::from_fn(|l| min_sel(lo[l], c[l]));
+        hi = std::array::from_fn(|l| max_sel(hi[l], c[l]));
     }
     let tail = chunks
         .remainder()
         .iter()
         .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| {
-            (l.min(v), h.max(v))
+            (min_sel(l, v), max_sel(h, v))
         });
-    lo.iter()
-        .zip(&hi)
-        .fold(tail, |(l, h), (&a, &b)| (l.min(a), h.max(b)))
+    (
+        min_sel(tail.0, reduce(lo, min_sel)),
+        max_sel(tail.1, reduce(hi, max_sel)),
+    )
 }
 
 /// 1.5 * 2^23: adding it to a float below 2^22 in magnitude rounds to the nearest integer

@@ -367,13 +367,13 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Bert) -> TokenStream 
                     let Forward { w, ws, input, len, out } = self;
                     let threads = rt::kernels::threads();
                     let buf = ws.buffers(
-                        len * (6 * HIDDEN_SIZE + INTERMEDIATE_SIZE + 1 + threads),
+                        len * (6 * HIDDEN_SIZE + INTERMEDIATE_SIZE + 1) + rt::ops::bert::scores_len(len, threads),
                         len * QUANT_IN,
                         len,
                     );
                     let [x, qkv, ctx, tmp, ffn, scores, mask_bias] = rt::split_mut(
                         buf.f32,
-                        [len * HIDDEN_SIZE, len * 3 * HIDDEN_SIZE, len * HIDDEN_SIZE, len * HIDDEN_SIZE, len * INTERMEDIATE_SIZE, len * threads, len],
+                        [len * HIDDEN_SIZE, len * 3 * HIDDEN_SIZE, len * HIDDEN_SIZE, len * HIDDEN_SIZE, len * INTERMEDIATE_SIZE, rt::ops::bert::scores_len(len, threads), len],
                     );
                     rt::ops::bert::embed::<HIDDEN_SIZE>(&w.embeddings, input, x);
                     rt::ops::bert::mask_bias(input, len, mask_bias);

@@ -34,6 +34,7 @@ entry!(Avx2, "avx2,fma");
 
 impl Kernel for Avx2 {
     const ID: KernelId = KernelId::Avx2;
+    const FMA: bool = true;
 
     #[inline(always)]
     fn qgemm(

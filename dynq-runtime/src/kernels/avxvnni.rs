@@ -36,6 +36,7 @@ entry!(AvxVnni, "avxvnni,avx2,fma");
 
 impl Kernel for AvxVnni {
     const ID: KernelId = KernelId::AvxVnni;
+    const FMA: bool = true;
 
     #[inline(always)]
     fn qgemm(

@@ -177,6 +177,12 @@ pub trait Kernel: Copy + Send + Sync + 'static {
     /// Which kernel this is.
     const ID: KernelId;
 
+    /// Whether the CPU this kernel runs on has fused multiply-add, so f32 loops outside the
+    /// integer GEMM (attention) may use [`f32::mul_add`]: one instruction and one rounding
+    /// instead of two. Without it `mul_add` would be a library call, so the scalar reference
+    /// multiplies and adds.
+    const FMA: bool = false;
+
     /// Quantized activations (`m` rows of `w.k`) times int8 weights, dequantized into `out`
     /// (`m * w.n`, row-major) with bias and activation fused.
     fn qgemm(

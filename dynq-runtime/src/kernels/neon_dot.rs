@@ -53,6 +53,7 @@ fn sdot(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 
 impl Kernel for NeonDot {
     const ID: KernelId = KernelId::NeonDot;
+    const FMA: bool = true;
 
     #[inline(always)]
     fn qgemm(

@@ -57,6 +57,7 @@ fn smmla(acc: int32x4_t, a: int8x16_t, b: int8x16_t) -> int32x4_t {
 
 impl Kernel for NeonI8mm {
     const ID: KernelId = KernelId::NeonI8mm;
+    const FMA: bool = true;
 
     #[inline(always)]
     fn qgemm(

@@ -171,7 +171,7 @@ pub struct EncoderScratch<'a> {
     pub tmp: &'a mut [f32],
     /// `len * intermediate`.
     pub ffn: &'a mut [f32],
-    /// `len * kernels::threads()`: one row of attention scores per thread.
+    /// [`scores_len`]`(len, kernels::threads())`: a block of attention score rows per thread.
     pub scores: &'a mut [f32],
     /// `len`: 0 for attended keys, `f32::MIN` for padding.
     pub mask_bias: &'a mut [f32],
@@ -237,18 +237,29 @@ pub fn layer_norm<const H: usize>(x: &mut [f32], ln: &LayerNorm<'_>) {
 #[inline(always)]
 pub fn layer_norm_dyn(x: &mut [f32], h: usize, ln: &LayerNorm<'_>) {
     for row in x.chunks_exact_mut(h) {
-        let mean = row.iter().map(|&v| f64::from(v)).sum::<f64>() / h as f64;
-        let var = row
-            .iter()
-            .map(|&v| (f64::from(v) - mean).powi(2))
-            .sum::<f64>()
-            / h as f64;
+        let mean = sum8(row, |v| v) / h as f64;
+        let var = sum8(row, |v| (v - mean) * (v - mean)) / h as f64;
         let inv = (1.0 / (var + f64::from(ln.eps)).sqrt()) as f32;
         let mean = mean as f32;
         for ((v, &g), &b) in row.iter_mut().zip(ln.gamma).zip(ln.beta) {
             *v = (*v - mean) * inv * g + b;
         }
     }
+}
+
+/// `sum f(x)` in f64 over 8 lanes (so the loop vectorizes; a single f64 accumulator would
+/// wait out the add latency at every element), then across the lanes.
+#[inline(always)]
+fn sum8(x: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut lanes = [0.0f64; 8];
+    let mut chunks = x.chunks_exact(8);
+    for c in &mut chunks {
+        for l in 0..8 {
+            lanes[l] += f(f64::from(c[l]));
+        }
+    }
+    let tail: f64 = chunks.remainder().iter().map(|&v| f(f64::from(v))).sum();
+    lanes.iter().sum::<f64>() + tail
 }
 
 /// In-place softmax of one row; the sum is kept in 8 lanes so the loop vectorizes.
@@ -285,53 +296,10 @@ fn softmax(s: &mut [f32]) {
     }
 }
 
-/// `out = sum_j p[j] * rows[j][..]`, where row `j` of width `out.len()` starts at
-/// `base + j * stride`: up to 32 output lanes at a time (four independent 8-lane
-/// accumulators, so the adds do not wait on each other) held in registers across all `j`.
-#[inline(always)]
-fn weighted_rows(p: &[f32], data: &[f32], base: usize, stride: usize, out: &mut [f32]) {
-    let d = out.len();
-    let mut c = 0;
-    while c + 32 <= d {
-        // One flat array of 32 lanes: the loop vectorizer turns it into four ymm accumulators.
-        let mut acc = [0.0f32; 32];
-        for (j, &pj) in p.iter().enumerate() {
-            let v: &[f32; 32] = data[base + j * stride + c..][..32]
-                .try_into()
-                .expect("32 lanes");
-            for l in 0..32 {
-                acc[l] += pj * v[l];
-            }
-        }
-        out[c..c + 32].copy_from_slice(&acc);
-        c += 32;
-    }
-    while c + 8 <= d {
-        let mut acc = [0.0f32; 8];
-        for (j, &pj) in p.iter().enumerate() {
-            let v: &[f32; 8] = data[base + j * stride + c..][..8]
-                .try_into()
-                .expect("8 lanes");
-            for l in 0..8 {
-                acc[l] += pj * v[l];
-            }
-        }
-        out[c..c + 8].copy_from_slice(&acc);
-        c += 8;
-    }
-    for (c, o) in out.iter_mut().enumerate().skip(c) {
-        *o = p
-            .iter()
-            .enumerate()
-            .map(|(j, &pj)| pj * data[base + j * stride + c])
-            .sum();
-    }
-}
-
 /// Multi-head self-attention over `len` tokens in f32: `qkv` rows hold `[q | k | v]` (each
 /// `H` wide, heads contiguous), `ctx` receives the heads' outputs side by side. `kt` (at least
 /// `len * H`) receives the keys transposed per head, so scores are computed for 8 keys at a
-/// time without horizontal sums. `scores` holds `len` per thread: query rows are split into
+/// time without horizontal sums. `scores` holds [`scores_len`] values: query rows are split into
 /// blocks across threads with the `rayon` feature. `dims` gives the hidden width `H` and the
 /// heads.
 #[allow(clippy::too_many_arguments)]
@@ -347,25 +315,49 @@ pub fn attention<Kn: Kernel, D: Dims>(
     ctx: &mut [f32],
 ) {
     let h = dims.hidden();
-    // kt[h][c][j] = k[j][h * d + c]
-    for j in 0..len {
+    // kt[h][c][j] = k[j][h * d + c], eight keys at a time: each store then fills 32 consecutive
+    // bytes instead of touching one cache line per value.
+    let mut j = 0;
+    while j + 8 <= len {
+        let k: [&[f32]; 8] = std::array::from_fn(|t| &qkv[(j + t) * 3 * h + h..][..h]);
+        for hc in 0..h {
+            let dst: &mut [f32; 8] = (&mut kt[hc * len + j..][..8]).try_into().expect("8 keys");
+            for t in 0..8 {
+                dst[t] = k[t][hc];
+            }
+        }
+        j += 8;
+    }
+    for j in j..len {
         let k = &qkv[j * 3 * h + h..][..h];
         for (hc, &v) in k.iter().enumerate() {
             kt[hc * len + j] = v;
         }
     }
     let task = AttentionBlocks {
+        kernel,
         dims,
         qkv,
         kt,
         len,
         mask_bias,
     };
-    crate::kernels::for_each_block(kernel, len, h, 1, 64, ctx, scores, len, &task);
+    crate::kernels::for_each_block(
+        kernel,
+        len,
+        h,
+        QUERY_BLOCK,
+        64,
+        ctx,
+        scores,
+        QUERY_BLOCK * len,
+        &task,
+    );
 }
 
 /// [`attention`] over a block of query rows.
-struct AttentionBlocks<'a, D> {
+struct AttentionBlocks<'a, Kn, D> {
+    kernel: Kn,
     dims: D,
     qkv: &'a [f32],
     kt: &'a [f32],
@@ -373,11 +365,12 @@ struct AttentionBlocks<'a, D> {
     mask_bias: &'a [f32],
 }
 
-impl<D: Dims> crate::kernels::BlockTask for AttentionBlocks<'_, D> {
+impl<Kn: Kernel, D: Dims> crate::kernels::BlockTask for AttentionBlocks<'_, Kn, D> {
     #[inline(always)]
     fn run(&self, i0: usize, ctx: &mut [f32], scores: &mut [f32]) {
         let (h, heads) = (self.dims.hidden(), self.dims.heads());
         attend_rows(
+            self.kernel,
             h,
             heads,
             self.qkv,
@@ -391,10 +384,26 @@ impl<D: Dims> crate::kernels::BlockTask for AttentionBlocks<'_, D> {
     }
 }
 
-/// Attention of query rows `i0..i0 + ctx.len() / hidden` against all `len` keys.
+/// Query rows handled together by the attention loops: each key row (and each value row) loaded
+/// from cache serves this many queries, and their accumulators are independent, so the adds do
+/// not wait on each other's latency.
+pub const QUERY_BLOCK: usize = 4;
+
+/// The `scores` scratch [`EncoderScratch`] needs for `len` tokens on `threads` threads.
+///
+/// ```
+/// assert_eq!(dynq_runtime::ops::bert::scores_len(10, 2), 10 * 2 * 4);
+/// ```
+pub const fn scores_len(len: usize, threads: usize) -> usize {
+    len * threads * QUERY_BLOCK
+}
+
+/// Attention of query rows `i0..i0 + ctx.len() / hidden` against all `len` keys, head by head
+/// in blocks of [`QUERY_BLOCK`] queries.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn attend_rows(
+fn attend_rows<Kn: Kernel>(
+    kernel: Kn,
     hidden: usize,
     heads: usize,
     qkv: &[f32],
@@ -406,47 +415,171 @@ fn attend_rows(
     ctx: &mut [f32],
 ) {
     let d = hidden / heads;
-    let scale = 1.0 / (d as f32).sqrt();
-    let scores = &mut scores[..len];
     let rows = ctx.len() / hidden;
+    let geo = Geometry {
+        hidden,
+        d,
+        len,
+        scale: 1.0 / (d as f32).sqrt(),
+    };
     for h in 0..heads {
         let kh = &kt[h * d * len..(h + 1) * d * len];
-        for r in 0..rows {
-            let i = i0 + r;
-            let q = &qkv[i * 3 * hidden + h * d..][..d];
-            // 32 keys at a time in four registers' worth of lanes, summed over the head's
-            // dimensions; the remainder key by key in the same order.
-            let mut j0 = 0;
-            while j0 + 32 <= len {
-                let mut acc: [f32; 32] = mask_bias[j0..j0 + 32].try_into().expect("32 keys");
-                for (c, &qc) in q.iter().enumerate() {
-                    let qc = qc * scale;
-                    let row: &[f32; 32] = kh[c * len + j0..][..32].try_into().expect("32 keys");
-                    for l in 0..32 {
-                        acc[l] += qc * row[l];
-                    }
+        let mut r = 0;
+        while r < rows {
+            let ctx = &mut ctx[r * hidden..];
+            match rows - r {
+                n if n < QUERY_BLOCK => {
+                    attend_block::<Kn, 1>(kernel, &geo, qkv, kh, mask_bias, h, i0 + r, scores, ctx);
+                    r += 1;
                 }
-                scores[j0..j0 + 32].copy_from_slice(&acc);
-                j0 += 32;
-            }
-            scores[j0..].copy_from_slice(&mask_bias[j0..len]);
-            for (c, &qc) in q.iter().enumerate() {
-                let qc = qc * scale;
-                let row = &kh[c * len + j0..(c + 1) * len];
-                for (s, &k) in scores[j0..].iter_mut().zip(row) {
-                    *s += qc * k;
+                _ => {
+                    attend_block::<Kn, QUERY_BLOCK>(
+                        kernel,
+                        &geo,
+                        qkv,
+                        kh,
+                        mask_bias,
+                        h,
+                        i0 + r,
+                        scores,
+                        ctx,
+                    );
+                    r += QUERY_BLOCK;
                 }
             }
-            softmax(scores);
-            weighted_rows(
-                scores,
-                qkv,
-                2 * hidden + h * d,
-                3 * hidden,
-                &mut ctx[r * hidden + h * d..][..d],
-            );
         }
     }
+}
+
+/// Widths shared by the attention loops.
+struct Geometry {
+    hidden: usize,
+    /// Head width.
+    d: usize,
+    /// Keys.
+    len: usize,
+    /// `1 / sqrt(d)`.
+    scale: f32,
+}
+
+/// Queries `i..i + R` of head `h`: scores against every key (`kh` holds the head's keys
+/// transposed, `[d][len]`), softmax, and the weighted sum of the value rows into `ctx` (row `r`
+/// of the block at `ctx[r * hidden + h * d..]`). Each score and each output is summed in the same
+/// order as one query at a time would (mask bias first, then dimension by dimension; value rows
+/// in key order), so blocking changes no result.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_block<Kn: Kernel, const R: usize>(
+    _kernel: Kn,
+    g: &Geometry,
+    qkv: &[f32],
+    kh: &[f32],
+    mask_bias: &[f32],
+    h: usize,
+    i: usize,
+    scores: &mut [f32],
+    ctx: &mut [f32],
+) {
+    let (hidden, d, len) = (g.hidden, g.d, g.len);
+    let q: [&[f32]; R] = std::array::from_fn(|r| &qkv[(i + r) * 3 * hidden + h * d..][..d]);
+    debug_assert!(R == 1 || R == QUERY_BLOCK);
+    let scores = &mut scores[..R * len];
+    // 32 keys at a time (four registers' worth of lanes per query), then 8, then one by one.
+    let mut j0 = 0;
+    j0 = score_keys::<Kn, R, 32>(g, &q, kh, mask_bias, j0, scores);
+    j0 = score_keys::<Kn, R, 8>(g, &q, kh, mask_bias, j0, scores);
+    score_keys::<Kn, R, 1>(g, &q, kh, mask_bias, j0, scores);
+    for s in scores.chunks_exact_mut(len) {
+        softmax(s);
+    }
+    // Values: 32 output lanes per query at a time, then 8, then one by one.
+    let base = 2 * hidden + h * d;
+    let mut c = 0;
+    c = weigh_values::<Kn, R, 32>(g, scores, qkv, base, c, ctx, h);
+    c = weigh_values::<Kn, R, 8>(g, scores, qkv, base, c, ctx, h);
+    weigh_values::<Kn, R, 1>(g, scores, qkv, base, c, ctx, h);
+}
+
+/// `acc += a * x`, lane by lane (vectorized whole when `acc` is a local the compiler keeps in
+/// registers), fused where the kernel's CPU has FMA.
+#[inline(always)]
+fn axpy<Kn: Kernel, const W: usize>(acc: &mut [f32; W], a: f32, x: &[f32; W]) {
+    for l in 0..W {
+        acc[l] = if Kn::FMA {
+            a.mul_add(x[l], acc[l])
+        } else {
+            acc[l] + a * x[l]
+        };
+    }
+}
+
+/// Scores of `R` (1 or [`QUERY_BLOCK`]) queries against keys `j0..` in blocks of `W`; returns
+/// where it stopped. The accumulators are separate locals, not an array indexed by query, so
+/// they stay in registers.
+#[inline(always)]
+fn score_keys<Kn: Kernel, const R: usize, const W: usize>(
+    g: &Geometry,
+    q: &[&[f32]; R],
+    kh: &[f32],
+    mask_bias: &[f32],
+    mut j0: usize,
+    scores: &mut [f32],
+) -> usize {
+    let len = g.len;
+    while j0 + W <= len {
+        let bias: &[f32; W] = mask_bias[j0..j0 + W].try_into().expect("W keys");
+        let (mut a0, mut a1, mut a2, mut a3) = (*bias, *bias, *bias, *bias);
+        for c in 0..g.d {
+            let row: &[f32; W] = kh[c * len + j0..][..W].try_into().expect("W keys");
+            axpy::<Kn, W>(&mut a0, q[0][c] * g.scale, row);
+            if R == QUERY_BLOCK {
+                axpy::<Kn, W>(&mut a1, q[1][c] * g.scale, row);
+                axpy::<Kn, W>(&mut a2, q[2][c] * g.scale, row);
+                axpy::<Kn, W>(&mut a3, q[3][c] * g.scale, row);
+            }
+        }
+        for (r, acc) in [a0, a1, a2, a3].iter().enumerate().take(R) {
+            scores[r * len + j0..][..W].copy_from_slice(acc);
+        }
+        j0 += W;
+    }
+    j0
+}
+
+/// `ctx[r][c..c + W] = sum_j p[r][j] * v[j][c..c + W]` for `R` (1 or [`QUERY_BLOCK`]) queries and
+/// output lanes `c0..` of the head in blocks of `W`; returns where it stopped.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn weigh_values<Kn: Kernel, const R: usize, const W: usize>(
+    g: &Geometry,
+    p: &[f32],
+    qkv: &[f32],
+    base: usize,
+    mut c: usize,
+    ctx: &mut [f32],
+    h: usize,
+) -> usize {
+    let (len, stride) = (g.len, 3 * g.hidden);
+    let p: [&[f32]; 4] = std::array::from_fn(|r| &p[r.min(R - 1) * len..][..len]);
+    while c + W <= g.d {
+        let (mut a0, mut a1, mut a2, mut a3) = ([0.0f32; W], [0.0f32; W], [0.0f32; W], [0.0f32; W]);
+        for j in 0..len {
+            let v: &[f32; W] = qkv[base + j * stride + c..][..W]
+                .try_into()
+                .expect("W lanes");
+            axpy::<Kn, W>(&mut a0, p[0][j], v);
+            if R == QUERY_BLOCK {
+                axpy::<Kn, W>(&mut a1, p[1][j], v);
+                axpy::<Kn, W>(&mut a2, p[2][j], v);
+                axpy::<Kn, W>(&mut a3, p[3][j], v);
+            }
+        }
+        for (r, acc) in [a0, a1, a2, a3].iter().enumerate().take(R) {
+            ctx[r * g.hidden + h * g.d + c..][..W].copy_from_slice(acc);
+        }
+        c += W;
+    }
+    c
 }
 
 /// Fills the mask bias: 0 for attended keys, `f32::MIN` for padding (as Hugging Face does).
