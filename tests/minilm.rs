@@ -34,7 +34,7 @@ fn tokenized() -> Vec<Vec<u32>> {
     let mut tok: Tokenizer = minilm::TOKENIZER_JSON.unwrap().parse().unwrap();
     tok.with_padding(None);
     tok.with_truncation(Some(TruncationParams {
-        max_length: minilm::MAX_SEQ_LEN,
+        max_length: 256, // sentence-transformers' max_seq_length for this model
         ..TruncationParams::default()
     }))
     .unwrap();

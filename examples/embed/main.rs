@@ -27,6 +27,10 @@ dynq_macros::dynq_model!("../models/minilm/minilm.toml", precision = "f32");
 
 type Embedding = [f32; Minilm::OUTPUT_SIZE];
 
+/// Tokens kept per text: sentence-transformers' `max_seq_length` for all-MiniLM-L6-v2 (the
+/// model itself accepts up to `minilm::MAX_SEQ_LEN` = 512, which `--bench` uses).
+const TRUNCATE_AT: usize = 256;
+
 /// Which build of the model runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Precision {
@@ -44,11 +48,11 @@ impl Embedder {
         let json = minilm::TOKENIZER_JSON.ok_or("the model was generated without a tokenizer")?;
         let mut tokenizer: Tokenizer = json.parse().map_err(|e| format!("tokenizer.json: {e}"))?;
         // The shipped tokenizer.json pads and truncates to 128: inputs here are unpadded and
-        // truncated at the model's max_seq_len instead.
+        // truncated where sentence-transformers truncates them.
         tokenizer.with_padding(None);
         tokenizer
             .with_truncation(Some(TruncationParams {
-                max_length: minilm::MAX_SEQ_LEN,
+                max_length: TRUNCATE_AT,
                 ..TruncationParams::default()
             }))
             .map_err(|e| format!("tokenizer truncation: {e}"))?;

@@ -64,7 +64,7 @@ fn run() -> Result<(), String> {
         .map_err(|e| format!("{e}"))?;
     tok.with_padding(None);
     tok.with_truncation(Some(TruncationParams {
-        max_length: minilm::MAX_SEQ_LEN,
+        max_length: 256, // sentence-transformers' max_seq_length for this model
         ..TruncationParams::default()
     }))
     .map_err(|e| format!("{e}"))?;

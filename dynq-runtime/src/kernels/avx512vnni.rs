@@ -43,6 +43,7 @@ entry!(Avx512Vnni, "avx512f,avx512bw,avx512vnni,avx2,fma");
 impl Kernel for Avx512Vnni {
     const ID: KernelId = KernelId::Avx512Vnni;
     const FMA: bool = true;
+    const WIDE_F32: bool = true;
 
     #[inline(always)]
     fn qgemm(

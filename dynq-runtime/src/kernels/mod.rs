@@ -183,6 +183,10 @@ pub trait Kernel: Copy + Send + Sync + 'static {
     /// multiplies and adds.
     const FMA: bool = false;
 
+    /// Whether the CPU has 32 vector registers of 16 f32 lanes (AVX-512): the f32 attention
+    /// loops then keep 8 queries x 32 lanes of accumulators in registers; otherwise 4 x 16.
+    const WIDE_F32: bool = false;
+
     /// Quantized activations (`m` rows of `w.k`) times int8 weights, dequantized into `out`
     /// (`m * w.n`, row-major) with bias and activation fused.
     fn qgemm(

@@ -5,7 +5,8 @@
 //! scores scaled by `1 / sqrt(head_dim)` with masked keys pushed to `f32::MIN`, mean pooling
 //! over the attention mask.
 
-use super::{exp, linear_dyn, ActQuant, Activation, Linear, QuantScratch};
+use super::activation::{exp_k, madd};
+use super::{linear_dyn, ActQuant, Activation, Linear, QuantScratch};
 use crate::kernels::Kernel;
 use crate::Error;
 
@@ -262,38 +263,42 @@ fn sum8(x: &[f32], f: impl Fn(f64) -> f64) -> f64 {
     lanes.iter().sum::<f64>() + tail
 }
 
-/// In-place softmax of one row; the sum is kept in 8 lanes so the loop vectorizes.
+/// `s[j] = exp(s[j] - max(s))` in place; returns the sum (the caller scales by its inverse
+/// once per output instead of once per score). Max and sum are kept in 16 lanes so the loops
+/// vectorize; the exponentials are summed as they are made.
 #[inline(always)]
-fn softmax(s: &mut [f32]) {
-    // Eight lanes and a plain comparison (no NaN rules), so the reduction vectorizes.
-    let mut m8 = [f32::NEG_INFINITY; 8];
-    let mut chunks = s.chunks_exact(8);
+fn softmax_unscaled<Kn: Kernel>(s: &mut [f32]) -> f32 {
+    const L: usize = 16;
+    // A plain comparison (no NaN rules), so the reduction vectorizes.
+    let mut m = [f32::NEG_INFINITY; L];
+    let mut chunks = s.chunks_exact(L);
     for c in &mut chunks {
-        for l in 0..8 {
-            m8[l] = if c[l] > m8[l] { c[l] } else { m8[l] };
+        for l in 0..L {
+            m[l] = if c[l] > m[l] { c[l] } else { m[l] };
         }
     }
     let max = chunks
         .remainder()
         .iter()
-        .chain(&m8)
+        .chain(&m)
         .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-    // Plain loops over the slice: the loop vectorizer handles them whole.
-    for v in s.iter_mut() {
-        *v = exp(*v - max);
-    }
-    let mut lanes = [0.0f32; 8];
-    let mut chunks = s.chunks_exact(8);
+    let mut lanes = [0.0f32; L];
+    let mut chunks = s.chunks_exact_mut(L);
+    // Plain loops, no closures: a closure the compiler leaves out of line is compiled for the
+    // baseline CPU, where `mul_add` is a library call.
     for c in &mut chunks {
-        for l in 0..8 {
-            lanes[l] += c[l];
+        for l in 0..L {
+            let e = exp_k::<Kn>(c[l] - max);
+            c[l] = e;
+            lanes[l] += e;
         }
     }
-    let sum: f32 = lanes.iter().sum::<f32>() + chunks.remainder().iter().sum::<f32>();
-    let inv = 1.0 / sum;
-    for v in s {
-        *v *= inv;
+    let mut tail = 0.0f32;
+    for v in chunks.into_remainder() {
+        *v = exp_k::<Kn>(*v - max);
+        tail += *v;
     }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// Multi-head self-attention over `len` tokens in f32: `qkv` rows hold `[q | k | v]` (each
@@ -307,7 +312,7 @@ fn softmax(s: &mut [f32]) {
 pub fn attention<Kn: Kernel, D: Dims>(
     kernel: Kn,
     dims: D,
-    qkv: &[f32],
+    qkv: &mut [f32],
     len: usize,
     mask_bias: &[f32],
     scores: &mut [f32],
@@ -315,6 +320,14 @@ pub fn attention<Kn: Kernel, D: Dims>(
     ctx: &mut [f32],
 ) {
     let h = dims.hidden();
+    // Queries scaled by 1 / sqrt(head width) once, here, rather than at every use.
+    let scale = 1.0 / ((h / dims.heads()) as f32).sqrt();
+    for row in qkv[..len * 3 * h].chunks_exact_mut(3 * h) {
+        for v in &mut row[..h] {
+            *v *= scale;
+        }
+    }
+    let qkv = &*qkv;
     // kt[h][c][j] = k[j][h * d + c], eight keys at a time: each store then fills 32 consecutive
     // bytes instead of touching one cache line per value.
     let mut j = 0;
@@ -335,7 +348,7 @@ pub fn attention<Kn: Kernel, D: Dims>(
         }
     }
     let task = AttentionBlocks {
-        kernel,
+        kernel: std::marker::PhantomData::<Kn>,
         dims,
         qkv,
         kt,
@@ -357,7 +370,7 @@ pub fn attention<Kn: Kernel, D: Dims>(
 
 /// [`attention`] over a block of query rows.
 struct AttentionBlocks<'a, Kn, D> {
-    kernel: Kn,
+    kernel: std::marker::PhantomData<Kn>,
     dims: D,
     qkv: &'a [f32],
     kt: &'a [f32],
@@ -369,8 +382,7 @@ impl<Kn: Kernel, D: Dims> crate::kernels::BlockTask for AttentionBlocks<'_, Kn, 
     #[inline(always)]
     fn run(&self, i0: usize, ctx: &mut [f32], scores: &mut [f32]) {
         let (h, heads) = (self.dims.hidden(), self.dims.heads());
-        attend_rows(
-            self.kernel,
+        attend_rows::<Kn>(
             h,
             heads,
             self.qkv,
@@ -384,26 +396,25 @@ impl<Kn: Kernel, D: Dims> crate::kernels::BlockTask for AttentionBlocks<'_, Kn, 
     }
 }
 
-/// Query rows handled together by the attention loops: each key row (and each value row) loaded
-/// from cache serves this many queries, and their accumulators are independent, so the adds do
-/// not wait on each other's latency.
-pub const QUERY_BLOCK: usize = 4;
+/// The most query rows the attention loops handle together ([`Kernel::WIDE_F32`] kernels: 8,
+/// others 4): each key row and value row loaded from cache serves them all, and their
+/// accumulators are independent, so the FMAs do not wait on each other's latency.
+pub const QUERY_BLOCK: usize = 8;
 
 /// The `scores` scratch [`EncoderScratch`] needs for `len` tokens on `threads` threads.
 ///
 /// ```
-/// assert_eq!(dynq_runtime::ops::bert::scores_len(10, 2), 10 * 2 * 4);
+/// assert_eq!(dynq_runtime::ops::bert::scores_len(10, 2), 10 * 2 * 8);
 /// ```
 pub const fn scores_len(len: usize, threads: usize) -> usize {
     len * threads * QUERY_BLOCK
 }
 
 /// Attention of query rows `i0..i0 + ctx.len() / hidden` against all `len` keys, head by head
-/// in blocks of [`QUERY_BLOCK`] queries.
+/// in blocks of queries: 8 queries x 32 lanes on AVX-512, 4 x 16 elsewhere.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn attend_rows<Kn: Kernel>(
-    kernel: Kn,
     hidden: usize,
     heads: usize,
     qkv: &[f32],
@@ -416,36 +427,23 @@ fn attend_rows<Kn: Kernel>(
 ) {
     let d = hidden / heads;
     let rows = ctx.len() / hidden;
-    let geo = Geometry {
-        hidden,
-        d,
-        len,
-        scale: 1.0 / (d as f32).sqrt(),
-    };
+    let g = Geometry { hidden, d, len };
+    let block = if Kn::WIDE_F32 { 8 } else { 4 };
     for h in 0..heads {
         let kh = &kt[h * d * len..(h + 1) * d * len];
         let mut r = 0;
         while r < rows {
             let ctx = &mut ctx[r * hidden..];
-            match rows - r {
-                n if n < QUERY_BLOCK => {
-                    attend_block::<Kn, 1>(kernel, &geo, qkv, kh, mask_bias, h, i0 + r, scores, ctx);
-                    r += 1;
-                }
-                _ => {
-                    attend_block::<Kn, QUERY_BLOCK>(
-                        kernel,
-                        &geo,
-                        qkv,
-                        kh,
-                        mask_bias,
-                        h,
-                        i0 + r,
-                        scores,
-                        ctx,
-                    );
-                    r += QUERY_BLOCK;
-                }
+            let args = (qkv, kh, mask_bias, h, i0 + r);
+            if rows - r < block {
+                attend_block::<Kn, 1, 32>(&g, args, scores, ctx);
+                r += 1;
+            } else if Kn::WIDE_F32 {
+                attend_block::<Kn, 8, 32>(&g, args, scores, ctx);
+                r += 8;
+            } else {
+                attend_block::<Kn, 4, 16>(&g, args, scores, ctx);
+                r += 4;
             }
         }
     }
@@ -458,46 +456,39 @@ struct Geometry {
     d: usize,
     /// Keys.
     len: usize,
-    /// `1 / sqrt(d)`.
-    scale: f32,
 }
 
-/// Queries `i..i + R` of head `h`: scores against every key (`kh` holds the head's keys
-/// transposed, `[d][len]`), softmax, and the weighted sum of the value rows into `ctx` (row `r`
-/// of the block at `ctx[r * hidden + h * d..]`). Each score and each output is summed in the same
-/// order as one query at a time would (mask bias first, then dimension by dimension; value rows
-/// in key order), so blocking changes no result.
+/// Queries `i..i + R` of head `h` (`args` = qkv, the head's keys transposed `[d][len]`, mask
+/// bias, `h`, `i`; the queries already scaled by `1 / sqrt(d)`): scores against every key,
+/// softmax, and the weighted sum of the value rows into `ctx` (row `r` of the block at
+/// `ctx[r * hidden + h * d..]`), `W` lanes at a time. Each score and each output is summed in
+/// the same order as one query at a time would (mask bias first, then dimension by dimension;
+/// value rows in key order), so blocking changes no result.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn attend_block<Kn: Kernel, const R: usize>(
-    _kernel: Kn,
+fn attend_block<Kn: Kernel, const R: usize, const W: usize>(
     g: &Geometry,
-    qkv: &[f32],
-    kh: &[f32],
-    mask_bias: &[f32],
-    h: usize,
-    i: usize,
+    (qkv, kh, mask_bias, h, i): (&[f32], &[f32], &[f32], usize, usize),
     scores: &mut [f32],
     ctx: &mut [f32],
 ) {
     let (hidden, d, len) = (g.hidden, g.d, g.len);
     let q: [&[f32]; R] = std::array::from_fn(|r| &qkv[(i + r) * 3 * hidden + h * d..][..d]);
-    debug_assert!(R == 1 || R == QUERY_BLOCK);
     let scores = &mut scores[..R * len];
-    // 32 keys at a time (four registers' worth of lanes per query), then 8, then one by one.
+    // W keys at a time, then 8, then one by one.
     let mut j0 = 0;
-    j0 = score_keys::<Kn, R, 32>(g, &q, kh, mask_bias, j0, scores);
+    j0 = score_keys::<Kn, R, W>(g, &q, kh, mask_bias, j0, scores);
     j0 = score_keys::<Kn, R, 8>(g, &q, kh, mask_bias, j0, scores);
     score_keys::<Kn, R, 1>(g, &q, kh, mask_bias, j0, scores);
-    for s in scores.chunks_exact_mut(len) {
-        softmax(s);
+    let mut inv = [0.0f32; R];
+    for (s, inv) in scores.chunks_exact_mut(len).zip(&mut inv) {
+        *inv = 1.0 / softmax_unscaled::<Kn>(s);
     }
-    // Values: 32 output lanes per query at a time, then 8, then one by one.
+    // Values: W output lanes per query at a time, then 8, then one by one.
     let base = 2 * hidden + h * d;
     let mut c = 0;
-    c = weigh_values::<Kn, R, 32>(g, scores, qkv, base, c, ctx, h);
-    c = weigh_values::<Kn, R, 8>(g, scores, qkv, base, c, ctx, h);
-    weigh_values::<Kn, R, 1>(g, scores, qkv, base, c, ctx, h);
+    c = weigh_values::<Kn, R, W>(g, scores, &inv, qkv, base, c, ctx, h);
+    c = weigh_values::<Kn, R, 8>(g, scores, &inv, qkv, base, c, ctx, h);
+    weigh_values::<Kn, R, 1>(g, scores, &inv, qkv, base, c, ctx, h);
 }
 
 /// `acc += a * x`, lane by lane (vectorized whole when `acc` is a local the compiler keeps in
@@ -505,17 +496,27 @@ fn attend_block<Kn: Kernel, const R: usize>(
 #[inline(always)]
 fn axpy<Kn: Kernel, const W: usize>(acc: &mut [f32; W], a: f32, x: &[f32; W]) {
     for l in 0..W {
-        acc[l] = if Kn::FMA {
-            a.mul_add(x[l], acc[l])
-        } else {
-            acc[l] + a * x[l]
-        };
+        acc[l] = madd::<Kn>(a, x[l], acc[l]);
     }
 }
 
-/// Scores of `R` (1 or [`QUERY_BLOCK`]) queries against keys `j0..` in blocks of `W`; returns
-/// where it stopped. The accumulators are separate locals, not an array indexed by query, so
-/// they stay in registers.
+/// Runs `$body` once per query `$r` below `R` (at most 8) with `$acc` bound to that query's
+/// accumulator: separate locals, not an array indexed by query, so they stay in registers.
+macro_rules! per_query {
+    ($R:expr, [$($a:ident),*], |$r:ident, $acc:ident| $body:block) => {{
+        let mut $r = 0usize;
+        $(
+            if $r < $R {
+                let $acc = &mut $a;
+                $body
+            }
+            $r += 1;
+        )*
+        let _ = $r;
+    }};
+}
+
+/// Scores of `R` queries against keys `j0..` in blocks of `W`; returns where it stopped.
 #[inline(always)]
 fn score_keys<Kn: Kernel, const R: usize, const W: usize>(
     g: &Geometry,
@@ -529,16 +530,14 @@ fn score_keys<Kn: Kernel, const R: usize, const W: usize>(
     while j0 + W <= len {
         let bias: &[f32; W] = mask_bias[j0..j0 + W].try_into().expect("W keys");
         let (mut a0, mut a1, mut a2, mut a3) = (*bias, *bias, *bias, *bias);
+        let (mut a4, mut a5, mut a6, mut a7) = (*bias, *bias, *bias, *bias);
         for c in 0..g.d {
             let row: &[f32; W] = kh[c * len + j0..][..W].try_into().expect("W keys");
-            axpy::<Kn, W>(&mut a0, q[0][c] * g.scale, row);
-            if R == QUERY_BLOCK {
-                axpy::<Kn, W>(&mut a1, q[1][c] * g.scale, row);
-                axpy::<Kn, W>(&mut a2, q[2][c] * g.scale, row);
-                axpy::<Kn, W>(&mut a3, q[3][c] * g.scale, row);
-            }
+            per_query!(R, [a0, a1, a2, a3, a4, a5, a6, a7], |r, acc| {
+                axpy::<Kn, W>(acc, q[r][c], row);
+            });
         }
-        for (r, acc) in [a0, a1, a2, a3].iter().enumerate().take(R) {
+        for (r, acc) in [a0, a1, a2, a3, a4, a5, a6, a7].iter().enumerate().take(R) {
             scores[r * len + j0..][..W].copy_from_slice(acc);
         }
         j0 += W;
@@ -546,13 +545,14 @@ fn score_keys<Kn: Kernel, const R: usize, const W: usize>(
     j0
 }
 
-/// `ctx[r][c..c + W] = sum_j p[r][j] * v[j][c..c + W]` for `R` (1 or [`QUERY_BLOCK`]) queries and
-/// output lanes `c0..` of the head in blocks of `W`; returns where it stopped.
+/// `ctx[r][c..c + W] = inv[r] * sum_j p[r][j] * v[j][c..c + W]` for `R` queries and output
+/// lanes `c0..` of the head in blocks of `W`; returns where it stopped.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn weigh_values<Kn: Kernel, const R: usize, const W: usize>(
     g: &Geometry,
     p: &[f32],
+    inv: &[f32; R],
     qkv: &[f32],
     base: usize,
     mut c: usize,
@@ -560,22 +560,24 @@ fn weigh_values<Kn: Kernel, const R: usize, const W: usize>(
     h: usize,
 ) -> usize {
     let (len, stride) = (g.len, 3 * g.hidden);
-    let p: [&[f32]; 4] = std::array::from_fn(|r| &p[r.min(R - 1) * len..][..len]);
+    let p: [&[f32]; 8] = std::array::from_fn(|r| &p[r.min(R - 1) * len..][..len]);
     while c + W <= g.d {
-        let (mut a0, mut a1, mut a2, mut a3) = ([0.0f32; W], [0.0f32; W], [0.0f32; W], [0.0f32; W]);
+        let z = [0.0f32; W];
+        let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
+        let (mut a4, mut a5, mut a6, mut a7) = (z, z, z, z);
         for j in 0..len {
             let v: &[f32; W] = qkv[base + j * stride + c..][..W]
                 .try_into()
                 .expect("W lanes");
-            axpy::<Kn, W>(&mut a0, p[0][j], v);
-            if R == QUERY_BLOCK {
-                axpy::<Kn, W>(&mut a1, p[1][j], v);
-                axpy::<Kn, W>(&mut a2, p[2][j], v);
-                axpy::<Kn, W>(&mut a3, p[3][j], v);
-            }
+            per_query!(R, [a0, a1, a2, a3, a4, a5, a6, a7], |r, acc| {
+                axpy::<Kn, W>(acc, p[r][j], v);
+            });
         }
-        for (r, acc) in [a0, a1, a2, a3].iter().enumerate().take(R) {
-            ctx[r * g.hidden + h * g.d + c..][..W].copy_from_slice(acc);
+        for (r, acc) in [a0, a1, a2, a3, a4, a5, a6, a7].iter().enumerate().take(R) {
+            let o = &mut ctx[r * g.hidden + h * g.d + c..][..W];
+            for (o, &a) in o.iter_mut().zip(acc) {
+                *o = a * inv[r];
+            }
         }
         c += W;
     }
