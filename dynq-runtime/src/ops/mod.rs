@@ -161,24 +161,44 @@ pub fn linear_dyn<Kn: Kernel>(
         &mut *scratch.zero_points,
     );
     let stride = padded_k(k);
-    let (x, quant, out) = (
-        &x[..rows * k],
-        &mut quant[..rows * stride],
-        &mut out[..rows * n],
-    );
+    let (x, out) = (&x[..rows * k], &mut out[..rows * n]);
+    // Row blocks on the thread pool (feature `rayon`) once there is enough work to share.
+    let (align, min_rows) = (4, 32);
+    if aq.granularity == Granularity::PerToken && crate::kernels::threads() > 1 && rows >= min_rows
+    {
+        // Per-token quantization is row by row: each block quantizes its own rows (into
+        // per-thread buffers), so it runs in parallel and inside the GEMM's block.
+        let task = QgemmBlocks {
+            kernel,
+            rows: Rows::Raw { x, k, aq },
+            stride,
+            w,
+            act,
+        };
+        crate::kernels::for_each_block(kernel, rows, n, align, min_rows, out, &mut [], 0, &task);
+        return;
+    }
+    let quant = &mut quant[..rows * stride];
     let (scales, zero_points) = (&mut scales[..rows], &mut zero_points[..rows]);
     let zero_points = quantize_activations(x, rows, k, stride, aq, quant, scales, zero_points);
     let task = QgemmBlocks {
         kernel,
-        quant,
+        rows: Rows::Quantized {
+            quant,
+            scales,
+            zero_points,
+        },
         stride,
-        scales,
-        zero_points,
         w,
         act,
     };
-    // Row blocks on the thread pool (feature `rayon`) once there is enough work to share.
-    crate::kernels::for_each_block(kernel, rows, n, 4, 32, out, &mut [], 0, &task);
+    crate::kernels::for_each_block(kernel, rows, n, align, min_rows, out, &mut [], 0, &task);
+}
+
+std::thread_local! {
+    /// Quantized rows, scales and zero points of the blocks [`QgemmBlocks`] quantizes itself.
+    static BLOCK_QUANT: std::cell::RefCell<(Vec<i8>, Vec<f32>, Vec<i32>)> =
+        const { std::cell::RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// Quantizes `rows x k` activations as `aq` says into `quant` (rows at `stride`, zero-padded),
@@ -226,27 +246,68 @@ pub fn quantize_activations<'z>(
 }
 
 /// The integer GEMM of [`linear_q`] over a block of rows.
-struct QgemmBlocks<'a, K> {
-    kernel: K,
-    quant: &'a [i8],
-    stride: usize,
-    scales: &'a [f32],
-    zero_points: Option<&'a [i32]>,
-    w: &'a QLinear<'a>,
-    act: Activation,
+pub(crate) struct QgemmBlocks<'a, K> {
+    pub(crate) kernel: K,
+    pub(crate) rows: Rows<'a>,
+    pub(crate) stride: usize,
+    pub(crate) w: &'a QLinear<'a>,
+    pub(crate) act: Activation,
+}
+
+/// The activations of [`QgemmBlocks`]: quantized by the caller, or f32 rows each block
+/// quantizes per token.
+pub(crate) enum Rows<'a> {
+    Quantized {
+        quant: &'a [i8],
+        scales: &'a [f32],
+        zero_points: Option<&'a [i32]>,
+    },
+    Raw {
+        x: &'a [f32],
+        k: usize,
+        aq: ActQuant,
+    },
 }
 
 impl<K: Kernel> crate::kernels::BlockTask for QgemmBlocks<'_, K> {
     #[inline(always)]
     fn run(&self, r0: usize, out: &mut [f32], _scratch: &mut [f32]) {
-        let a = QuantizedRows {
-            data: &self.quant[r0 * self.stride..],
-            stride: self.stride,
-            scales: &self.scales[r0..],
-            zero_points: self.zero_points.map(|z| &z[r0..]),
-        };
-        self.kernel
-            .qgemm(a, out.len() / self.w.n, self.w, self.act, out);
+        let m = out.len() / self.w.n;
+        let stride = self.stride;
+        match self.rows {
+            Rows::Quantized {
+                quant,
+                scales,
+                zero_points,
+            } => {
+                let a = QuantizedRows {
+                    data: &quant[r0 * stride..],
+                    stride,
+                    scales: &scales[r0..],
+                    zero_points: zero_points.map(|z| &z[r0..]),
+                };
+                self.kernel.qgemm(a, m, self.w, self.act, out);
+            }
+            Rows::Raw { x, k, aq } => BLOCK_QUANT.with(|b| {
+                let (q, s, z) = &mut *b.borrow_mut();
+                if q.len() < m * stride {
+                    q.resize(m * stride, 0);
+                }
+                if s.len() < m {
+                    s.resize(m, 0.0);
+                    z.resize(m, 0);
+                }
+                let x = &x[r0 * k..(r0 + m) * k];
+                let zp = quantize_activations(x, m, k, stride, aq, q, s, z);
+                let a = QuantizedRows {
+                    data: &q[..m * stride],
+                    stride,
+                    scales: &s[..m],
+                    zero_points: zp,
+                };
+                self.kernel.qgemm(a, m, self.w, self.act, out);
+            }),
+        }
     }
 }
 

@@ -568,10 +568,12 @@ fn two_term_product<Kn: Kernel, const K: usize, const N: usize>(
     let unbiased = QLinear { bias: None, ..*q };
     let task = crate::ops::QgemmBlocks {
         kernel,
-        quant,
+        rows: crate::ops::Rows::Quantized {
+            quant,
+            scales,
+            zero_points: has_zp.then_some(&*zero_points),
+        },
         stride,
-        scales,
-        zero_points: has_zp.then_some(&*zero_points),
         w: &unbiased,
         act: Activation::None,
     };
