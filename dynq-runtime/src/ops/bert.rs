@@ -6,7 +6,7 @@
 //! over the attention mask.
 
 use super::activation::{exp_k, madd};
-use super::{linear_dyn, ActQuant, Activation, Linear, QuantScratch};
+use super::{linear_dyn, linear_post, ActQuant, Activation, Linear, Post, QuantScratch};
 use crate::kernels::Kernel;
 use crate::Error;
 
@@ -645,6 +645,10 @@ pub enum EncoderLinear {
 /// `len x k` input and `output` its `len x n` result (after the activation). `dynq report`
 /// measures quantization error with it; generated code runs without one.
 pub trait LinearObserver {
+    /// Whether [`Self::linear`] looks at anything. Without an observer the residual add and
+    /// norm run inside the GEMM's row blocks, and the raw layer output is never whole.
+    const ACTIVE: bool = true;
+
     /// Called once per linear layer, in order.
     fn linear(&mut self, which: EncoderLinear, input: &[f32], output: &[f32]);
 }
@@ -652,6 +656,8 @@ pub trait LinearObserver {
 struct NoObserver;
 
 impl LinearObserver for NoObserver {
+    const ACTIVE: bool = false;
+
     #[inline(always)]
     fn linear(&mut self, _: EncoderLinear, _: &[f32], _: &[f32]) {}
 }
@@ -706,7 +712,7 @@ impl Dims for EncoderDims {
 /// constants. Same arithmetic, same results.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-pub fn encoder_layer_dyn<Kn: Kernel, D: Dims>(
+pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
     kernel: Kn,
     dims: D,
     layer: &EncoderLayer<'_>,
@@ -715,7 +721,7 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims>(
     len: usize,
     x: &mut [f32],
     s: &mut EncoderScratch<'_>,
-    observer: &mut impl LinearObserver,
+    observer: &mut O,
 ) {
     let (h, i) = (dims.hidden(), dims.intermediate());
     let x = &mut x[..len * h];
@@ -740,38 +746,60 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims>(
     );
     observer.linear(EncoderLinear::Qkv, x, qkv);
     attention(kernel, dims, qkv, len, s.mask_bias, s.scores, tmp, ctx);
-    linear_dyn(
-        kernel,
-        h,
-        h,
-        ctx,
-        len,
-        &layer.attn_out,
-        Activation::None,
-        aq,
-        q,
-        tmp,
-    );
-    observer.linear(EncoderLinear::AttnOut, ctx, tmp);
-    add_in_place(x, tmp);
-    layer_norm_dyn(x, h, &layer.norm1);
+    let none = Activation::None;
+    if O::ACTIVE {
+        linear_dyn(kernel, h, h, ctx, len, &layer.attn_out, none, aq, q, tmp);
+        observer.linear(EncoderLinear::AttnOut, ctx, tmp);
+        add_in_place(x, tmp);
+        layer_norm_dyn(x, h, &layer.norm1);
+    } else {
+        // x = norm1(x + attn_out(ctx)), row block by row block (same arithmetic).
+        let post = Post::ResidualNorm {
+            residual: x,
+            norm: &layer.norm1,
+        };
+        linear_post(
+            kernel,
+            h,
+            h,
+            ctx,
+            len,
+            &layer.attn_out,
+            none,
+            aq,
+            q,
+            tmp,
+            post,
+        );
+        x.copy_from_slice(tmp);
+    }
     linear_dyn(kernel, h, i, x, len, &layer.ffn_up, act, aq, q, ffn);
     observer.linear(EncoderLinear::FfnUp, x, ffn);
-    linear_dyn(
-        kernel,
-        i,
-        h,
-        ffn,
-        len,
-        &layer.ffn_down,
-        Activation::None,
-        aq,
-        q,
-        tmp,
-    );
-    observer.linear(EncoderLinear::FfnDown, ffn, tmp);
-    add_in_place(x, tmp);
-    layer_norm_dyn(x, h, &layer.norm2);
+    if O::ACTIVE {
+        linear_dyn(kernel, i, h, ffn, len, &layer.ffn_down, none, aq, q, tmp);
+        observer.linear(EncoderLinear::FfnDown, ffn, tmp);
+        add_in_place(x, tmp);
+        layer_norm_dyn(x, h, &layer.norm2);
+    } else {
+        let post = Post::ResidualNorm {
+            residual: x,
+            norm: &layer.norm2,
+        };
+        linear_post(
+            kernel,
+            i,
+            h,
+            ffn,
+            len,
+            &layer.ffn_down,
+            none,
+            aq,
+            q,
+            tmp,
+            post,
+        );
+        x.copy_from_slice(tmp);
+    }
 }
 
 #[inline(always)]

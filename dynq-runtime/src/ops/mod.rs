@@ -148,11 +148,60 @@ pub fn linear_dyn<Kn: Kernel>(
     scratch: &mut QuantScratch<'_>,
     out: &mut [f32],
 ) {
+    linear_post(kernel, k, n, x, rows, w, act, aq, scratch, out, Post::None);
+}
+
+/// What [`linear_post`] does to each output row after the layer (and its activation).
+#[derive(Clone, Copy)]
+pub(crate) enum Post<'a> {
+    /// Nothing.
+    None,
+    /// `row = layer_norm(row + residual row)`: a BERT sublayer's residual connection and norm.
+    ResidualNorm {
+        residual: &'a [f32],
+        norm: &'a bert::LayerNorm<'a>,
+    },
+}
+
+impl Post<'_> {
+    /// Applies to output rows `r0..r0 + out.len() / n`.
+    #[inline(always)]
+    fn apply(self, r0: usize, n: usize, out: &mut [f32]) {
+        if let Post::ResidualNorm { residual, norm } = self {
+            let residual = &residual[r0 * n..r0 * n + out.len()];
+            for (o, r) in out.iter_mut().zip(residual) {
+                *o += r;
+            }
+            bert::layer_norm_dyn(out, n, norm);
+        }
+    }
+}
+
+/// [`linear_dyn`] followed by `post` on each output row, inside each thread's block: the
+/// residual add and norm run in parallel with the GEMM instead of after it on one thread.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub(crate) fn linear_post<Kn: Kernel>(
+    kernel: Kn,
+    k: usize,
+    n: usize,
+    x: &[f32],
+    rows: usize,
+    w: &Linear<'_>,
+    act: Activation,
+    aq: ActQuant,
+    scratch: &mut QuantScratch<'_>,
+    out: &mut [f32],
+    post: Post<'_>,
+) {
     debug_assert_eq!((w.k(), w.n()), (k, n));
     let w = match w {
         Linear::Int8(q) => q,
         Linear::F32(f) => {
-            return kernel.gemm_f32(&x[..rows * k], rows, f, act, &mut out[..rows * n]);
+            let out = &mut out[..rows * n];
+            kernel.gemm_f32(&x[..rows * k], rows, f, act, out);
+            post.apply(0, n, out);
+            return;
         }
     };
     let (quant, scales, zero_points) = (
@@ -174,6 +223,7 @@ pub fn linear_dyn<Kn: Kernel>(
             stride,
             w,
             act,
+            post,
         };
         crate::kernels::for_each_block(kernel, rows, n, align, min_rows, out, &mut [], 0, &task);
         return;
@@ -191,6 +241,7 @@ pub fn linear_dyn<Kn: Kernel>(
         stride,
         w,
         act,
+        post,
     };
     crate::kernels::for_each_block(kernel, rows, n, align, min_rows, out, &mut [], 0, &task);
 }
@@ -252,6 +303,7 @@ pub(crate) struct QgemmBlocks<'a, K> {
     pub(crate) stride: usize,
     pub(crate) w: &'a QLinear<'a>,
     pub(crate) act: Activation,
+    pub(crate) post: Post<'a>,
 }
 
 /// The activations of [`QgemmBlocks`]: quantized by the caller, or f32 rows each block
@@ -288,8 +340,11 @@ impl<K: Kernel> crate::kernels::BlockTask for QgemmBlocks<'_, K> {
                 };
                 self.kernel.qgemm(a, m, self.w, self.act, out);
             }
-            Rows::Raw { x, k, aq } => BLOCK_QUANT.with(|b| {
-                let (q, s, z) = &mut *b.borrow_mut();
+            Rows::Raw { x, k, aq } => {
+                // Taken out of the thread-local and put back, rather than used inside `with`'s
+                // closure: the closure may stay out of line, compiled for the baseline CPU.
+                let mut bufs = BLOCK_QUANT.with(|b| std::mem::take(&mut *b.borrow_mut()));
+                let (q, s, z) = &mut bufs;
                 if q.len() < m * stride {
                     q.resize(m * stride, 0);
                 }
@@ -306,8 +361,10 @@ impl<K: Kernel> crate::kernels::BlockTask for QgemmBlocks<'_, K> {
                     zero_points: zp,
                 };
                 self.kernel.qgemm(a, m, self.w, self.act, out);
-            }),
+                BLOCK_QUANT.with(|b| *b.borrow_mut() = bufs);
+            }
         }
+        self.post.apply(r0, self.w.n, out);
     }
 }
 

@@ -576,6 +576,7 @@ fn two_term_product<Kn: Kernel, const K: usize, const N: usize>(
         stride,
         w: &unbiased,
         act: Activation::None,
+        post: crate::ops::Post::None,
     };
     let out = &mut out[..2 * rows * N];
     crate::kernels::for_each_block(kernel, 2 * rows, N, 4, 32, out, &mut [], 0, &task);
