@@ -1,12 +1,14 @@
 """Embedding agreement on the benchmark inputs: dynq INT8 vs dynq f32 (the headline), and
 every engine/variant vs PyTorch FP32 for context.
 
-    python bench/fidelity.py [--embed PATH]
+    python bench/fidelity.py [--embed PATH] [--embed-f32 PATH]
 
 Inputs: the benchmark token sequences for S = 16, 128 and 256 (decoded back to text; the
 script checks that re-tokenizing gives the same ids, so dynq sees exactly the benchmark ids),
 plus the four source sentences on their own. dynq embeds them through its `embed` example
-(text on stdin, one JSON array per line); the other engines get the same ids directly.
+(text on stdin, one JSON array per line): INT8 with `--embed`, f32 with `--embed-f32` (a binary
+built with `--features f32-model`; default: the `--embed` binary); the other engines get the
+same ids directly.
 Writes target/bench/fidelity.json.
 """
 
@@ -90,6 +92,8 @@ def cosines(a, b):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--embed", default=str(common.ROOT / "target/release/examples/embed"))
+    ap.add_argument("--embed-f32", default=None,
+                    help="embed binary built with --features f32-model (default: --embed)")
     ap.add_argument("--out", default=str(common.OUT_DIR / "fidelity.json"))
     a = ap.parse_args()
 
@@ -98,7 +102,7 @@ def main():
     torch.set_num_threads(2)
     texts, all_ids, exact = inputs()
     emb = {("dynq", "int8"): dynq(a.embed, texts, "int8"),
-           ("dynq", "f32"): dynq(a.embed, texts, "f32")}
+           ("dynq", "f32"): dynq(a.embed_f32 or a.embed, texts, "f32")}
     model = common.torch_model()
     emb[("pytorch", "f32")] = pytorch(model, all_ids)
     emb[("pytorch", "int8")] = pytorch(

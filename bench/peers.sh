@@ -4,7 +4,9 @@
 #   bench/peers.sh [--quick]
 #
 # 1. virtualenv target/bench/venv (onnxruntime, torch, transformers, onnx, ...); reused
-# 2. cargo build --release --example embed --features rayon (the dynq side)
+# 2. the dynq side, two builds of the embed example, copied under target/bench/:
+#    --features rayon (INT8 only: the binary users get, timed for dynq INT8, its size reported)
+#    and --features rayon,f32-model (also the f32 build, timed for dynq f32)
 # 3. ONNX export + ONNX Runtime transformer fusions + dynamic INT8 (per tensor, per channel)
 #    under target/bench/onnx/; reused when present
 # 4. embedding cosine on the benchmark inputs (dynq INT8 vs f32, peers vs PyTorch FP32)
@@ -29,7 +31,8 @@ cd "$ROOT"
 OUT="$ROOT/target/bench"
 VENV="$OUT/venv"
 PY="$VENV/bin/python"
-EMBED="$ROOT/target/release/examples/embed"
+EMBED="$OUT/embed"          # --features rayon: INT8, the binary the README's commands build
+EMBED_F32="$OUT/embed-f32"  # --features rayon,f32-model: INT8 and the f32 reference
 START=$(date +%s)
 mkdir -p "$OUT"
 
@@ -51,10 +54,17 @@ else
 fi
 "$PY" -c 'import onnxruntime as o, torch as t, transformers as tr; print(f"onnxruntime {o.__version__}, torch {t.__version__}, transformers {tr.__version__}")'
 
-step "dynq: cargo build --release --example embed --features rayon"
 command -v cargo >/dev/null || die "cargo not found"
-cargo build --release --example embed --features rayon || die "cargo build failed"
-[ -x "$EMBED" ] || die "$EMBED missing after the build"
+# Both builds write target/release/examples/embed: each is copied before the next build.
+build_embed() {  # FEATURES DEST
+    step "dynq: cargo build --release --example embed --features $1 -> $2"
+    cargo build --release --example embed --features "$1" || die "cargo build --features $1 failed"
+    [ -x "$ROOT/target/release/examples/embed" ] || die "target/release/examples/embed missing after the build"
+    cp "$ROOT/target/release/examples/embed" "$2" || die "cannot copy the embed binary to $2"
+}
+build_embed rayon "$EMBED"
+build_embed rayon,f32-model "$EMBED_F32"
+echo "INT8 binary: $(stat -c %s "$EMBED") bytes; with the f32 model: $(stat -c %s "$EMBED_F32") bytes"
 
 step "ONNX export and ONNX Runtime variants (target/bench/onnx/)"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -62,11 +72,13 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 step "Embedding cosine on the benchmark inputs"
 rm -f "$OUT/fidelity.json"
-"$PY" bench/fidelity.py --embed "$EMBED" \
+"$PY" bench/fidelity.py --embed "$EMBED" --embed-f32 "$EMBED_F32" \
     || echo "peers.sh: fidelity check failed; continuing without it" >&2
 
 step "Timing (each configuration in its own process${QUICK:+; quick})"
-"$PY" bench/run_peers.py "${QUICK[@]}" --embed "$EMBED" || die "benchmark driver failed"
+"$PY" bench/run_peers.py "${QUICK[@]}" --embed "$EMBED" --embed-f32 "$EMBED_F32" \
+    || die "benchmark driver failed"
 
 step "Report"
-"$PY" bench/report.py "${QUICK[@]}" --elapsed "$(( $(date +%s) - START ))" || die "report failed"
+"$PY" bench/report.py "${QUICK[@]}" --embed "$EMBED" --elapsed "$(( $(date +%s) - START ))" \
+    || die "report failed"

@@ -1,11 +1,12 @@
 """Summarize target/bench/peers-raw.jsonl into peers.json, peers.md and peers.svg.
 
-    python bench/report.py [--quick] [--elapsed SECONDS]
+    python bench/report.py [--quick] [--embed PATH] [--elapsed SECONDS]
 
 Per configuration: median_ms is the best (lowest) of the round medians, min_ms the overall
 minimum, peak_rss_mib the largest peak RSS of its processes. Prints the markdown table and,
 as the very last line, `dynq/ORT int8 ratio at S=128 1T: R` (R = dynq INT8 median / the faster
-of ONNX Runtime INT8 per tensor and per channel; `n/a` if either is missing).
+of ONNX Runtime INT8 per tensor and per channel; `n/a` if either is missing). With `--embed`
+(the plain `--features rayon` INT8 binary), peers.md gives its size under the table.
 """
 
 import argparse
@@ -105,7 +106,17 @@ def fmt(x, nd=1):
     return f"{x:.{nd}f}" if x < 100 or nd == 0 else f"{x:.0f}"
 
 
-def markdown(results, meta, fidelity):
+def binary_line(size):
+    """The line under the table on the INT8 embed binary's size, or None."""
+    if size is None:
+        return None
+    return (f"dynq INT8 binary (`cargo build --release --example embed --features rayon`: "
+            f"runtime, tokenizer and INT8 MiniLM in one file): {size} bytes "
+            f"({size / 1e6:.1f} MB). The dynq f32 rows run a second build with "
+            f"`--features rayon,f32-model`.")
+
+
+def markdown(results, meta, fidelity, binary_size=None):
     head = "| engine | " + " | ".join(f"S={s} {t}T" for s, t in COLUMNS) + " | peak RSS MiB |"
     lines = [
         "# dynq vs ONNX Runtime vs PyTorch: all-MiniLM-L6-v2, batch 1",
@@ -124,6 +135,8 @@ def markdown(results, meta, fidelity):
         cells = [fmt(ms(results, e, v, s, t)) for s, t in COLUMNS]
         lines.append(f"| {LABELS[(e, v)]} | " + " | ".join(cells)
                      + f" | {fmt(max(rss), 0) if rss else 'n/a'} |")
+    if binary_line(binary_size):
+        lines += ["", binary_line(binary_size)]
     lines += ["", "Ratios (median / median; below 1 means dynq is faster):", "",
               head.replace(" peak RSS MiB |", "").replace("| engine |", "| ratio |"),
               "|" + "---|" * (len(COLUMNS) + 1)]
@@ -215,6 +228,8 @@ def main():
     ap.add_argument("--raw", default=str(common.OUT_DIR / "peers-raw.jsonl"))
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--elapsed", type=float, default=None)
+    ap.add_argument("--embed", default=None,
+                    help="the INT8 embed binary (--features rayon) whose size peers.md gives")
     a = ap.parse_args()
 
     with open(a.raw) as f:
@@ -240,7 +255,8 @@ def main():
 
     with open(common.OUT_DIR / "peers.json", "w") as f:
         json.dump(results, f, indent=1)
-    md = markdown(results, meta, fidelity)
+    binary_size = os.path.getsize(a.embed) if a.embed and os.path.exists(a.embed) else None
+    md = markdown(results, meta, fidelity, binary_size)
     if a.elapsed is not None:
         md += f"\nWhole run (setup, build, export, benchmark): {a.elapsed:.0f} s.\n"
     with open(common.OUT_DIR / "peers.md", "w") as f:

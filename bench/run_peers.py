@@ -1,10 +1,12 @@
 """Run every engine/variant/S/T configuration, each in its own process, over alternating
 rounds, and write the raw results.
 
-    python bench/run_peers.py [--quick] [--rounds R] [--embed PATH]
+    python bench/run_peers.py [--quick] [--rounds R] [--embed PATH] [--embed-f32 PATH]
 
-dynq runs as `RAYON_NUM_THREADS=T target/release/examples/embed --bench S --runs N
-[--precision f32]`; ONNX Runtime and PyTorch as `python bench/peer_one.py ...`. Each process
+dynq runs as `RAYON_NUM_THREADS=T EMBED --bench S --runs N` for INT8 and `EMBED_F32 --bench S
+--runs N --precision f32` for f32: `--embed` is the plain INT8 binary and `--embed-f32` one
+built with `--features f32-model` (bench/peers.sh builds both; default: the `--embed` binary,
+which must then have the f32 model for the f32 rows); ONNX Runtime and PyTorch as `python bench/peer_one.py ...`. Each process
 prints one JSON line; its peak RSS comes from wait4. Every round runs all configurations (in
 reverse order on odd rounds, so drift hits all alike). Writes target/bench/peers-raw.jsonl
 (one line per process, errors included) for bench/report.py.
@@ -36,11 +38,12 @@ QUICK_RUNS = {16: 30, 128: 15, 384: 8}
 TIMEOUT_S = 600
 
 
-def command(engine, variant, seq_len, threads, runs, embed):
+def command(engine, variant, seq_len, threads, runs, embed, embed_f32):
     env = dict(os.environ)
     if engine == "dynq":
         env["RAYON_NUM_THREADS"] = str(threads)
-        cmd = [embed, "--bench", str(seq_len), "--runs", str(runs)]
+        binary = embed if variant == "int8" else embed_f32
+        cmd = [binary, "--bench", str(seq_len), "--runs", str(runs)]
         if variant != "int8":
             cmd += ["--precision", variant]
     else:
@@ -102,6 +105,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="1 round, few runs")
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--embed", default=str(common.ROOT / "target/release/examples/embed"))
+    ap.add_argument("--embed-f32", default=None,
+                    help="embed binary built with --features f32-model (default: --embed)")
     ap.add_argument("--out", default=str(common.OUT_DIR / "peers-raw.jsonl"))
     a = ap.parse_args()
     rounds = a.rounds or (1 if a.quick else 3)
@@ -117,7 +122,8 @@ def main():
             order = configs if r % 2 == 0 else configs[::-1]
             for engine, variant, seq_len, threads in order:
                 n += 1
-                cmd, env = command(engine, variant, seq_len, threads, runs[seq_len], a.embed)
+                cmd, env = command(engine, variant, seq_len, threads, runs[seq_len], a.embed,
+                                   a.embed_f32 or a.embed)
                 rc, out, err, rss, wall = run_process(cmd, env)
                 res = parse(out) if rc == 0 else None
                 rec = {"round": r, "engine": engine, "variant": variant, "seq_len": seq_len,

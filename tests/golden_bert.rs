@@ -10,6 +10,9 @@
 //!   pooler and a second M = 1 GEMM, measured up to 5.2 %. The bounds leave ~1.6x room for
 //!   rounding luck while a real bug (a wrong scale, a dropped bias, a transposed head) shows
 //!   up as errors of 10-100 %.
+//! * `[quantize] embeddings = "int8"` (bert_int8_embeddings.toml): the INT8 build with the word
+//!   table INT8 per row stays within the same 4e-2, and its f32 build, which ignores the key,
+//!   still matches PyTorch within 1e-5.
 
 use std::path::PathBuf;
 
@@ -24,6 +27,8 @@ dynq_macros::dynq_model!("golden/bert_cls.toml");
 dynq_macros::dynq_model!("golden/bert_cls.toml", precision = "f32");
 dynq_macros::dynq_model!("golden/bert_logits.toml");
 dynq_macros::dynq_model!("golden/bert_logits.toml", precision = "f32");
+dynq_macros::dynq_model!("golden/bert_int8_embeddings.toml");
+dynq_macros::dynq_model!("golden/bert_int8_embeddings.toml", precision = "f32");
 
 const SEQ: usize = 12;
 const H: usize = 32;
@@ -124,6 +129,25 @@ fn int8_builds_stay_close_to_pytorch() {
     check("int8 logits", "logits", 3, 8e-2, |i, o| {
         TinyBertLogits.forward(i, o).unwrap()
     });
+}
+
+#[test]
+fn int8_word_table_stays_close_to_pytorch() {
+    let int8_table = check("int8 table mean_pooled", "mean_pooled", H, 4e-2, |i, o| {
+        TinyBertInt8Embeddings.forward(i, o).unwrap()
+    });
+    let f16_table = check("f16 table mean_pooled", "mean_pooled", H, 4e-2, |i, o| {
+        TinyBertMeanPooled.forward(i, o).unwrap()
+    });
+    println!("worst relative L2: int8 table {int8_table:.2e}, f16 table {f16_table:.2e}");
+    // An f32 build is the unquantized reference whatever `embeddings` says.
+    check(
+        "f32 (int8 table ignored) mean_pooled",
+        "mean_pooled",
+        H,
+        1e-5,
+        |i, o| TinyBertInt8EmbeddingsF32.forward(i, o).unwrap(),
+    );
 }
 
 #[test]

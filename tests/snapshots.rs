@@ -107,6 +107,15 @@ fn tiny_bert() {
 }
 
 #[test]
+fn tiny_bert_int8_embeddings() {
+    // The word table as INT8 rows plus one scale per row (`Table::I8`).
+    let toml = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/bert_int8_embeddings.toml");
+    let g = generate(&toml, &Options::default(), Placement::Relative).unwrap();
+    insta::assert_snapshot!("int8_embeddings_code", g.code);
+    insta::assert_snapshot!("int8_embeddings_manifest", g.blob.manifest);
+}
+
+#[test]
 fn bidirectional_two_layer_lstm() {
     // Layer 1 kept in f32 shows both kinds of weight views in one recurrent model.
     let dir = tempfile::tempdir().unwrap();

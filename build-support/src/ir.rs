@@ -3,7 +3,8 @@
 //! Presets expand a TOML description into it; quantization, packing and code generation read it.
 
 use crate::spec::{
-    ActivationGranularity, ActivationSpec, BertOutputSpec, SchemeSpec, WeightGranularity,
+    ActivationGranularity, ActivationSpec, BertOutputSpec, EmbeddingStorage, SchemeSpec,
+    WeightGranularity,
 };
 use crate::weights::Tensor;
 
@@ -210,6 +211,9 @@ pub struct Bert {
     pub normalize: bool,
     /// `[vocab, hidden]`.
     pub word: Tensor,
+    /// How the build stores `word`: `[quantize] embeddings` in INT8 builds,
+    /// [`EmbeddingStorage::F32`] (unrounded) in f32 builds.
+    pub word_storage: EmbeddingStorage,
     /// `[max_seq_len, hidden]` (rows past `max_seq_len` are dropped).
     pub position: Tensor,
     /// `[type_vocab, hidden]`.

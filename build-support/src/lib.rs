@@ -48,7 +48,7 @@ pub use ir::Precision;
 
 use codegen::LinearSections;
 use ir::{LayerPrecision, Model};
-use spec::SpecFile;
+use spec::{EmbeddingStorage, SpecFile};
 use weights::Weights;
 
 /// [`presets::expand`] behind a spinner: reading and converting a large checkpoint takes a
@@ -225,12 +225,9 @@ pub fn generate_from(
     }
     // Other tensors (norms, embeddings), by name.
     let mut tensors = Vec::new();
+    let mut word_table = None;
     if let ir::Body::Bert(b) = &model.body {
-        // The word table is the bulk of a small BERT: f16 in INT8 builds (weight-only), and
-        // whenever the checkpoint itself is f16.
-        let word_f16 =
-            model.precision == Precision::Int8 || b.word.source == weights::SourceDtype::F16;
-        tensors.push((b.word.name.clone(), store(&mut writer, &b.word, word_f16)));
+        word_table = Some(store_table(&mut writer, &b.word, b.word_storage));
         let norms =
             std::iter::once(&b.emb_norm).chain(b.layers.iter().flat_map(|l| [&l.norm1, &l.norm2]));
         let small = [&b.position, &b.token_type]
@@ -273,12 +270,26 @@ pub fn generate_from(
         .into_iter()
         .map(|(name, (i, f16))| (name, codegen::Stored { section: s[i], f16 }))
         .collect();
+    let word_table = word_table.map(|t| match t {
+        PendingTable::F32(i) => codegen::TableSections::F32(s[i]),
+        PendingTable::F16(i) => codegen::TableSections::F16(s[i]),
+        PendingTable::Int8 {
+            rows,
+            scales,
+            stats,
+        } => codegen::TableSections::Int8 {
+            rows: s[rows],
+            scales: s[scales],
+            stats,
+        },
+    });
     let layout = codegen::Layout {
         placement,
         blob_id: finished.id.clone(),
         blob_len: finished.bytes.len(),
         linears,
         tensors,
+        word_table,
     };
     let code = codegen::format_file(codegen::generate(&model, &layout), &model.name)?;
     let tokenizer = match &model.body {
@@ -293,6 +304,42 @@ pub fn generate_from(
         tokenizer,
         model,
     })
+}
+
+/// Adds an embedding table `[rows][width]` to the blob as `storage` says. The word table is the
+/// bulk of a small BERT; `F32` keeps an f16 checkpoint's table in f16 (lossless).
+fn store_table(
+    writer: &mut blob::BlobWriter,
+    t: &weights::Tensor,
+    storage: EmbeddingStorage,
+) -> PendingTable {
+    let (rows, width) = (t.shape[0], t.shape[1]);
+    match storage {
+        EmbeddingStorage::Int8 => {
+            let q = quantize::quantize_table(&t.data, rows, width);
+            PendingTable::Int8 {
+                rows: writer.i8s(&format!("{}:rows", t.name), &t.shape, &q.q),
+                scales: writer.f32s(&format!("{}:scales", t.name), &[rows], &q.scales),
+                stats: q.stats,
+            }
+        }
+        EmbeddingStorage::F16 => PendingTable::F16(writer.f16s(&t.name, &t.shape, &t.data)),
+        EmbeddingStorage::F32 => match store(writer, t, t.source == weights::SourceDtype::F16) {
+            (i, true) => PendingTable::F16(i),
+            (i, false) => PendingTable::F32(i),
+        },
+    }
+}
+
+/// Section indices of a table; offsets are known only once the writer finishes.
+enum PendingTable {
+    F32(usize),
+    F16(usize),
+    Int8 {
+        rows: usize,
+        scales: usize,
+        stats: quantize::ErrorStats,
+    },
 }
 
 enum PendingLinear {

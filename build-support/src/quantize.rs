@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::ir::Linear;
-use crate::spec::WeightGranularity;
+use crate::spec::{EmbeddingStorage, WeightGranularity};
 
 /// Largest input width whose i32 accumulators cannot overflow: |a| <= 255, |w| <= 127, so
 /// K * 255 * 127 must stay below 2^31.
@@ -108,6 +108,63 @@ pub fn quantize_weights(
             sqnr_db,
             worst_channel,
         },
+    }
+}
+
+/// Quantizes an embedding table `[rows][width]` row by row: symmetric INT8 in [-127, 127] with
+/// one scale per row (absmax / 127, half-to-even rounding), the per-channel rule of
+/// [`quantize_weights`] with a row as the channel. Row `i` dequantizes as
+/// `q[i][j] as f32 * scales[i]`; `col_sums` are unused.
+///
+/// ```
+/// let t = dynq_build::quantize::quantize_table(&[0.5, -1.0, 0.25, 0.0, 0.0, 0.0], 2, 3);
+/// assert_eq!(t.q, [64, -127, 32, 0, 0, 0]);
+/// assert_eq!(t.scales, [1.0 / 127.0, 1.0]);
+/// ```
+pub fn quantize_table(t: &[f32], rows: usize, width: usize) -> QuantizedMatrix {
+    quantize_weights(t, rows, width, WeightGranularity::PerChannel)
+}
+
+/// The error of storing an embedding table `[rows][width]` as `storage` (`worst_channel` is the
+/// worst row): INT8 per row as [`quantize_table`], f16 by rounding to nearest even, f32 exact.
+///
+/// ```
+/// use dynq_build::{quantize::table_error, spec::EmbeddingStorage};
+/// let t = [0.1, -0.2, 0.3, 0.4];
+/// assert!(table_error(&t, 2, EmbeddingStorage::F32).sqnr_db.is_infinite());
+/// let (f16, int8) = (table_error(&t, 2, EmbeddingStorage::F16), table_error(&t, 2, EmbeddingStorage::Int8));
+/// assert!(f16.sqnr_db > int8.sqnr_db && int8.sqnr_db > 40.0);
+/// ```
+pub fn table_error(t: &[f32], width: usize, storage: EmbeddingStorage) -> ErrorStats {
+    let rows = t.len() / width.max(1);
+    let round: fn(f32) -> f32 = match storage {
+        EmbeddingStorage::Int8 => return quantize_table(t, rows, width).stats,
+        EmbeddingStorage::F16 => |v| half::f16::from_f32(v).to_f32(),
+        EmbeddingStorage::F32 => |v| v,
+    };
+    let (mut signal, mut noise, mut max_abs_error) = (0.0f64, 0.0f64, 0.0f32);
+    let (mut worst_channel, mut worst_noise) = (0, -1.0f64);
+    for (j, row) in t.chunks_exact(width.max(1)).enumerate() {
+        let mut row_noise = 0.0f64;
+        for &v in row {
+            let err = v - round(v);
+            signal += f64::from(v) * f64::from(v);
+            row_noise += f64::from(err) * f64::from(err);
+            max_abs_error = max_abs_error.max(err.abs());
+        }
+        noise += row_noise;
+        if row_noise > worst_noise {
+            (worst_channel, worst_noise) = (j, row_noise);
+        }
+    }
+    ErrorStats {
+        max_abs_error,
+        sqnr_db: if noise == 0.0 {
+            f32::INFINITY
+        } else {
+            (10.0 * (signal / noise).log10()) as f32
+        },
+        worst_channel,
     }
 }
 

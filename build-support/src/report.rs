@@ -18,15 +18,18 @@ use std::path::Path;
 
 use dynq_runtime as rt;
 use dynq_runtime::ops::bert::{
-    EncoderDims, EncoderLayer, EncoderLinear, EncoderScratch, LinearObserver,
+    EncoderDims, EncoderLayer, EncoderLinear, EncoderScratch, LinearObserver, Table,
 };
 use dynq_runtime::ops::{linear_dyn, ActQuant, QuantScratch};
 use dynq_runtime::{BertInput, Kernel};
 
 use crate::error::{Error, Result};
 use crate::ir::{Bert, Body, LayerPrecision, Linear, Model, Norm, Precision};
-use crate::quantize::{channel_errors, quantize_linear};
-use crate::spec::{ActivationGranularity, ActivationSpec, BertOutputSpec, SchemeSpec, SpecFile};
+use crate::quantize::{channel_errors, quantize_linear, quantize_table};
+use crate::spec::{
+    ActivationGranularity, ActivationSpec, BertOutputSpec, EmbeddingStorage, SchemeSpec, SpecFile,
+};
+use crate::summary::TableSummary;
 use crate::weights::Weights;
 
 /// How far an INT8 activation is from its f32 reference, over all values of all inputs.
@@ -80,6 +83,8 @@ pub struct Report {
     pub inputs: usize,
     /// The INT8 model's final output against the f32 model's.
     pub output: Option<ActError>,
+    /// A BERT's word-embedding table: how the INT8 build stores it, and that storage's error.
+    pub embeddings: Option<TableSummary>,
 }
 
 /// Measures the model described at `spec_path`; with `inputs` (a JSON-lines file in the
@@ -162,12 +167,17 @@ pub fn report(spec_path: &Path, inputs: Option<&Path>) -> Result<Report> {
         Body::Mlp { .. } | Body::Rnn(_) => "output".to_string(),
         Body::Bert(b) => b.output.name().to_string(),
     };
+    let embeddings = match &model.body {
+        Body::Bert(b) => Some(TableSummary::word(b)),
+        Body::Mlp { .. } | Body::Rnn(_) => None,
+    };
     Ok(Report {
         model: model.name.clone(),
         output_kind,
         layers,
         inputs: samples.len(),
         output,
+        embeddings,
     })
 }
 
@@ -536,10 +546,21 @@ fn chain<K: Kernel>(
     (xf, xq)
 }
 
+/// The word table as the INT8 build stores it (`[quantize] embeddings`).
+enum WordTable {
+    /// The checkpoint's values (`f32`: unrounded).
+    Unrounded,
+    F16(Vec<u16>),
+    I8 {
+        rows: Vec<i8>,
+        scales: Vec<f32>,
+    },
+}
+
 /// A BERT encoder's weights as runtime views, in f32 and as the INT8 build stores them.
 struct Encoder<'a> {
     bert: &'a Bert,
-    word_f16: Vec<u16>,
+    word_int8: WordTable,
     f32_layers: Vec<EncoderLayer<'a>>,
     int8_layers: Vec<EncoderLayer<'a>>,
 }
@@ -571,13 +592,23 @@ impl<'a> Encoder<'a> {
         };
         Encoder {
             bert,
-            // INT8 builds store the word table as f16.
-            word_f16: bert
-                .word
-                .data
-                .iter()
-                .map(|&v| half::f16::from_f32(v).to_bits())
-                .collect(),
+            word_int8: match bert.word_storage {
+                EmbeddingStorage::F32 => WordTable::Unrounded,
+                EmbeddingStorage::F16 => WordTable::F16(
+                    bert.word
+                        .data
+                        .iter()
+                        .map(|&v| half::f16::from_f32(v).to_bits())
+                        .collect(),
+                ),
+                EmbeddingStorage::Int8 => {
+                    let q = quantize_table(&bert.word.data, bert.vocab, bert.hidden);
+                    WordTable::I8 {
+                        rows: q.q,
+                        scales: q.scales,
+                    }
+                }
+            },
             f32_layers: views(false),
             int8_layers: views(true),
         }
@@ -586,10 +617,10 @@ impl<'a> Encoder<'a> {
     fn embeddings(&self, int8: bool) -> rt::ops::bert::Embeddings<'_> {
         let b = self.bert;
         rt::ops::bert::Embeddings {
-            word: if int8 {
-                rt::ops::bert::Table::F16(&self.word_f16)
-            } else {
-                rt::ops::bert::Table::F32(&b.word.data)
+            word: match (int8, &self.word_int8) {
+                (false, _) | (true, WordTable::Unrounded) => Table::F32(&b.word.data),
+                (true, WordTable::F16(w)) => Table::F16(w),
+                (true, WordTable::I8 { rows, scales }) => Table::I8 { rows, scales },
             },
             position: &b.position.data,
             token_type: &b.token_type.data,
@@ -977,6 +1008,25 @@ impl Report {
                 _ => "",
             };
             writeln!(f, "{mark}")?;
+        }
+        if let Some(t) = &self.embeddings {
+            write!(
+                f,
+                "word embeddings {} x {} stored {}: ",
+                t.rows,
+                t.width,
+                t.storage_name()
+            )?;
+            if t.stats.sqnr_db.is_infinite() {
+                writeln!(f, "exact")?;
+            } else {
+                writeln!(
+                    f,
+                    "SQNR {} dB, max abs error {:.1e}",
+                    db(t.stats.sqnr_db),
+                    t.stats.max_abs_error
+                )?;
+            }
         }
         if let Some(o) = self.output {
             writeln!(

@@ -238,6 +238,41 @@ pub enum SchemeSpec {
     Asymmetric,
 }
 
+/// How an INT8 build stores a BERT's word-embedding table (`[quantize] embeddings`).
+///
+/// The table is a lookup, not a GEMM operand: this is weight-only storage, dequantized row by
+/// row when a token is embedded. f32 builds ignore it and keep the table unrounded.
+///
+/// ```
+/// use dynq_build::spec::{EmbeddingStorage, SpecFile};
+/// let toml = "[model]\nname = \"m\"\npreset = \"bert\"\nweights = \"m.safetensors\"\nconfig = \"config.json\"\n\n[bert]\n\n[quantize]\nembeddings = \"int8\"\n";
+/// let spec = SpecFile::parse("m.toml".as_ref(), toml.into()).unwrap();
+/// assert_eq!(spec.spec.quantize.embedding_storage(), EmbeddingStorage::Int8);
+/// assert_eq!(EmbeddingStorage::default(), EmbeddingStorage::F16);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum EmbeddingStorage {
+    /// Symmetric INT8 with one f32 scale per row (absmax / 127): about a quarter of f32.
+    Int8,
+    /// f16, half of f32 (the default).
+    #[default]
+    F16,
+    /// Unrounded: f32, or f16 when the checkpoint is f16 already (lossless).
+    F32,
+}
+
+impl EmbeddingStorage {
+    /// The TOML spelling: `int8`, `f16` or `f32`.
+    pub fn name(self) -> &'static str {
+        match self {
+            EmbeddingStorage::Int8 => "int8",
+            EmbeddingStorage::F16 => "f16",
+            EmbeddingStorage::F32 => "f32",
+        }
+    }
+}
+
 /// `[quantize]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -254,6 +289,19 @@ pub struct QuantizeSection {
     /// Tensor names (or prefixes) of layers left in f32.
     #[serde(default)]
     pub keep_f32: Vec<Spanned<String>>,
+    /// Storage of a BERT's word-embedding table in INT8 builds (default f16); see
+    /// [`EmbeddingStorage`].
+    #[serde(default)]
+    pub embeddings: Option<Spanned<EmbeddingStorage>>,
+}
+
+impl QuantizeSection {
+    /// `embeddings`, or its default ([`EmbeddingStorage::F16`]).
+    pub fn embedding_storage(&self) -> EmbeddingStorage {
+        self.embeddings
+            .as_ref()
+            .map_or_else(EmbeddingStorage::default, |e| *e.get_ref())
+    }
 }
 
 /// `[target]`.
@@ -477,6 +525,17 @@ impl SpecFile {
                 }
             }
         }
+        if let Some(e) = &self.spec.quantize.embeddings {
+            if *m.preset.get_ref() != Preset::Bert {
+                return Err(self.error(
+                    e.span(),
+                    format!(
+                        "key `quantize.embeddings`: preset \"{}\" has no embedding table (only \"bert\" has one); remove the key",
+                        m.preset.get_ref().name()
+                    ),
+                ));
+            }
+        }
         if let Some(kernels) = &self.spec.target.kernels {
             for k in kernels {
                 if !KERNEL_NAMES.contains(&k.get_ref().as_str()) {
@@ -585,6 +644,7 @@ layers = [
         assert_eq!(q.activations, ActivationGranularity::PerToken);
         assert_eq!(q.scheme, SchemeSpec::Symmetric);
         assert!(q.keep_f32.is_empty());
+        assert_eq!(q.embedding_storage(), EmbeddingStorage::F16);
         assert_eq!(f.weights_path(), Path::new("dir/digits.safetensors"));
         let layers = f.spec.mlp.as_ref().unwrap().get_ref().layers.get_ref();
         assert_eq!(layers[1].get_ref().activation, ActivationSpec::None);

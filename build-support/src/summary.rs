@@ -5,9 +5,9 @@ use std::fmt;
 use std::path::Path;
 
 use crate::error::Result;
-use crate::ir::{Body, LayerPrecision, Linear, Model, Precision};
-use crate::quantize::{quantize_linear, ErrorStats};
-use crate::spec::{ActivationSpec, SpecFile, WeightGranularity};
+use crate::ir::{Bert, Body, LayerPrecision, Linear, Model, Precision};
+use crate::quantize::{quantize_linear, table_error, ErrorStats};
+use crate::spec::{ActivationSpec, EmbeddingStorage, SpecFile, WeightGranularity};
 use crate::weights::{SourceDtype, Weights};
 
 /// One linear layer of a [`Summary`].
@@ -27,6 +27,60 @@ pub struct LayerSummary {
     pub stats: Option<ErrorStats>,
 }
 
+/// An embedding table of a [`Summary`] (a BERT's word embeddings).
+#[derive(Debug, Clone)]
+pub struct TableSummary {
+    /// The table's name, as the layers are named: its tensor without `.weight`
+    /// (`embeddings.word_embeddings`).
+    pub name: String,
+    /// Rows (the vocabulary).
+    pub rows: usize,
+    /// Row width (the hidden size).
+    pub width: usize,
+    /// How the INT8 build stores it (`[quantize] embeddings`).
+    pub storage: EmbeddingStorage,
+    /// The error of that storage against the checkpoint's values.
+    pub stats: ErrorStats,
+    /// Bytes in the INT8 build's blob.
+    pub bytes: usize,
+}
+
+impl TableSummary {
+    /// Summarizes a BERT's word table as `b.word_storage` stores it.
+    pub(crate) fn word(b: &Bert) -> Self {
+        let (rows, width) = (b.vocab, b.hidden);
+        let n = rows * width;
+        let bytes = match b.word_storage {
+            EmbeddingStorage::Int8 => n + 4 * rows,
+            EmbeddingStorage::F16 => 2 * n,
+            EmbeddingStorage::F32 if b.word.source == SourceDtype::F16 => 2 * n,
+            EmbeddingStorage::F32 => 4 * n,
+        };
+        TableSummary {
+            name: b
+                .word
+                .name
+                .strip_suffix(".weight")
+                .unwrap_or(&b.word.name)
+                .to_string(),
+            rows,
+            width,
+            storage: b.word_storage,
+            stats: table_error(&b.word.data, width, b.word_storage),
+            bytes,
+        }
+    }
+
+    /// `int8/row`, `f16` or `f32`.
+    pub fn storage_name(&self) -> &'static str {
+        match self.storage {
+            EmbeddingStorage::Int8 => "int8/row",
+            EmbeddingStorage::F16 => "f16",
+            EmbeddingStorage::F32 => "f32",
+        }
+    }
+}
+
 /// What `dynq check` prints: the model's shape, layers, size and quantization error.
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -42,9 +96,11 @@ pub struct Summary {
     pub parameters: usize,
     /// Bytes of those parameters in f32.
     pub f32_bytes: usize,
-    /// Bytes of the INT8 build's weights (packed int8, scales, column sums, f16 word table,
-    /// f32 rest), without section alignment.
+    /// Bytes of the INT8 build's weights (packed int8, scales, column sums, the word table as
+    /// `[quantize] embeddings` says, f32 rest), without section alignment.
     pub int8_bytes: usize,
+    /// The word-embedding table of a BERT.
+    pub embeddings: Option<TableSummary>,
 }
 
 /// Checks the description at `spec_path` against its weights, as a generation would, and
@@ -90,6 +146,7 @@ pub fn summarize(model: &Model, weights: &Weights) -> Result<Summary> {
         .iter()
         .map(|l| l.weight.data.len() + l.bias.as_ref().map_or(0, |b| b.data.len()))
         .sum();
+    let mut embeddings = None;
     let (architecture, other_params) = match &model.body {
         Body::Mlp { input_size, layers } => {
             let widths: Vec<String> = std::iter::once(*input_size)
@@ -126,7 +183,9 @@ pub fn summarize(model: &Model, weights: &Weights) -> Result<Summary> {
                 .chain(norms.flat_map(|n| [&n.gamma, &n.beta]))
                 .map(|t| t.data.len())
                 .sum();
-            int8_bytes += 2 * b.word.data.len() + 4 * small;
+            let table = TableSummary::word(b);
+            int8_bytes += table.bytes + 4 * small;
+            embeddings = Some(table);
             let architecture = format!(
                 "BERT encoder: {} layers, hidden {}, {} heads, FFN {}, vocab {}, max_seq_len {}, output {}{}",
                 b.layers.len(),
@@ -150,6 +209,7 @@ pub fn summarize(model: &Model, weights: &Weights) -> Result<Summary> {
         parameters,
         f32_bytes: 4 * parameters,
         int8_bytes,
+        embeddings,
     })
 }
 
@@ -195,6 +255,15 @@ pub(crate) fn column_width<'a>(
     cells.map(str::len).max().unwrap_or(min).clamp(min, max)
 }
 
+/// `45.6 dB`, or `exact` for an infinite SQNR (nothing was rounded).
+fn db(sqnr_db: f32) -> String {
+    if sqnr_db.is_infinite() {
+        "exact".into()
+    } else {
+        format!("{sqnr_db:.1} dB")
+    }
+}
+
 pub(crate) fn mib(bytes: usize) -> String {
     if bytes >= 1 << 20 {
         format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
@@ -207,12 +276,25 @@ impl fmt::Display for Summary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "model `{}` ({}): ok", self.name, self.type_name)?;
         writeln!(f, "  {}", self.architecture)?;
-        let width = column_width(self.layers.iter().map(|l| l.name.as_str()), 5, usize::MAX);
+        let names = self.layers.iter().map(|l| l.name.as_str());
+        let table = self.embeddings.iter().map(|t| t.name.as_str());
+        let width = column_width(names.chain(table), 5, usize::MAX);
         writeln!(
             f,
             "  {:<width$}  {:>13}  {:<10}  {:<12}  {:>11}",
             "layer", "in -> out", "activation", "storage", "weight SQNR"
         )?;
+        if let Some(t) = &self.embeddings {
+            writeln!(
+                f,
+                "  {:<width$}  {:>13}  {:<10}  {:<12}  {:>11}",
+                t.name,
+                format!("{} x {}", t.rows, t.width),
+                "-",
+                t.storage_name(),
+                db(t.stats.sqnr_db)
+            )?;
+        }
         for l in &self.layers {
             let sqnr = l
                 .stats

@@ -322,6 +322,36 @@ fn check_validates_without_generating() {
     assert!(out.contains("BERT encoder: 2 layers, hidden 32, 4 heads, FFN 64, vocab 100, max_seq_len 16, output logits"), "{out}");
     assert!(out.contains("bert.encoder.layer.1.output.dense"), "{out}");
     assert!(out.contains("classifier"), "{out}");
+    // The word table is a row of its own: size, storage and the error of that storage.
+    let table_row = |out: &str| -> Vec<String> {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with("  bert.embeddings.word_embeddings "))
+            .unwrap_or_else(|| panic!("no word table row: {out}"));
+        line.split_whitespace().map(String::from).collect()
+    };
+    assert_eq!(
+        table_row(&out)[1..6],
+        ["100", "x", "32", "-", "f16"],
+        "{out}"
+    );
+    let (code, int8, err) = dynq_run(args!["check", golden("bert_int8_embeddings.toml")]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        table_row(&int8)[1..6],
+        ["100", "x", "32", "-", "int8/row"],
+        "{int8}"
+    );
+    // 3200 values: f16 6400 bytes, int8 3200 + 100 scales x 4 = 3600 (the rest is the same).
+    let bytes = |toml: &str| {
+        dynq_build::summary::check(&golden(toml))
+            .unwrap()
+            .int8_bytes
+    };
+    assert_eq!(
+        bytes("bert_mean_pooled.toml") - bytes("bert_int8_embeddings.toml"),
+        6400 - 3600
+    );
 
     // A tensor of the wrong shape: the file, the tensor, expected and found.
     let dir = tempfile::tempdir().unwrap();
@@ -431,6 +461,10 @@ fn report_measures_weights_and_activations_and_plots() {
         assert!(out.lines().any(|l| l.starts_with(label)), "{label}: {out}");
     }
     assert!(out.contains("logits over 2 inputs"), "{out}");
+    assert!(
+        out.contains("word embeddings 100 x 32 stored f16: SQNR "),
+        "{out}"
+    );
 
     // A bad line: file and line number, no plot written.
     let bad = dir.path().join("bad.jsonl");

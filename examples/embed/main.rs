@@ -1,15 +1,17 @@
 //! Sentence embeddings with all-MiniLM-L6-v2, compiled into this binary by `dynq_model!`.
 //!
 //! ```text
-//! cargo run --release --example embed -- [--precision int8|f32] [TEXT ...]
+//! cargo run --release --example embed -- [TEXT ...]
 //! cargo run --release --example embed -- --pairs ../shared/data/sts-test.tsv
+//! cargo run --release --example embed --features f32-model -- --precision f32 [TEXT ...]
 //! ```
 //!
 //! With TEXT arguments it embeds each; without, one sentence per line from stdin. It writes one
 //! JSON array per input (384 floats, mean-pooled, L2-normalized) per line on stdout, in input
 //! order. `--pairs FILE` reads `score<TAB>sentence1<TAB>sentence2` lines and prints the Spearman
 //! correlation between the cosine similarities and the scores. `--precision f32` runs the
-//! unquantized build of the same model.
+//! unquantized build of the same model, compiled in only with the `f32-model` feature: it
+//! triples the binary (the f32 weights), and the INT8 build is what this example is for.
 //!
 //! `--bench S [--runs N]` times one forward on exactly S tokens (real sentences from the STS set
 //! compiled into this binary, concatenated and cut) after 10 warm-up runs, and prints one JSON
@@ -23,6 +25,7 @@ use std::process::ExitCode;
 use tokenizers::{Tokenizer, TruncationParams};
 
 dynq_macros::dynq_model!("../models/minilm/minilm.toml");
+#[cfg(feature = "f32-model")]
 dynq_macros::dynq_model!("../models/minilm/minilm.toml", precision = "f32");
 
 type Embedding = [f32; Minilm::OUTPUT_SIZE];
@@ -35,7 +38,47 @@ const TRUNCATE_AT: usize = 256;
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Precision {
     Int8,
+    /// Only in binaries built with `--features f32-model`.
+    #[cfg(feature = "f32-model")]
     F32,
+}
+
+impl Precision {
+    /// `--precision`'s value; `f32` is an error in a binary built without the f32 model.
+    fn parse(value: Option<&str>) -> Result<Self, String> {
+        match value {
+            Some("int8") => Ok(Precision::Int8),
+            #[cfg(feature = "f32-model")]
+            Some("f32") => Ok(Precision::F32),
+            #[cfg(not(feature = "f32-model"))]
+            Some("f32") => Err(
+                "--precision f32: this binary was built without the f32 model; \
+                 rebuild with `--features f32-model` (cargo run --release --example embed \
+                 --features f32-model -- --precision f32 ...)"
+                    .into(),
+            ),
+            other => Err(format!(
+                "--precision: expected int8 or f32, found {other:?}"
+            )),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Precision::Int8 => "int8",
+            #[cfg(feature = "f32-model")]
+            Precision::F32 => "f32",
+        }
+    }
+
+    /// Runs the model of this precision on one sequence.
+    fn embed(self, ids: &[u32]) -> Result<Embedding, dynq_runtime::Error> {
+        match self {
+            Precision::Int8 => Minilm.embed(ids),
+            #[cfg(feature = "f32-model")]
+            Precision::F32 => MinilmF32.embed(ids),
+        }
+    }
 }
 
 struct Embedder {
@@ -72,11 +115,9 @@ impl Embedder {
 
     fn embed(&self, text: &str) -> Result<Embedding, String> {
         let ids = self.ids(text)?;
-        match self.precision {
-            Precision::Int8 => Minilm.embed(&ids),
-            Precision::F32 => MinilmF32.embed(&ids),
-        }
-        .map_err(|e| format!("{text:?}: {e}"))
+        self.precision
+            .embed(&ids)
+            .map_err(|e| format!("{text:?}: {e}"))
     }
 }
 
@@ -161,11 +202,7 @@ fn pairs(e: &Embedder, path: &str) -> Result<(), String> {
         100.0 * spearman(&cos, &gold),
         gold.len(),
         cache.len(),
-        if e.precision == Precision::Int8 {
-            "int8"
-        } else {
-            "f32"
-        }
+        e.precision.name()
     );
     Ok(())
 }
@@ -200,10 +237,7 @@ fn bench(e: &Embedder, len: usize, runs: usize) -> Result<(), String> {
         ));
     }
     let ids = bench_ids(e, len)?;
-    let run = |ids: &[u32]| match e.precision {
-        Precision::Int8 => Minilm.embed(ids),
-        Precision::F32 => MinilmF32.embed(ids),
-    };
+    let run = |ids: &[u32]| e.precision.embed(ids);
     for _ in 0..10 {
         std::hint::black_box(run(&ids).map_err(|err| err.to_string())?);
     }
@@ -216,7 +250,7 @@ fn bench(e: &Embedder, len: usize, runs: usize) -> Result<(), String> {
     times.sort_by(f64::total_cmp);
     println!(
         "{{\"engine\": \"dynq\", \"variant\": \"{}\", \"seq_len\": {len}, \"threads\": {}, \"median_ms\": {:.4}, \"min_ms\": {:.4}, \"kernel\": \"{}\"}}",
-        if e.precision == Precision::Int8 { "int8" } else { "f32" },
+        e.precision.name(),
         dynq_runtime::kernels::threads(),
         times[times.len() / 2],
         times[0],
@@ -246,15 +280,7 @@ fn run() -> Result<(), String> {
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--precision" => match args.next().as_deref() {
-                Some("int8") => precision = Precision::Int8,
-                Some("f32") => precision = Precision::F32,
-                other => {
-                    return Err(format!(
-                        "--precision: expected int8 or f32, found {other:?}"
-                    ))
-                }
-            },
+            "--precision" => precision = Precision::parse(args.next().as_deref())?,
             "--pairs" => pairs_file = Some(args.next().ok_or("--pairs needs a file")?),
             "--bench" => {
                 let v = args.next().ok_or("--bench needs a sequence length")?;
@@ -273,6 +299,9 @@ fn run() -> Result<(), String> {
             }
             "-h" | "--help" => {
                 println!("usage: embed [--precision int8|f32] [--pairs FILE | --bench SEQ_LEN [--runs N]] [TEXT ...]");
+                if !cfg!(feature = "f32-model") {
+                    println!("(--precision f32 needs a binary built with `--features f32-model`)");
+                }
                 return Ok(());
             }
             _ => texts.push(a),

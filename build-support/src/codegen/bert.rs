@@ -6,6 +6,7 @@ use quote::{format_ident, quote};
 
 use super::{
     act_quant_tokens, activation_tokens, kernel_list, linear_value, lit, provenance, Layout,
+    TableSections,
 };
 use crate::ir::{Bert, LayerPrecision, Model, Norm};
 use crate::spec::BertOutputSpec;
@@ -16,6 +17,45 @@ fn norm_value(n: &Norm, eps: &TokenStream, layout: &Layout) -> TokenStream {
         layout.f32_view(&n.beta.name),
     );
     quote!(rt::ops::bert::LayerNorm { gamma: #g, beta: #b, eps: #eps })
+}
+
+/// The word table's blob view (`rt::ops::bert::Table::..`) and its provenance line.
+fn word_table(b: &Bert, layout: &Layout) -> (TokenStream, String) {
+    let name = b.word.name.strip_suffix(".weight").unwrap_or(&b.word.name);
+    let head = format!(" {name}: Embedding {}x{}", b.vocab, b.hidden);
+    match layout.word_table.as_ref().expect("a BERT has a word table") {
+        TableSections::F32(s) => {
+            let v = super::section_tokens("f32s", s);
+            (
+                quote!(rt::ops::bert::Table::F32(#v)),
+                format!("{head}, f32"),
+            )
+        }
+        TableSections::F16(s) => {
+            let v = super::section_tokens("f16s", s);
+            (
+                quote!(rt::ops::bert::Table::F16(#v)),
+                format!("{head}, f16"),
+            )
+        }
+        TableSections::Int8 {
+            rows,
+            scales,
+            stats,
+        } => {
+            let (r, sc) = (
+                super::section_tokens("i8s", rows),
+                super::section_tokens("f32s", scales),
+            );
+            (
+                quote!(rt::ops::bert::Table::I8 { rows: #r, scales: #sc }),
+                format!(
+                    "{head}, int8 per row, max abs error {:.1e}, SQNR {:.1} dB",
+                    stats.max_abs_error, stats.sqnr_db
+                ),
+            )
+        }
+    }
 }
 
 pub(super) fn generate(model: &Model, layout: &Layout, b: &Bert) -> TokenStream {
@@ -72,16 +112,7 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Bert) -> TokenStream 
         quote!(#f(&b)?)
     });
 
-    let word = {
-        let t = layout.tensor(&b.word.name);
-        if t.f16 {
-            let v = super::section_tokens("f16s", &t.section);
-            quote!(rt::ops::bert::Table::F16(#v))
-        } else {
-            let v = super::section_tokens("f32s", &t.section);
-            quote!(rt::ops::bert::Table::F32(#v))
-        }
-    };
+    let (word, word_doc) = word_table(b, layout);
     let (position, token_type) = (
         layout.f32_view(&b.position.name),
         layout.f32_view(&b.token_type.name),
@@ -266,6 +297,7 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Bert) -> TokenStream 
             static BLOB: &rt::blob::Aligned<[u8]> = &rt::blob::Aligned { bytes: *#blob };
 
             struct Weights {
+                #[doc = #word_doc]
                 embeddings: rt::ops::bert::Embeddings<'static>,
                 layers: [rt::ops::bert::EncoderLayer<'static>; NUM_LAYERS],
                 #head_fields

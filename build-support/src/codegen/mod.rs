@@ -55,6 +55,24 @@ pub struct Stored {
     pub f16: bool,
 }
 
+/// Blob sections of an embedding table (a BERT's word embeddings).
+#[derive(Debug, Clone)]
+pub enum TableSections {
+    /// f32 rows.
+    F32(Section),
+    /// f16 rows, widened as they are looked up.
+    F16(Section),
+    /// INT8 rows with one f32 scale per row, dequantized as they are looked up.
+    Int8 {
+        /// `[rows][width]` i8.
+        rows: Section,
+        /// One scale per row.
+        scales: Section,
+        /// Quantization error.
+        stats: ErrorStats,
+    },
+}
+
 /// Blob sections of one linear layer.
 #[derive(Debug, Clone)]
 pub enum LinearSections {
@@ -95,6 +113,8 @@ pub struct Layout {
     pub linears: Vec<(String, LinearSections)>,
     /// Other tensors by name.
     pub tensors: Vec<(String, Stored)>,
+    /// The word-embedding table of a BERT.
+    pub word_table: Option<TableSections>,
 }
 
 impl Layout {

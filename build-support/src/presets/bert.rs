@@ -3,8 +3,8 @@
 use super::KeepF32;
 use crate::error::{Error, Result};
 use crate::hf_config::BertConfig;
-use crate::ir::{ident_for, Bert, BertLayer, Body, Linear, Norm};
-use crate::spec::{ActivationSpec, BertOutputSpec, SpecFile};
+use crate::ir::{ident_for, Bert, BertLayer, Body, Linear, Norm, Precision};
+use crate::spec::{ActivationSpec, BertOutputSpec, EmbeddingStorage, SpecFile};
 use crate::weights::{Tensor, Weights};
 
 /// Reads tensors under the configured prefix and explains shape errors with the config.
@@ -121,7 +121,12 @@ fn fused_qkv(r: &Reader<'_>, keep: &KeepF32<'_>, layer: &str, h: usize) -> Resul
     })
 }
 
-pub(super) fn expand(spec: &SpecFile, weights: &Weights, keep: &KeepF32<'_>) -> Result<Body> {
+pub(super) fn expand(
+    spec: &SpecFile,
+    weights: &Weights,
+    keep: &KeepF32<'_>,
+    precision: Precision,
+) -> Result<Body> {
     let s = &spec.spec;
     let section = s.bert.as_ref().expect("validated by spec").get_ref();
     let config_rel = s.model.config.as_ref().expect("validated by spec");
@@ -291,6 +296,11 @@ pub(super) fn expand(spec: &SpecFile, weights: &Weights, keep: &KeepF32<'_>) -> 
         output,
         normalize: section.normalize,
         word,
+        // An f32 build is the unquantized reference: `embeddings` applies to INT8 builds only.
+        word_storage: match precision {
+            Precision::Int8 => s.quantize.embedding_storage(),
+            Precision::F32 => EmbeddingStorage::F32,
+        },
         position,
         token_type,
         emb_norm,

@@ -478,6 +478,11 @@ pub fn cases() -> Vec<Case> {
             "13:1: section [lstm] is for preset \"lstm\", but `model.preset` is \"mlp\"",
         ),
         spec(
+            "toml_embeddings_without_table",
+            format!("{MLP_TOML}\n[quantize]\nembeddings = \"int8\"\n"),
+            "14:14: key `quantize.embeddings`: preset \"mlp\" has no embedding table (only \"bert\" has one); remove the key",
+        ),
+        spec(
             "toml_keep_f32_matches_nothing",
             format!("{MLP_TOML}\n[quantize]\nkeep_f32 = [\"net.9\"]\n"),
             "14:13: key `quantize.keep_f32`: \"net.9\" matches no layer; layers are net.0, net.2",
@@ -839,6 +844,15 @@ pub fn cases() -> Vec<Case> {
             format!("{DIR}/config.json: key `hidden_size`: expected a positive multiple of num_attention_heads (3), found 4"),
         ),
         Case {
+            name: "bert_unknown_embeddings",
+            files: vec![
+                toml(format!("{BERT_TOML}\n[quantize]\nembeddings = \"int4\"\n")),
+                weights(safetensors(&bert_tensors(1))),
+                config(BERT_CONFIG),
+            ],
+            message: format!("{DIR}/model.toml:12:14: key `embeddings`: unknown variant `int4`, expected one of `int8`, `f16`, `f32`"),
+        },
+        Case {
             name: "bert_missing_config",
             files: vec![toml(BERT_TOML), weights(safetensors(&bert_tensors(1)))],
             message: format!("{DIR}/config.json: cannot read: No such file or directory (os error 2)"),
@@ -873,6 +887,25 @@ pub fn controls() -> Vec<Case> {
             String::new(),
         ),
         bert("control_bert", BERT_CONFIG, &bert_tensors(1), String::new()),
+        // Every storage of the word table.
+        Case {
+            name: "control_bert_embeddings",
+            files: vec![
+                toml(format!("{BERT_TOML}\n[quantize]\nembeddings = \"int8\"\n")),
+                weights(safetensors(&bert_tensors(1))),
+                config(BERT_CONFIG),
+            ],
+            message: String::new(),
+        },
+        Case {
+            name: "control_bert_f32_embeddings",
+            files: vec![
+                toml(format!("{BERT_TOML}\n[quantize]\nembeddings = \"f32\"\n")),
+                weights(safetensors(&bert_tensors(1))),
+                config(BERT_CONFIG),
+            ],
+            message: String::new(),
+        },
         // f16 and bf16 weights are read; an unused int64 tensor (position ids) is ignored.
         mlp(
             "control_half_precision",

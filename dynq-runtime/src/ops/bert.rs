@@ -110,13 +110,44 @@ pub enum BertOutput {
     Logits,
 }
 
-/// A word-embedding table in f32 or f16 (weight-only storage that halves the binary).
+/// A word-embedding table `[vocab][hidden]`, row-major: f32, or weight-only storage that makes
+/// the binary smaller (f16: half, INT8 with a scale per row: about a quarter). A looked-up row
+/// is widened (or dequantized) to f32 as it is added to the other embeddings.
+///
+/// ```
+/// use dynq_runtime::ops::bert::{embed_dyn, Embeddings, LayerNorm, Table};
+/// use dynq_runtime::BertInput;
+/// let embed = |word: Table<'_>| {
+///     let e = Embeddings {
+///         word,
+///         position: &[0.1, 0.2, 0.3],
+///         token_type: &[0.0; 3],
+///         norm: LayerNorm { gamma: &[1.0; 3], beta: &[0.0; 3], eps: 1e-12 },
+///     };
+///     let mut out = [0.0; 3];
+///     embed_dyn(&e, &BertInput::new(&[1]), 3, &mut out);
+///     out
+/// };
+/// // Token 1's row, [1.0, -0.5, 0.25] quantized with scale 1 / 127 (its absmax over 127):
+/// let s = 1.0f32 / 127.0;
+/// let int8 = embed(Table::I8 { rows: &[0, 0, 0, 127, -64, 32], scales: &[1.0, s] });
+/// let f32 = embed(Table::F32(&[0.0, 0.0, 0.0, 127.0 * s, -64.0 * s, 32.0 * s]));
+/// assert_eq!(int8, f32);
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub enum Table<'a> {
     /// f32 rows.
     F32(&'a [f32]),
     /// f16 rows (raw bits).
     F16(&'a [u16]),
+    /// Symmetric INT8 rows with one scale per row: row `i` is `rows[i * hidden..][..hidden]`,
+    /// value `q as f32 * scales[i]`.
+    I8 {
+        /// `[vocab][hidden]` quantized values in [-127, 127].
+        rows: &'a [i8],
+        /// One scale per row (`vocab` values).
+        scales: &'a [f32],
+    },
 }
 
 /// Layer normalization parameters.
@@ -213,6 +244,17 @@ pub fn embed_dyn(e: &Embeddings<'_>, input: &BertInput<'_>, h: usize, out: &mut 
                     .zip(typ)
                 {
                     *o = half::f16::from_bits(w).to_f32() + p + t;
+                }
+            }
+            Table::I8 { rows, scales } => {
+                let s = scales[id];
+                for (((o, &q), &p), &t) in row
+                    .iter_mut()
+                    .zip(&rows[id * h..(id + 1) * h])
+                    .zip(pos)
+                    .zip(typ)
+                {
+                    *o = f32::from(q) * s + p + t;
                 }
             }
         }
