@@ -116,7 +116,7 @@ pub(crate) fn resolve_kernels(spec: &SpecFile, target_arch: Option<&str>) -> Vec
     }
     let arch = target_arch.unwrap_or(std::env::consts::ARCH);
     let list: &[&str] = match arch {
-        "x86_64" => &["avx512vnni", "avxvnni", "avx2", "scalar"],
+        "x86_64" => &["amx", "avx512vnni", "avxvnni", "avx2", "scalar"],
         "aarch64" => &["neon_i8mm", "neon_dot", "scalar"],
         _ => &["scalar"],
     };

@@ -328,9 +328,10 @@ pub struct SpecFile {
 pub const MAX_SIZE: usize = 1 << 32;
 
 /// Kernel names accepted in `[target] kernels`.
-pub const KERNEL_NAMES: [&str; 6] = [
+pub const KERNEL_NAMES: [&str; 7] = [
     "scalar",
     "avx2",
+    "amx",
     "avx512vnni",
     "avxvnni",
     "neon_dot",

@@ -160,6 +160,22 @@ fn build_makes_a_working_standalone_binary() {
         text(&auto.stdout),
         "scalar and the detected kernel differ"
     );
+    // DYNQ_KERNEL=amx: the same bits where the CPU has AMX, else a clear error (the default
+    // x86-64 build packs for it).
+    let amx = run_pinned("amx");
+    if amx.status.success() {
+        assert_eq!(
+            text(&scalar.stdout),
+            text(&amx.stdout),
+            "scalar and amx differ"
+        );
+    } else {
+        assert!(
+            text(&amx.stderr).contains("DYNQ_KERNEL=amx: "),
+            "{}",
+            text(&amx.stderr)
+        );
+    }
     let unknown = run_pinned("sse9");
     assert_eq!(unknown.status.code(), Some(1));
     assert!(

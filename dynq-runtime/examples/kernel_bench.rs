@@ -7,7 +7,11 @@
 //! sequence the x86 kernels use (`vpmaddubsw` + `vpmaddwd` + `vpaddd`, 64 ops per 32 MACs).
 //! M = 1 is compared with the time to stream its weights from memory (a measured read
 //! bandwidth over a buffer larger than the caches). The last line is the smallest fraction of
-//! the peak that the best kernel reaches over the shapes with M >= 16.
+//! the peak that the best kernel reaches over the shapes with M >= 16. The AMX kernel, where the
+//! CPU has it, is measured against the peak of its own instruction (`tdpbusd` on 16 x 64-byte
+//! tiles, from registers) and summed up on a line of its own, with its speed-up over AVX-512
+//! VNNI; it is left out of that last line, which stays the `vpdpbusd`/`vpmaddubsw` kernels'.
+//! Weights are 64-byte aligned, as in a generated model's blob.
 //!
 //! Before it, one line per kernel for an LSTM step (`nn.LSTM(256, 512)`, one sequence): the
 //! time per step of a 64-step sequence through the whole recurrent layer (its share of the
@@ -162,6 +166,65 @@ fn vnni256_peak_gops() -> Option<f64> {
     Some(iters as f64 * 12.0 * 64.0 / secs / 1e9)
 }
 
+/// The AMX-INT8 peak: `tdpbusd` on four independent 16 x 16 i32 accumulator tiles from
+/// registers (16 x 16 x 64 MACs = 32768 ops each).
+#[cfg(target_arch = "x86_64")]
+fn amx_peak_gops() -> Option<f64> {
+    use std::arch::asm;
+    #[repr(C, align(64))]
+    struct TileConfig {
+        palette: u8,
+        start_row: u8,
+        reserved: [u8; 14],
+        colsb: [u16; 16],
+        rows: [u8; 16],
+        reserved2: [u8; 16],
+    }
+    fn spin(iters: u64) {
+        let mut config = TileConfig {
+            palette: 1,
+            start_row: 0,
+            reserved: [0; 14],
+            colsb: [0; 16],
+            rows: [0; 16],
+            reserved2: [0; 16],
+        };
+        config.colsb[..8].fill(64);
+        config.rows[..8].fill(16);
+        // SAFETY: `Amx::detect` (checked by the caller) proved AMX-INT8 and asked the OS for
+        // the tile state; the configuration is valid (8 tiles of 16 x 64 bytes), the loop
+        // touches only tile registers and the counter, and the tiles are released at the end.
+        unsafe {
+            asm!(
+                "ldtilecfg [{cfg}]",
+                "tilezero tmm0",
+                "tilezero tmm1",
+                "tilezero tmm2",
+                "tilezero tmm3",
+                "tilezero tmm4",
+                "tilezero tmm5",
+                "tilezero tmm6",
+                "tilezero tmm7",
+                "2:",
+                "tdpbusd tmm0, tmm4, tmm6",
+                "tdpbusd tmm1, tmm4, tmm7",
+                "tdpbusd tmm2, tmm5, tmm6",
+                "tdpbusd tmm3, tmm5, tmm7",
+                "dec {n}",
+                "jnz 2b",
+                "tilerelease",
+                cfg = in(reg) &config,
+                n = inout(reg) iters => _,
+                options(nostack),
+            );
+        }
+    }
+    dynq_runtime::kernels::Amx::detect()?;
+    let iters = 100_000u64;
+    let secs = time(|| spin(black_box(iters)), Duration::from_millis(1500));
+    Some(iters as f64 * 4.0 * 32768.0 / secs / 1e9)
+}
+
 /// Read bandwidth in GB/s over a buffer well beyond the last-level cache.
 fn dram_gbps() -> f64 {
     let buf: Vec<u64> = (0..(256usize << 20) / 8).map(|i| i as u64).collect();
@@ -177,11 +240,35 @@ fn dram_gbps() -> f64 {
 struct Operands {
     a: Vec<i8>,
     scales_m: Vec<f32>,
-    w: Vec<i8>,
+    w: Aligned,
     scales_n: Vec<f32>,
     col_sums: Vec<i32>,
     bias: Vec<f32>,
     out: Vec<f32>,
+}
+
+/// Bytes at a 64-byte aligned offset of their buffer, as the blob places every weight.
+struct Aligned {
+    buf: Vec<i8>,
+    offset: usize,
+    len: usize,
+}
+
+impl Aligned {
+    fn new(bytes: Vec<i8>) -> Self {
+        let len = bytes.len();
+        let mut buf = vec![0i8; len + 64];
+        let offset = buf.as_ptr().align_offset(64);
+        buf[offset..offset + len].copy_from_slice(&bytes);
+        Aligned { buf, offset, len }
+    }
+}
+
+impl std::ops::Deref for Aligned {
+    type Target = [i8];
+    fn deref(&self) -> &[i8] {
+        &self.buf[self.offset..self.offset + self.len]
+    }
 }
 
 fn operands(m: usize, k: usize, n: usize) -> Operands {
@@ -195,7 +282,7 @@ fn operands(m: usize, k: usize, n: usize) -> Operands {
     Operands {
         a: (0..m * k).map(|_| next()).collect(),
         scales_m: vec![0.01; m],
-        w: (0..packed_len(n, k)).map(|_| next()).collect(),
+        w: Aligned::new((0..packed_len(n, k)).map(|_| next()).collect()),
         scales_n: vec![0.02; n],
         col_sums: vec![0; n],
         bias: vec![0.5; n],
@@ -338,9 +425,9 @@ fn main() {
     let budget = Duration::from_millis(if quick { 150 } else { 600 });
     let peak = int8_peak_gops();
     #[cfg(target_arch = "x86_64")]
-    let (peak512, peak256) = (vnni512_peak_gops(), vnni256_peak_gops());
+    let (peak512, peak256, peak_amx) = (vnni512_peak_gops(), vnni256_peak_gops(), amx_peak_gops());
     #[cfg(not(target_arch = "x86_64"))]
-    let (peak512, peak256): (Option<f64>, Option<f64>) = (None, None);
+    let (peak512, peak256, peak_amx): (Option<f64>, Option<f64>, Option<f64>) = (None, None, None);
     let bw = dram_gbps();
     match peak {
         Some(p) => println!("int8 peak (vpmaddubsw+vpmaddwd+vpaddd, one core): {p:.1} GOP/s"),
@@ -351,6 +438,9 @@ fn main() {
     }
     if let Some(p) = peak256 {
         println!("int8 peak (vpdpbusd ymm, one core): {p:.1} GOP/s");
+    }
+    if let Some(p) = peak_amx {
+        println!("int8 peak (tdpbusd AMX tiles, one core): {p:.1} GOP/s");
     }
     println!("memory read bandwidth: {bw:.1} GB/s");
     println!();
@@ -371,6 +461,10 @@ fn main() {
     if dynq_runtime::kernels::Avx512Vnni::detect().is_some() {
         kernels.push(KernelId::Avx512Vnni);
     }
+    #[cfg(target_arch = "x86_64")]
+    if dynq_runtime::kernels::Amx::detect().is_some() {
+        kernels.push(KernelId::Amx);
+    }
     #[cfg(target_arch = "aarch64")]
     {
         if dynq_runtime::kernels::NeonDot::detect().is_some() {
@@ -380,8 +474,17 @@ fn main() {
             kernels.push(KernelId::NeonI8mm);
         }
     }
-    let best = *kernels.last().expect("scalar");
+    // The last line's kernel: the best of the vector kernels (AMX is summed up on its own).
+    let best = *kernels
+        .iter()
+        .rev()
+        .find(|&&k| k != KernelId::Amx)
+        .expect("scalar");
     let mut min_fraction = f64::INFINITY;
+    // AMX: the smallest fraction of its own peak and its speed-up over AVX-512 VNNI, M >= 16.
+    let mut amx_fraction = f64::INFINITY;
+    let mut vnni_gops = std::collections::HashMap::new();
+    let mut amx_speedup: Vec<f64> = Vec::new();
     for &id in &kernels {
         for (name, k, n) in SHAPES {
             for m in MS {
@@ -400,6 +503,14 @@ fn main() {
                     #[cfg(target_arch = "x86_64")]
                     KernelId::AvxVnni => bench_kernel(
                         dynq_runtime::kernels::AvxVnni::detect().expect("detected"),
+                        m,
+                        k,
+                        n,
+                        budget,
+                    ),
+                    #[cfg(target_arch = "x86_64")]
+                    KernelId::Amx => bench_kernel(
+                        dynq_runtime::kernels::Amx::detect().expect("detected"),
                         m,
                         k,
                         n,
@@ -436,6 +547,7 @@ fn main() {
                 let own_peak = match id {
                     KernelId::Avx512Vnni => peak512,
                     KernelId::AvxVnni => peak256,
+                    KernelId::Amx => peak_amx,
                     _ => peak,
                 };
                 let fraction = own_peak.map(|p| gops / p);
@@ -456,6 +568,17 @@ fn main() {
                         min_fraction = min_fraction.min(f);
                     }
                 }
+                if id == KernelId::Avx512Vnni {
+                    vnni_gops.insert((name, m), gops);
+                }
+                if id == KernelId::Amx && m >= 16 {
+                    if let Some(f) = fraction {
+                        amx_fraction = amx_fraction.min(f);
+                    }
+                    if let Some(v) = vnni_gops.get(&(name, m)) {
+                        amx_speedup.push(gops / v);
+                    }
+                }
             }
         }
     }
@@ -472,6 +595,16 @@ fn main() {
         );
     }
     println!();
+    if amx_fraction.is_finite() {
+        let (lo, hi) = amx_speedup
+            .iter()
+            .fold((f64::INFINITY, 0.0f64), |(lo, hi), &s| {
+                (lo.min(s), hi.max(s))
+            });
+        println!(
+            "amx (M>=16): min fraction of the tdpbusd tile peak {amx_fraction:.2}, {lo:.1}x to {hi:.1}x the GOP/s of avx512vnni"
+        );
+    }
     println!("best kernel: {}", best.name());
     if min_fraction.is_finite() {
         println!("min fraction of peak (M>=16): {min_fraction:.2}");

@@ -92,7 +92,7 @@ pub enum Error {
     #[error("weight blob: {0}")]
     Blob(String),
     /// `DYNQ_KERNEL` names a kernel that does not exist.
-    #[error("DYNQ_KERNEL={0:?}: unknown kernel, expected one of scalar, avx2, avx512vnni, avxvnni, neon_dot, neon_i8mm")]
+    #[error("DYNQ_KERNEL={0:?}: unknown kernel, expected one of scalar, avx2, amx, avx512vnni, avxvnni, neon_dot, neon_i8mm")]
     UnknownKernel(String),
     /// `DYNQ_KERNEL` names a kernel this CPU, this build or this model cannot run.
     #[error("DYNQ_KERNEL={name}: {reason}")]

@@ -118,10 +118,25 @@ enum Fill {
 }
 
 fn case() -> impl Strategy<Value = Case> {
+    case_in(1..=20, 1..=50, 1..=80)
+}
+
+/// Shapes that reach the AMX tiles and their remainders: several row tiles (M not a multiple
+/// of 16 or 32), channel pairs and a single last tile (N not a multiple of 32), K over several
+/// 64-value chunks and K blocks, not a multiple of 4 or 64.
+fn large_case() -> impl Strategy<Value = Case> {
+    case_in(1..=70, 1..=70, 1..=900)
+}
+
+fn case_in(
+    m: std::ops::RangeInclusive<usize>,
+    n: std::ops::RangeInclusive<usize>,
+    k: std::ops::RangeInclusive<usize>,
+) -> impl Strategy<Value = Case> {
     (
-        1usize..=20,
-        1usize..=50,
-        1usize..=80,
+        m,
+        n,
+        k,
         prop_oneof![
             4 => Just(Fill::Random),
             1 => Just(Fill::AllMax),
@@ -244,6 +259,15 @@ proptest! {
 
     #[cfg(target_arch = "x86_64")]
     #[test]
+    fn amx_matches_scalar(c in case()) {
+        match dynq_runtime::kernels::Amx::detect() {
+            Some(k) => check_kernel(k, &c)?,
+            None => eprintln!("skipped: this CPU has no AMX-INT8 (or the OS refused its tiles)"),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
     fn avxvnni_matches_scalar(c in case()) {
         match dynq_runtime::kernels::AvxVnni::detect() {
             Some(k) => check_kernel(k, &c)?,
@@ -270,45 +294,152 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn amx_matches_scalar_on_large_shapes(c in large_case()) {
+        match dynq_runtime::kernels::Amx::detect() {
+            Some(k) => check_kernel(k, &c)?,
+            None => eprintln!("skipped: this CPU has no AMX-INT8 (or the OS refused its tiles)"),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512vnni_matches_scalar_on_large_shapes(c in large_case()) {
+        match dynq_runtime::kernels::Avx512Vnni::detect() {
+            Some(k) => check_kernel(k, &c)?,
+            None => eprintln!("skipped: this CPU has no AVX-512 VNNI"),
+        }
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    #[test]
+    fn neon_i8mm_matches_scalar_on_large_shapes(c in large_case()) {
+        match dynq_runtime::kernels::NeonI8mm::detect() {
+            Some(k) => check_kernel(k, &c)?,
+            None => eprintln!("skipped: this CPU has no i8mm"),
+        }
+    }
+}
+
+/// BERT-like shapes through every x86 kernel: K = 3072 and 768 with rows and channels that
+/// leave remainders of every AMX tile and K block (and whole tiles, M = 128).
+#[test]
+fn bert_shapes_match_scalar() {
+    let shapes = [
+        (16, 48, 3072),
+        (37, 33, 3072),
+        (128, 64, 768),
+        (50, 80, 1538),
+        (4, 17, 770),
+        (19, 96, 384),
+    ];
+    for (si, &(m, n, k)) in shapes.iter().enumerate() {
+        let mut s = 0x9E3779B97F4A7C15u64 ^ si as u64;
+        let mut next = move || {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            s
+        };
+        let unit = |x: u64| (x % 1000) as f32 / 997.0 + 1e-3;
+        let c = Case {
+            m,
+            n,
+            k,
+            a: (0..m * k)
+                .map(|_| ((next() % 256) as i32 - 128) as i8)
+                .collect(),
+            zero_points: Some((0..m).map(|_| (next() % 256) as i32 - 128).collect()),
+            w: (0..n * k)
+                .map(|_| ((next() % 255) as i32 - 127) as i8)
+                .collect(),
+            row_scales: (0..m).map(|_| unit(next()) * 0.05).collect(),
+            w_scales: (0..n).map(|_| unit(next()) * 0.01).collect(),
+            bias: Some((0..n).map(|_| unit(next()) - 0.5).collect()),
+        };
+        #[cfg(target_arch = "x86_64")]
+        {
+            use dynq_runtime::kernels::{Amx, Avx2, Avx512Vnni, AvxVnni};
+            match Amx::detect() {
+                Some(k) => check_kernel(k, &c).unwrap(),
+                None => eprintln!("skipped amx: this CPU has no AMX-INT8"),
+            }
+            if let Some(k) = Avx512Vnni::detect() {
+                check_kernel(k, &c).unwrap();
+            }
+            if let Some(k) = AvxVnni::detect() {
+                check_kernel(k, &c).unwrap();
+            }
+            if let Some(k) = Avx2::detect() {
+                check_kernel(k, &c).unwrap();
+            }
+        }
+        #[cfg(target_arch = "aarch64")]
+        {
+            use dynq_runtime::kernels::{NeonDot, NeonI8mm};
+            if let Some(k) = NeonDot::detect() {
+                check_kernel(k, &c).unwrap();
+            }
+            if let Some(k) = NeonI8mm::detect() {
+                check_kernel(k, &c).unwrap();
+            }
+        }
+        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+        check_kernel(Scalar::new(), &c).unwrap();
+    }
+}
+
 #[test]
 fn long_k_and_saturation_edge() {
     // K = 3072 (BERT-base FFN), every activation -128 and every weight +127 or -127 (by
     // channel): every pair sum is +-32512, the largest the shifted scheme allows, and the
-    // sums reach 1.2e6 * 32 = 5e7.
-    let (m, n, k) = (5, 33, 3072);
-    let c = Case {
-        m,
-        n,
-        k,
-        a: vec![-128; m * k],
-        zero_points: Some(vec![0; m]),
-        w: (0..n * k)
-            .map(|i| if (i / k) % 2 == 0 { 127 } else { -127 })
-            .collect(),
-        row_scales: vec![0.5; m],
-        w_scales: vec![0.25; n],
-        bias: None,
-    };
-    check_kernel(Scalar::new(), &c).unwrap();
-    #[cfg(target_arch = "x86_64")]
-    if let Some(k) = dynq_runtime::kernels::Avx2::detect() {
-        check_kernel(k, &c).unwrap();
-    }
-    #[cfg(target_arch = "x86_64")]
-    if let Some(k) = dynq_runtime::kernels::Avx512Vnni::detect() {
-        check_kernel(k, &c).unwrap();
-    }
-    #[cfg(target_arch = "x86_64")]
-    if let Some(k) = dynq_runtime::kernels::AvxVnni::detect() {
-        check_kernel(k, &c).unwrap();
-    }
-    #[cfg(target_arch = "aarch64")]
-    if let Some(k) = dynq_runtime::kernels::NeonDot::detect() {
-        check_kernel(k, &c).unwrap();
-    }
-    #[cfg(target_arch = "aarch64")]
-    if let Some(k) = dynq_runtime::kernels::NeonI8mm::detect() {
-        check_kernel(k, &c).unwrap();
+    // sums reach 1.2e6 * 32 = 5e7. Activations 127 are 255 once flipped to unsigned (AMX and
+    // VNNI): the largest unsigned operand. M = 37 runs the AMX tiles (three row tiles).
+    for (m, fill) in [(5, -128), (37, -128), (37, 127)] {
+        let n = 33;
+        let k = 3072;
+        let c = Case {
+            m,
+            n,
+            k,
+            a: vec![fill; m * k],
+            zero_points: Some(vec![0; m]),
+            w: (0..n * k)
+                .map(|i| if (i / k) % 2 == 0 { 127 } else { -127 })
+                .collect(),
+            row_scales: vec![0.5; m],
+            w_scales: vec![0.25; n],
+            bias: None,
+        };
+        check_kernel(Scalar::new(), &c).unwrap();
+        #[cfg(target_arch = "x86_64")]
+        if let Some(k) = dynq_runtime::kernels::Avx2::detect() {
+            check_kernel(k, &c).unwrap();
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(k) = dynq_runtime::kernels::Avx512Vnni::detect() {
+            check_kernel(k, &c).unwrap();
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(k) = dynq_runtime::kernels::Amx::detect() {
+            check_kernel(k, &c).unwrap();
+        }
+        #[cfg(target_arch = "x86_64")]
+        if let Some(k) = dynq_runtime::kernels::AvxVnni::detect() {
+            check_kernel(k, &c).unwrap();
+        }
+        #[cfg(target_arch = "aarch64")]
+        if let Some(k) = dynq_runtime::kernels::NeonDot::detect() {
+            check_kernel(k, &c).unwrap();
+        }
+        #[cfg(target_arch = "aarch64")]
+        if let Some(k) = dynq_runtime::kernels::NeonI8mm::detect() {
+            check_kernel(k, &c).unwrap();
+        }
     }
 }
 
@@ -322,8 +453,10 @@ fn detection_picks_the_best_available_kernel() {
     println!("selected kernel: {}", id.name());
     #[cfg(target_arch = "x86_64")]
     {
-        use dynq_runtime::kernels::{Avx2, Avx512Vnni, AvxVnni};
-        let expected = if Avx512Vnni::detect().is_some() {
+        use dynq_runtime::kernels::{Amx, Avx2, Avx512Vnni, AvxVnni};
+        let expected = if Amx::detect().is_some() {
+            dynq_runtime::KernelId::Amx
+        } else if Avx512Vnni::detect().is_some() {
             dynq_runtime::KernelId::Avx512Vnni
         } else if AvxVnni::detect().is_some() {
             dynq_runtime::KernelId::AvxVnni

@@ -304,9 +304,12 @@ fn for_each_simd_kernel(
 ) {
     #[cfg(target_arch = "x86_64")]
     {
-        use dynq_runtime::kernels::{Avx2, Avx512Vnni, AvxVnni};
+        use dynq_runtime::kernels::{Amx, Avx2, Avx512Vnni, AvxVnni};
         if let Some(k) = Avx2::detect() {
             f("avx2", &move |m, q, x, aq| m.run(k, q, x, aq));
+        }
+        if let Some(k) = Amx::detect() {
+            f("amx", &move |m, q, x, aq| m.run(k, q, x, aq));
         }
         if let Some(k) = Avx512Vnni::detect() {
             f("avx512vnni", &move |m, q, x, aq| m.run(k, q, x, aq));

@@ -303,6 +303,7 @@ fn kernel_list(model: &Model) -> TokenStream {
             match k.as_str() {
                 "scalar" => "Scalar",
                 "avx2" => "Avx2",
+                "amx" => "Amx",
                 "avx512vnni" => "Avx512Vnni",
                 "avxvnni" => "AvxVnni",
                 "neon_dot" => "NeonDot",

@@ -430,7 +430,7 @@ pub fn cases() -> Vec<Case> {
         spec(
             "toml_unknown_kernel",
             format!("{MLP_TOML}\n[target]\nkernels = [\"sse9\"]\n"),
-            "14:12: key `target.kernels`: unknown kernel \"sse9\", expected one of scalar, avx2, avx512vnni, avxvnni, neon_dot, neon_i8mm",
+            "14:12: key `target.kernels`: unknown kernel \"sse9\", expected one of scalar, avx2, amx, avx512vnni, avxvnni, neon_dot, neon_i8mm",
         ),
         spec(
             "toml_wrong_type",

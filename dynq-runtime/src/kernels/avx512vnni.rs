@@ -71,7 +71,13 @@ impl Kernel for Avx512Vnni {
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VNNI; the slices must pass `check_qgemm`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vnni,avx2,fma")]
-unsafe fn qgemm(a: QuantizedRows<'_>, m: usize, w: &QLinear<'_>, act: Activation, out: &mut [f32]) {
+pub(super) unsafe fn qgemm(
+    a: QuantizedRows<'_>,
+    m: usize,
+    w: &QLinear<'_>,
+    act: Activation,
+    out: &mut [f32],
+) {
     super::with_unsigned(&a, m, |flipped| tiles(flipped, m, w, out));
     // Inside the target-feature function, so the activation loop vectorizes for it too.
     apply_activation(act, &mut out[..m * w.n]);

@@ -57,6 +57,8 @@ macro_rules! run_block {
 }
 
 #[cfg(target_arch = "x86_64")]
+mod amx;
+#[cfg(target_arch = "x86_64")]
 mod avx2;
 #[cfg(target_arch = "x86_64")]
 mod avx512vnni;
@@ -67,6 +69,8 @@ mod neon_dot;
 #[cfg(target_arch = "aarch64")]
 mod neon_i8mm;
 mod scalar;
+#[cfg(target_arch = "x86_64")]
+pub use amx::Amx;
 #[cfg(target_arch = "x86_64")]
 pub use avx2::Avx2;
 #[cfg(target_arch = "x86_64")]
@@ -310,6 +314,8 @@ pub enum KernelId {
     Scalar,
     /// x86-64 AVX2 (`vpmaddubsw`).
     Avx2,
+    /// x86-64 AMX-INT8 (`tdpbusd` on tiles), AVX-512 VNNI below 3 rows.
+    Amx,
     /// x86-64 AVX-512 VNNI (`vpdpbusd` on zmm).
     Avx512Vnni,
     /// x86-64 AVX-VNNI (`vpdpbusd`, VEX on ymm).
@@ -322,7 +328,8 @@ pub enum KernelId {
 
 impl KernelId {
     /// Every kernel, best first within each architecture.
-    pub const ALL: [KernelId; 6] = [
+    pub const ALL: [KernelId; 7] = [
+        KernelId::Amx,
         KernelId::Avx512Vnni,
         KernelId::AvxVnni,
         KernelId::Avx2,
@@ -340,6 +347,7 @@ impl KernelId {
         match self {
             KernelId::Scalar => "scalar",
             KernelId::Avx2 => "avx2",
+            KernelId::Amx => "amx",
             KernelId::Avx512Vnni => "avx512vnni",
             KernelId::AvxVnni => "avxvnni",
             KernelId::NeonDot => "neon_dot",
@@ -372,6 +380,12 @@ impl KernelId {
                 std::env::consts::ARCH
             )),
             #[cfg(target_arch = "x86_64")]
+            KernelId::Amx => Amx::detect().is_none().then(|| {
+                "this CPU lacks AMX-TILE/AMX-INT8 or AVX-512 F/BW/VNNI, or the OS refused the \
+                 AMX tile state"
+                    .to_string()
+            }),
+            #[cfg(target_arch = "x86_64")]
             KernelId::Avx512Vnni => Avx512Vnni::detect()
                 .is_none()
                 .then(|| "this CPU lacks AVX-512 F/BW/VNNI".to_string()),
@@ -398,7 +412,7 @@ impl KernelId {
                 std::env::consts::ARCH
             )),
             #[cfg(not(target_arch = "x86_64"))]
-            KernelId::Avx512Vnni | KernelId::AvxVnni => Some(format!(
+            KernelId::Amx | KernelId::Avx512Vnni | KernelId::AvxVnni => Some(format!(
                 "the {} kernel needs x86-64, this is {}",
                 self.name(),
                 std::env::consts::ARCH
@@ -505,6 +519,11 @@ fn dispatch_here<J: Job>(job: J, enabled: &[KernelId]) -> Result<J::Output, Erro
         #[cfg(target_arch = "x86_64")]
         KernelId::Avx2 => match Avx2::detect() {
             Some(k) => Ok(avx2::enter(job, k)),
+            None => Ok(job.run(Scalar::new())),
+        },
+        #[cfg(target_arch = "x86_64")]
+        KernelId::Amx => match Amx::detect() {
+            Some(k) => Ok(amx::enter(job, k)),
             None => Ok(job.run(Scalar::new())),
         },
         #[cfg(target_arch = "x86_64")]
