@@ -132,6 +132,8 @@ entry!(Amx, "avx512f,avx512bw,avx512vnni,avx2,fma");
 
 impl Kernel for Amx {
     const ID: KernelId = KernelId::Amx;
+    const FMA: bool = true;
+    const WIDE_F32: bool = true;
 
     #[inline(always)]
     fn qgemm(
