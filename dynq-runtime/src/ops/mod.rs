@@ -204,40 +204,31 @@ pub(crate) fn linear_post<Kn: Kernel>(
             return;
         }
     };
-    let (quant, scales, zero_points) = (
-        &mut *scratch.quant,
-        &mut *scratch.scales,
-        &mut *scratch.zero_points,
-    );
     let stride = padded_k(k);
     let (x, out) = (&x[..rows * k], &mut out[..rows * n]);
     // Row blocks on the thread pool (feature `rayon`) once there is enough work to share.
     let (align, min_rows) = (4, 32);
-    if aq.granularity == Granularity::PerToken && crate::kernels::threads() > 1 && rows >= min_rows
+    let source = if aq.granularity == Granularity::PerToken
+        && crate::kernels::threads() > 1
+        && rows >= min_rows
     {
         // Per-token quantization is row by row: each block quantizes its own rows (into
         // per-thread buffers), so it runs in parallel and inside the GEMM's block.
-        let task = QgemmBlocks {
-            kernel,
-            rows: Rows::Raw { x, k, aq },
-            stride,
-            w,
-            act,
-            post,
-        };
-        crate::kernels::for_each_block(kernel, rows, n, align, min_rows, out, &mut [], 0, &task);
-        return;
-    }
-    let quant = &mut quant[..rows * stride];
-    let (scales, zero_points) = (&mut scales[..rows], &mut zero_points[..rows]);
-    let zero_points = quantize_activations(x, rows, k, stride, aq, quant, scales, zero_points);
-    let task = QgemmBlocks {
-        kernel,
-        rows: Rows::Quantized {
+        Rows::Raw { x, k, aq }
+    } else {
+        let quant = &mut scratch.quant[..rows * stride];
+        let scales = &mut scratch.scales[..rows];
+        let zero_points = &mut scratch.zero_points[..rows];
+        let zero_points = quantize_activations(x, rows, k, stride, aq, quant, scales, zero_points);
+        Rows::Quantized {
             quant,
             scales,
             zero_points,
-        },
+        }
+    };
+    let task = QgemmBlocks {
+        kernel,
+        rows: source,
         stride,
         w,
         act,
