@@ -69,6 +69,8 @@ mod neon_dot;
 #[cfg(target_arch = "aarch64")]
 mod neon_i8mm;
 mod scalar;
+#[cfg(feature = "rayon")]
+mod team;
 #[cfg(target_arch = "x86_64")]
 pub use amx::Amx;
 #[cfg(target_arch = "x86_64")]
@@ -293,6 +295,16 @@ pub fn for_each_block<K: Kernel, T: BlockTask>(
     {
         use rayon::prelude::*;
         let block = rows.div_ceil(t).next_multiple_of(align);
+        // Inside `dispatch`: the forward's own team of awake threads.
+        if team::split(
+            &mut out[..rows * row_len],
+            block * row_len,
+            &mut scratch[..t * scratch_len],
+            scratch_len,
+            &|b, o, s| kernel.run_block(task, b * block, o, s),
+        ) {
+            return;
+        }
         let out = out[..rows * row_len].par_chunks_mut(block * row_len);
         if scratch_len == 0 {
             out.enumerate()
@@ -477,18 +489,27 @@ pub fn selected_kernel() -> Result<KernelId, Error> {
 /// When `DYNQ_KERNEL` pins a kernel the model was not packed for, this is an error; otherwise
 /// the best selected-or-lesser kernel the model carries is used.
 ///
-/// With the `rayon` feature and more than one thread, a call from outside the thread pool runs
-/// the whole job on a pool thread (the caller waits): each parallel block inside then starts on
-/// the thread already running, instead of every block being handed from the caller to the pool
-/// and back (two thread wake-ups per block, ~30 blocks per BERT forward).
+/// With the `rayon` feature and more than one thread, the job runs on a pool thread (the caller
+/// waits) with `threads() - 1` helper tasks spawned beside it that stay awake, polling, until
+/// the job ends: each parallel region of the forward (~30 per BERT forward) then starts on all
+/// threads at once, instead of waking a sleeping pool thread with a system call per region.
+/// Blocks are claimed, not assigned, so a helper the pool cannot run yet (all threads busy with
+/// other forwards) costs nothing: the forward thread does its blocks.
 pub fn dispatch<J>(job: J, enabled: &[KernelId]) -> Result<J::Output, Error>
 where
     J: Job + Send,
     J::Output: Send,
 {
     #[cfg(feature = "rayon")]
-    if threads() > 1 && rayon::current_thread_index().is_none() {
-        return rayon::scope(|_| dispatch_here(job, enabled));
+    if threads() > 1 {
+        let team = team::Team::new();
+        return rayon::scope(|s| {
+            for _ in 1..threads() {
+                s.spawn(|_| team.help());
+            }
+            let _current = team.enter();
+            dispatch_here(job, enabled)
+        });
     }
     dispatch_here(job, enabled)
 }

@@ -1,0 +1,306 @@
+//! The threads of one forward call (`rayon` feature): the calling thread and `threads() - 1`
+//! helpers that stay awake, spinning, from the first parallel block of the forward to its end.
+//!
+//! A BERT forward has about 30 parallel regions a few hundred microseconds apart. Handing each
+//! to rayon's pool (`par_chunks_mut`) put the idle thread to sleep between them and woke it
+//! with a system call each time: two context switches per region, and the wake-up latency of
+//! the sleeping side, on the critical path of every region. Here the helpers poll one atomic
+//! word instead, so a region starts on all threads within a cache-line transfer.
+//!
+//! Protocol: the forward thread publishes a region (a type-erased `Fn(block)` and a block
+//! count) by storing a new state word, then claims blocks itself like any helper; blocks are
+//! claimed one at a time by compare-and-swap on that word, so each runs exactly once and a
+//! helper that never gets scheduled only means the forward thread does its blocks. The forward
+//! thread returns from a region once every block has completed, so the closure outlives every
+//! use; the state word carries a generation number, so a helper holding a stale copy can never
+//! claim a block of a newer region.
+
+use std::cell::{Cell, UnsafeCell};
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// A region's work: run block `b`.
+type Work<'a> = dyn Fn(usize) + Sync + 'a;
+
+/// [`split`]'s work: block index, the block's output, its scratch.
+type BlockWork<'a> = dyn Fn(usize, &mut [f32], &mut [f32]) + Sync + 'a;
+
+/// `state` layout: generation in the high 32 bits, block count in bits 16..32, next unclaimed
+/// block in bits 0..16.
+const FIELD: u64 = 0xffff;
+
+/// Polls of the state word before a waiting thread starts yielding its core between polls.
+const SPINS: u32 = 1 << 14;
+
+/// The shared state of one forward's threads; see the module documentation.
+pub(crate) struct Team {
+    state: AtomicU64,
+    /// Blocks of the current region that have finished.
+    done: AtomicUsize,
+    /// The current region's work; written only by the forward thread while no claim is open.
+    work: UnsafeCell<*const Work<'static>>,
+    /// Set when the forward ends: helpers return.
+    quit: AtomicBool,
+    /// Set when a block panicked on a helper; the forward thread re-raises it.
+    panicked: AtomicBool,
+    /// The forward thread is inside a region (a nested region runs inline).
+    busy: Cell<bool>,
+}
+
+// SAFETY: `work` is written only by the forward thread between regions, when every claim of
+// the previous region has completed (`done` equals its block count, read with Acquire) and no
+// new claim can succeed (the state word shows no unclaimed block); helpers read it only after a
+// successful claim, whose Acquire compare-and-swap synchronizes with the Release store that
+// published the region after `work` was written. `busy` is touched only by the forward thread.
+unsafe impl Sync for Team {}
+
+thread_local! {
+    /// The team of the forward this thread is running, if any.
+    static CURRENT: Cell<*const Team> = const { Cell::new(std::ptr::null()) };
+}
+
+impl Team {
+    pub(crate) fn new() -> Self {
+        Team {
+            state: AtomicU64::new(0),
+            done: AtomicUsize::new(0),
+            work: UnsafeCell::new(std::ptr::null::<fn(usize)>() as *const Work<'static>),
+            quit: AtomicBool::new(false),
+            panicked: AtomicBool::new(false),
+            busy: Cell::new(false),
+        }
+    }
+
+    /// Makes this team the current one of the calling (forward) thread until the guard drops;
+    /// dropping it also sends the helpers home.
+    pub(crate) fn enter(&self) -> Entered<'_> {
+        CURRENT.with(|c| c.set(self));
+        Entered(self)
+    }
+
+    /// A helper's life: run claimed blocks until the forward ends.
+    pub(crate) fn help(&self) {
+        let mut idle = 0u32;
+        loop {
+            if let Some(b) = self.claim() {
+                // SAFETY: a successful claim; see the `Sync` impl.
+                let work = unsafe { &**self.work.get() };
+                if catch_unwind(AssertUnwindSafe(|| work(b))).is_err() {
+                    self.panicked.store(true, Ordering::Relaxed);
+                }
+                self.done.fetch_add(1, Ordering::Release);
+                idle = 0;
+                continue;
+            }
+            if self.quit.load(Ordering::Acquire) {
+                return;
+            }
+            idle = idle.saturating_add(1);
+            pause(idle);
+        }
+    }
+
+    /// Claims the next block of the current region, if one is left.
+    fn claim(&self) -> Option<usize> {
+        let mut s = self.state.load(Ordering::Acquire);
+        loop {
+            let (next, blocks) = (s & FIELD, (s >> 16) & FIELD);
+            if next >= blocks {
+                return None;
+            }
+            match self
+                .state
+                .compare_exchange_weak(s, s + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Some(next as usize),
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// Runs `work(b)` for every `b < blocks` across the team and returns when all are done.
+    fn run(&self, blocks: usize, work: &Work<'_>) {
+        if blocks <= 1 || blocks > FIELD as usize || self.busy.get() {
+            (0..blocks).for_each(work);
+            return;
+        }
+        self.busy.set(true);
+        // SAFETY: only the lifetime is erased; the pointer is used only by claims of this
+        // region, all of which complete before this function returns (below).
+        let erased: *const Work<'static> = unsafe { std::mem::transmute(work as *const Work<'_>) };
+        // SAFETY: no claim is open (see the `Sync` impl), so nothing reads `work` now.
+        unsafe { *self.work.get() = erased };
+        self.done.store(0, Ordering::Relaxed);
+        let generation = (self.state.load(Ordering::Relaxed) >> 32).wrapping_add(1);
+        self.state.store(
+            (generation << 32) | ((blocks as u64) << 16),
+            Ordering::Release,
+        );
+        let mut caught = None;
+        while let Some(b) = self.claim() {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| work(b))) {
+                caught = Some(p);
+            }
+            self.done.fetch_add(1, Ordering::Release);
+        }
+        let mut idle = 0u32;
+        while self.done.load(Ordering::Acquire) < blocks {
+            idle = idle.saturating_add(1);
+            pause(idle);
+        }
+        self.busy.set(false);
+        if let Some(p) = caught {
+            resume_unwind(p);
+        }
+        if self.panicked.swap(false, Ordering::Relaxed) {
+            panic!("a parallel block panicked on a helper thread");
+        }
+    }
+}
+
+/// Waiting: spin on the core while a new region is likely soon, then let others run.
+#[inline]
+fn pause(idle: u32) {
+    if idle < SPINS {
+        std::hint::spin_loop();
+    } else {
+        std::thread::yield_now();
+    }
+}
+
+/// The team stays current while this lives; see [`Team::enter`].
+pub(crate) struct Entered<'a>(&'a Team);
+
+impl Drop for Entered<'_> {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.set(std::ptr::null()));
+        self.0.quit.store(true, Ordering::Release);
+    }
+}
+
+/// A raw pointer the blocks of one region share; each block touches only its own range.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+
+// SAFETY: the blocks built from it in `split` cover disjoint ranges, each claimed by exactly
+// one thread.
+unsafe impl Sync for Shared {}
+unsafe impl Send for Shared {}
+
+impl Shared {
+    /// The pointer (a method, so closures capture the whole `Sync` wrapper, not the field).
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// Runs `f(b, out_b, scratch_b)` for each `chunk`-value block `out_b` of `out` and the matching
+/// `scratch_len`-value piece of `scratch`, on the current thread's team. Returns `false`, doing
+/// nothing, when this thread is not running a forward with a team.
+pub(crate) fn split(
+    out: &mut [f32],
+    chunk: usize,
+    scratch: &mut [f32],
+    scratch_len: usize,
+    f: &BlockWork<'_>,
+) -> bool {
+    let team = CURRENT.with(Cell::get);
+    if team.is_null() || chunk == 0 {
+        return false;
+    }
+    // SAFETY: `CURRENT` is set only while the `Entered` guard of a live team exists, on the
+    // thread that holds it; this thread is that thread.
+    let team = unsafe { &*team };
+    let blocks = out.len().div_ceil(chunk);
+    assert!(scratch.len() >= blocks * scratch_len, "scratch per block");
+    let (len, o, s) = (
+        out.len(),
+        Shared(out.as_mut_ptr()),
+        Shared(scratch.as_mut_ptr()),
+    );
+    team.run(blocks, &move |b| {
+        let start = b * chunk;
+        let n = chunk.min(len - start);
+        // SAFETY: block `b < blocks` is claimed once; `start..start + n` lies in `out` and
+        // `b * scratch_len..(b + 1) * scratch_len` in `scratch` (asserted above), and these
+        // ranges are disjoint across blocks. The borrows of `out` and `scratch` outlive the
+        // region: `run` returns only after every block has finished.
+        let (o, s) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(o.get().add(start), n),
+                std::slice::from_raw_parts_mut(s.get().add(b * scratch_len), scratch_len),
+            )
+        };
+        f(b, o, s);
+    });
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Many regions of varied block counts and sizes, on `helpers` helper threads: every value
+    /// is visited exactly once per region, with its own block's scratch.
+    fn regions(helpers: usize) {
+        let team = Team::new();
+        std::thread::scope(|s| {
+            for _ in 0..helpers {
+                s.spawn(|| team.help());
+            }
+            let _current = team.enter();
+            let mut out = vec![0.0f32; 1000];
+            let mut scratch = vec![0.0f32; 8 * 3];
+            for round in 0..2000usize {
+                let len = 1 + round % 997;
+                let chunk = 1 + (round * 7) % len;
+                let blocks = len.div_ceil(chunk);
+                if blocks > 8 {
+                    continue;
+                }
+                assert!(split(
+                    &mut out[..len],
+                    chunk,
+                    &mut scratch,
+                    3,
+                    &|b, o, sc| {
+                        assert_eq!(sc.len(), 3);
+                        sc[0] = b as f32;
+                        for v in o {
+                            *v += 1.0;
+                        }
+                    }
+                ));
+                assert!(out[..len].iter().all(|&v| v == 1.0), "round {round}");
+                out.fill(0.0);
+            }
+        });
+    }
+
+    #[test]
+    fn every_block_runs_exactly_once() {
+        regions(0);
+        regions(1);
+        regions(3);
+    }
+
+    #[test]
+    fn no_team_no_split() {
+        assert!(!split(&mut [0.0; 4], 2, &mut [], 0, &|_, _, _| {}));
+    }
+
+    #[test]
+    fn a_panicking_block_reaches_the_forward_thread() {
+        let team = Team::new();
+        let r = std::thread::scope(|s| {
+            s.spawn(|| team.help());
+            let _current = team.enter();
+            catch_unwind(AssertUnwindSafe(|| {
+                split(&mut [0.0; 64], 1, &mut [], 0, &|b, _, _| {
+                    assert!(b != 40, "block 40");
+                })
+            }))
+        });
+        assert!(r.is_err());
+    }
+}
