@@ -105,6 +105,50 @@ impl dynq_runtime::Job for Run<'_> {
     }
 }
 
+/// Compares every kernel with the f64 reference.
+fn check(case: &Case) {
+    let want = case.reference();
+    for id in KernelId::ALL {
+        let Ok(got) = dynq_runtime::dispatch(Run(case), &[id]) else {
+            continue; // a kernel this CPU lacks
+        };
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (f64::from(*g) - w).abs() <= 2e-5 * (1.0 + w.abs()),
+                "{}: output {} = {} vs {}",
+                id.name(),
+                i,
+                g,
+                w
+            );
+        }
+    }
+}
+
+/// Heads wider than the 256 dimensions the blocked loops keep on the stack, and lengths at and
+/// around the 16-key groups of the score layout, with several threads' worth of query blocks.
+#[test]
+fn wide_heads_and_key_group_edges() {
+    for (heads, d, len) in [
+        (1, 257, 20),
+        (2, 300, 9),
+        (1, 256, 33),
+        (4, 8, 48),
+        (3, 16, 47),
+        (2, 32, 130),
+    ] {
+        check(&Case::new(
+            heads,
+            d,
+            len,
+            0.5,
+            &[false, false, true],
+            7 + len as u64,
+        ));
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 

@@ -305,44 +305,6 @@ fn sum8(x: &[f32], f: impl Fn(f64) -> f64) -> f64 {
     lanes.iter().sum::<f64>() + tail
 }
 
-/// `s[j] = exp(s[j] - max(s))` in place; returns the sum (the caller scales by its inverse
-/// once per output instead of once per score). Max and sum are kept in 16 lanes so the loops
-/// vectorize; the exponentials are summed as they are made.
-#[inline(always)]
-fn softmax_unscaled<Kn: Kernel>(s: &mut [f32]) -> f32 {
-    const L: usize = 16;
-    // A plain comparison (no NaN rules), so the reduction vectorizes.
-    let mut m = [f32::NEG_INFINITY; L];
-    let mut chunks = s.chunks_exact(L);
-    for c in &mut chunks {
-        for l in 0..L {
-            m[l] = if c[l] > m[l] { c[l] } else { m[l] };
-        }
-    }
-    let max = chunks
-        .remainder()
-        .iter()
-        .chain(&m)
-        .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
-    let mut lanes = [0.0f32; L];
-    let mut chunks = s.chunks_exact_mut(L);
-    // Plain loops, no closures: a closure the compiler leaves out of line is compiled for the
-    // baseline CPU, where `mul_add` is a library call.
-    for c in &mut chunks {
-        for l in 0..L {
-            let e = exp_k::<Kn>(c[l] - max);
-            c[l] = e;
-            lanes[l] += e;
-        }
-    }
-    let mut tail = 0.0f32;
-    for v in chunks.into_remainder() {
-        *v = exp_k::<Kn>(*v - max);
-        tail += *v;
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
 /// Multi-head self-attention over `len` tokens in f32: `qkv` rows hold `[q | k | v]` (each
 /// `H` wide, heads contiguous), `ctx` receives the heads' outputs side by side. `kt` (at least
 /// `len * H`) receives the keys transposed per head, so scores are computed for 8 keys at a
@@ -405,7 +367,7 @@ pub fn attention<Kn: Kernel, D: Dims>(
         64,
         ctx,
         scores,
-        QUERY_BLOCK * len,
+        QUERY_BLOCK * len.next_multiple_of(KEY_GROUP),
         &task,
     );
 }
@@ -443,13 +405,22 @@ impl<Kn: Kernel, D: Dims> crate::kernels::BlockTask for AttentionBlocks<'_, Kn, 
 /// accumulators are independent, so the FMAs do not wait on each other's latency.
 pub const QUERY_BLOCK: usize = 8;
 
-/// The `scores` scratch [`EncoderScratch`] needs for `len` tokens on `threads` threads.
+/// Keys per group of the score layout (see [`attend_block`]).
+const KEY_GROUP: usize = 16;
+
+/// Head widths up to this keep a block's transposed queries on the stack; wider heads (no
+/// known model has them) use a heap buffer per block.
+const STACK_HEAD_WIDTH: usize = 256;
+
+/// The `scores` scratch [`EncoderScratch`] needs for `len` tokens on `threads` threads: per
+/// thread, a block of [`QUERY_BLOCK`] score rows, keys rounded up to a group of 16.
 ///
 /// ```
-/// assert_eq!(dynq_runtime::ops::bert::scores_len(10, 2), 10 * 2 * 8);
+/// assert_eq!(dynq_runtime::ops::bert::scores_len(10, 2), 16 * 2 * 8);
+/// assert_eq!(dynq_runtime::ops::bert::scores_len(32, 1), 32 * 8);
 /// ```
 pub const fn scores_len(len: usize, threads: usize) -> usize {
-    len * threads * QUERY_BLOCK
+    len.next_multiple_of(KEY_GROUP) * threads * QUERY_BLOCK
 }
 
 /// Attention of query rows `i0..i0 + ctx.len() / hidden` against all `len` keys, head by head
@@ -471,6 +442,14 @@ fn attend_rows<Kn: Kernel>(
     let rows = ctx.len() / hidden;
     let g = Geometry { hidden, d, len };
     let block = if Kn::WIDE_F32 { 8 } else { 4 };
+    let mut stack = [[0.0f32; QUERY_BLOCK]; STACK_HEAD_WIDTH];
+    let mut heap = Vec::new();
+    let qt: &mut [[f32; QUERY_BLOCK]] = if d <= STACK_HEAD_WIDTH {
+        &mut stack[..d]
+    } else {
+        heap.resize(d, [0.0; QUERY_BLOCK]);
+        &mut heap
+    };
     for h in 0..heads {
         let kh = &kt[h * d * len..(h + 1) * d * len];
         let mut r = 0;
@@ -478,13 +457,13 @@ fn attend_rows<Kn: Kernel>(
             let ctx = &mut ctx[r * hidden..];
             let args = (qkv, kh, mask_bias, h, i0 + r);
             if rows - r < block {
-                attend_block::<Kn, 1, 32>(&g, args, scores, ctx);
+                attend_block::<Kn, 1, 32>(&g, args, qt, scores, ctx);
                 r += 1;
             } else if Kn::WIDE_F32 {
-                attend_block::<Kn, 8, 32>(&g, args, scores, ctx);
+                attend_block::<Kn, 8, 32>(&g, args, qt, scores, ctx);
                 r += 8;
             } else {
-                attend_block::<Kn, 4, 16>(&g, args, scores, ctx);
+                attend_block::<Kn, 4, 16>(&g, args, qt, scores, ctx);
                 r += 4;
             }
         }
@@ -500,37 +479,103 @@ struct Geometry {
     len: usize,
 }
 
+/// Where the score of query `r` of a block against key `j` lies: keys in groups of 16, each
+/// group holding the 16 scores of every query of the block in turn (`[j / 16][r][j % 16]`).
+/// The score loops store whole vectors of keys, and the value loop finds the `R` queries'
+/// weights of one key at fixed offsets from one pointer (no pointer per query to keep in
+/// registers).
+#[inline(always)]
+fn score_at(j: usize, r: usize) -> usize {
+    (j / KEY_GROUP) * (KEY_GROUP * QUERY_BLOCK) + r * KEY_GROUP + j % KEY_GROUP
+}
+
 /// Queries `i..i + R` of head `h` (`args` = qkv, the head's keys transposed `[d][len]`, mask
 /// bias, `h`, `i`; the queries already scaled by `1 / sqrt(d)`): scores against every key,
 /// softmax, and the weighted sum of the value rows into `ctx` (row `r` of the block at
-/// `ctx[r * hidden + h * d..]`), `W` lanes at a time. Each score and each output is summed in
-/// the same order as one query at a time would (mask bias first, then dimension by dimension;
-/// value rows in key order), so blocking changes no result.
+/// `ctx[r * hidden + h * d..]`), `W` lanes at a time. `qt` (`d` rows) receives the queries
+/// transposed, so the score loop reads the `R` queries' value at one dimension from one place.
+/// Each score and each output is summed in the same order as one query at a time would (mask
+/// bias first, then dimension by dimension; value rows in key order), so blocking changes no
+/// result.
 #[inline(always)]
 fn attend_block<Kn: Kernel, const R: usize, const W: usize>(
     g: &Geometry,
     (qkv, kh, mask_bias, h, i): (&[f32], &[f32], &[f32], usize, usize),
+    qt: &mut [[f32; QUERY_BLOCK]],
     scores: &mut [f32],
     ctx: &mut [f32],
 ) {
     let (hidden, d, len) = (g.hidden, g.d, g.len);
-    let q: [&[f32]; R] = std::array::from_fn(|r| &qkv[(i + r) * 3 * hidden + h * d..][..d]);
-    let scores = &mut scores[..R * len];
+    for r in 0..R {
+        let q = &qkv[(i + r) * 3 * hidden + h * d..][..d];
+        for (t, &v) in qt.iter_mut().zip(q) {
+            t[r] = v;
+        }
+    }
+    let qt = &*qt;
+    let scores = &mut scores[..len.next_multiple_of(KEY_GROUP) * QUERY_BLOCK];
     // W keys at a time, then 8, then one by one.
     let mut j0 = 0;
-    j0 = score_keys::<Kn, R, W>(g, &q, kh, mask_bias, j0, scores);
-    j0 = score_keys::<Kn, R, 8>(g, &q, kh, mask_bias, j0, scores);
-    score_keys::<Kn, R, 1>(g, &q, kh, mask_bias, j0, scores);
-    let mut inv = [0.0f32; R];
-    for (s, inv) in scores.chunks_exact_mut(len).zip(&mut inv) {
-        *inv = 1.0 / softmax_unscaled::<Kn>(s);
-    }
+    j0 = score_keys::<Kn, R, W>(g, qt, kh, mask_bias, j0, scores);
+    j0 = score_keys::<Kn, R, 8>(g, qt, kh, mask_bias, j0, scores);
+    score_keys::<Kn, R, 1>(g, qt, kh, mask_bias, j0, scores);
+    let inv = softmax_unscaled::<Kn, R>(scores, len);
     // Values: W output lanes per query at a time, then 8, then one by one.
     let base = 2 * hidden + h * d;
     let mut c = 0;
     c = weigh_values::<Kn, R, W>(g, scores, &inv, qkv, base, c, ctx, h);
     c = weigh_values::<Kn, R, 8>(g, scores, &inv, qkv, base, c, ctx, h);
     weigh_values::<Kn, R, 1>(g, scores, &inv, qkv, base, c, ctx, h);
+}
+
+/// `s = exp(s - max(s))` in place for each of the block's `R` score rows (layout of
+/// [`score_at`]); returns `1 / sum` per row (the caller scales each output once instead of each
+/// weight). Max and sum are kept in 16 lanes so the loops vectorize; the exponentials are
+/// summed as they are made.
+#[inline(always)]
+fn softmax_unscaled<Kn: Kernel, const R: usize>(s: &mut [f32], len: usize) -> [f32; R] {
+    const L: usize = KEY_GROUP;
+    let full = len / L;
+    let rest = len % L;
+    let mut inv = [0.0f32; R];
+    for (r, inv) in inv.iter_mut().enumerate() {
+        // A plain comparison (no NaN rules), so the reduction vectorizes.
+        let mut m = [f32::NEG_INFINITY; L];
+        for b in 0..full {
+            let g: &[f32; L] = s[score_at(b * L, r)..][..L].try_into().expect("16 keys");
+            for l in 0..L {
+                m[l] = if g[l] > m[l] { g[l] } else { m[l] };
+            }
+        }
+        // The partial last group (none when `len` is a multiple of 16: its start would lie past
+        // the buffer).
+        let last = if rest > 0 { score_at(full * L, r) } else { 0 };
+        let tail = &s[last..][..rest];
+        let max = tail
+            .iter()
+            .chain(&m)
+            .fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m });
+        // Plain loops, no closures: a closure the compiler leaves out of line is compiled for
+        // the baseline CPU, where `mul_add` is a library call.
+        let mut lanes = [0.0f32; L];
+        for b in 0..full {
+            let g: &mut [f32; L] = (&mut s[score_at(b * L, r)..][..L])
+                .try_into()
+                .expect("16 keys");
+            for l in 0..L {
+                let e = exp_k::<Kn>(g[l] - max);
+                g[l] = e;
+                lanes[l] += e;
+            }
+        }
+        let mut tail = 0.0f32;
+        for v in &mut s[last..][..rest] {
+            *v = exp_k::<Kn>(*v - max);
+            tail += *v;
+        }
+        *inv = 1.0 / (lanes.iter().sum::<f32>() + tail);
+    }
+    inv
 }
 
 /// `acc += a * x`, lane by lane (vectorized whole when `acc` is a local the compiler keeps in
@@ -558,11 +603,12 @@ macro_rules! per_query {
     }};
 }
 
-/// Scores of `R` queries against keys `j0..` in blocks of `W`; returns where it stopped.
+/// Scores of `R` queries (`qt`: transposed, `[d][query]`) against keys `j0..` in blocks of
+/// `W`, stored as [`score_at`] lays them out; returns where it stopped.
 #[inline(always)]
 fn score_keys<Kn: Kernel, const R: usize, const W: usize>(
     g: &Geometry,
-    q: &[&[f32]; R],
+    qt: &[[f32; QUERY_BLOCK]],
     kh: &[f32],
     mask_bias: &[f32],
     mut j0: usize,
@@ -573,14 +619,19 @@ fn score_keys<Kn: Kernel, const R: usize, const W: usize>(
         let bias: &[f32; W] = mask_bias[j0..j0 + W].try_into().expect("W keys");
         let (mut a0, mut a1, mut a2, mut a3) = (*bias, *bias, *bias, *bias);
         let (mut a4, mut a5, mut a6, mut a7) = (*bias, *bias, *bias, *bias);
-        for c in 0..g.d {
+        for (c, q) in qt.iter().enumerate().take(g.d) {
             let row: &[f32; W] = kh[c * len + j0..][..W].try_into().expect("W keys");
             per_query!(R, [a0, a1, a2, a3, a4, a5, a6, a7], |r, acc| {
-                axpy::<Kn, W>(acc, q[r][c], row);
+                axpy::<Kn, W>(acc, q[r], row);
             });
         }
         for (r, acc) in [a0, a1, a2, a3, a4, a5, a6, a7].iter().enumerate().take(R) {
-            scores[r * len + j0..][..W].copy_from_slice(acc);
+            // W is 32 (two whole groups: j0 is a multiple of 32 then), 16, 8 (inside one
+            // group: j0 is a multiple of 8) or 1.
+            for (t, part) in acc.chunks(KEY_GROUP).enumerate() {
+                let j = j0 + t * KEY_GROUP;
+                scores[score_at(j, r)..][..part.len()].copy_from_slice(part);
+            }
         }
         j0 += W;
     }
@@ -602,18 +653,24 @@ fn weigh_values<Kn: Kernel, const R: usize, const W: usize>(
     h: usize,
 ) -> usize {
     let (len, stride) = (g.len, 3 * g.hidden);
-    let p: [&[f32]; 8] = std::array::from_fn(|r| &p[r.min(R - 1) * len..][..len]);
     while c + W <= g.d {
         let z = [0.0f32; W];
         let (mut a0, mut a1, mut a2, mut a3) = (z, z, z, z);
         let (mut a4, mut a5, mut a6, mut a7) = (z, z, z, z);
-        for j in 0..len {
-            let v: &[f32; W] = qkv[base + j * stride + c..][..W]
+        for j0 in (0..len).step_by(KEY_GROUP) {
+            // The weights of key j for every query: p[j % 16 + 16 r] (see `score_at`).
+            let p: &[f32; KEY_GROUP * QUERY_BLOCK] = p[score_at(j0, 0)..]
+                [..KEY_GROUP * QUERY_BLOCK]
                 .try_into()
-                .expect("W lanes");
-            per_query!(R, [a0, a1, a2, a3, a4, a5, a6, a7], |r, acc| {
-                axpy::<Kn, W>(acc, p[r][j], v);
-            });
+                .expect("a key group");
+            for t in 0..KEY_GROUP.min(len - j0) {
+                let v: &[f32; W] = qkv[base + (j0 + t) * stride + c..][..W]
+                    .try_into()
+                    .expect("W lanes");
+                per_query!(R, [a0, a1, a2, a3, a4, a5, a6, a7], |r, acc| {
+                    axpy::<Kn, W>(acc, p[r * KEY_GROUP + t], v);
+                });
+            }
         }
         for (r, acc) in [a0, a1, a2, a3, a4, a5, a6, a7].iter().enumerate().take(R) {
             let o = &mut ctx[r * g.hidden + h * g.d + c..][..W];
