@@ -294,8 +294,9 @@ pub fn for_each_block<K: Kernel, T: BlockTask>(
     #[cfg(feature = "rayon")]
     {
         use rayon::prelude::*;
-        let block = rows.div_ceil(t).next_multiple_of(align);
-        // Inside `dispatch`: the forward's own team of awake threads.
+        // Inside `dispatch`: the forward's own team of awake threads, two blocks per thread
+        // (claimed, not assigned: a thread that finishes early takes another block).
+        let block = rows.div_ceil(2 * t).next_multiple_of(align);
         if team::split(
             &mut out[..rows * row_len],
             block * row_len,
@@ -305,6 +306,7 @@ pub fn for_each_block<K: Kernel, T: BlockTask>(
         ) {
             return;
         }
+        let block = rows.div_ceil(t).next_multiple_of(align);
         let out = out[..rows * row_len].par_chunks_mut(block * row_len);
         if scratch_len == 0 {
             out.enumerate()
@@ -504,8 +506,9 @@ where
     if threads() > 1 {
         let team = team::Team::new();
         return rayon::scope(|s| {
-            for _ in 1..threads() {
-                s.spawn(|_| team.help());
+            for w in 1..threads() {
+                let team = &team;
+                s.spawn(move |_| team.help(w));
             }
             let _current = team.enter();
             dispatch_here(job, enabled)

@@ -19,10 +19,11 @@ use std::cell::{Cell, UnsafeCell};
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
-/// A region's work: run block `b`.
-type Work<'a> = dyn Fn(usize) + Sync + 'a;
+/// A region's work: run block `b` (first argument) on worker `w` (second: 0 for the forward
+/// thread, 1.. for the helpers).
+type Work<'a> = dyn Fn(usize, usize) + Sync + 'a;
 
-/// [`split`]'s work: block index, the block's output, its scratch.
+/// [`split`]'s work: block index, the block's output, the worker's scratch.
 type BlockWork<'a> = dyn Fn(usize, &mut [f32], &mut [f32]) + Sync + 'a;
 
 /// `state` layout: generation in the high 32 bits, block count in bits 16..32, next unclaimed
@@ -64,7 +65,7 @@ impl Team {
         Team {
             state: AtomicU64::new(0),
             done: AtomicUsize::new(0),
-            work: UnsafeCell::new(std::ptr::null::<fn(usize)>() as *const Work<'static>),
+            work: UnsafeCell::new(std::ptr::null::<fn(usize, usize)>() as *const Work<'static>),
             quit: AtomicBool::new(false),
             panicked: AtomicBool::new(false),
             busy: Cell::new(false),
@@ -78,14 +79,15 @@ impl Team {
         Entered(self)
     }
 
-    /// A helper's life: run claimed blocks until the forward ends.
-    pub(crate) fn help(&self) {
+    /// A helper's life: run claimed blocks until the forward ends. `worker` (1, 2, ...; the
+    /// forward thread is 0) picks the helper's piece of a region's scratch.
+    pub(crate) fn help(&self, worker: usize) {
         let mut idle = 0u32;
         loop {
             if let Some(b) = self.claim() {
                 // SAFETY: a successful claim; see the `Sync` impl.
                 let work = unsafe { &**self.work.get() };
-                if catch_unwind(AssertUnwindSafe(|| work(b))).is_err() {
+                if catch_unwind(AssertUnwindSafe(|| work(b, worker))).is_err() {
                     self.panicked.store(true, Ordering::Relaxed);
                 }
                 self.done.fetch_add(1, Ordering::Release);
@@ -121,7 +123,7 @@ impl Team {
     /// Runs `work(b)` for every `b < blocks` across the team and returns when all are done.
     fn run(&self, blocks: usize, work: &Work<'_>) {
         if blocks <= 1 || blocks > FIELD as usize || self.busy.get() {
-            (0..blocks).for_each(work);
+            (0..blocks).for_each(|b| work(b, 0));
             return;
         }
         self.busy.set(true);
@@ -138,7 +140,7 @@ impl Team {
         );
         let mut caught = None;
         while let Some(b) = self.claim() {
-            if let Err(p) = catch_unwind(AssertUnwindSafe(|| work(b))) {
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| work(b, 0))) {
                 caught = Some(p);
             }
             self.done.fetch_add(1, Ordering::Release);
@@ -194,9 +196,11 @@ impl Shared {
     }
 }
 
-/// Runs `f(b, out_b, scratch_b)` for each `chunk`-value block `out_b` of `out` and the matching
-/// `scratch_len`-value piece of `scratch`, on the current thread's team. Returns `false`, doing
-/// nothing, when this thread is not running a forward with a team.
+/// Runs `f(b, out_b, scratch_w)` for each `chunk`-value block `out_b` of `out`, on the current
+/// thread's team, where `scratch_w` is the `scratch_len`-value piece of `scratch` of the worker
+/// running the block (worker `w` of a team of `n` uses piece `w`: `scratch` holds `n` pieces, one
+/// per thread, whatever the number of blocks). Returns `false`, doing nothing, when this thread
+/// is not running a forward with a team.
 pub(crate) fn split(
     out: &mut [f32],
     chunk: usize,
@@ -212,23 +216,29 @@ pub(crate) fn split(
     // thread that holds it; this thread is that thread.
     let team = unsafe { &*team };
     let blocks = out.len().div_ceil(chunk);
-    assert!(scratch.len() >= blocks * scratch_len, "scratch per block");
-    let (len, o, s) = (
+    let (len, pieces) = (
         out.len(),
-        Shared(out.as_mut_ptr()),
-        Shared(scratch.as_mut_ptr()),
+        scratch.len().checked_div(scratch_len).unwrap_or(0),
     );
-    team.run(blocks, &move |b| {
+    let (o, s) = (Shared(out.as_mut_ptr()), Shared(scratch.as_mut_ptr()));
+    team.run(blocks, &move |b, w| {
         let start = b * chunk;
         let n = chunk.min(len - start);
-        // SAFETY: block `b < blocks` is claimed once; `start..start + n` lies in `out` and
-        // `b * scratch_len..(b + 1) * scratch_len` in `scratch` (asserted above), and these
-        // ranges are disjoint across blocks. The borrows of `out` and `scratch` outlive the
-        // region: `run` returns only after every block has finished.
+        // Every worker index is below the team size, and `scratch` has a piece per worker
+        // (the caller's contract; a bug otherwise, caught here before any pointer use).
+        assert!(
+            scratch_len == 0 || w < pieces,
+            "scratch piece of worker {w}"
+        );
+        // SAFETY: block `b < blocks` is claimed once, so the `out` ranges `start..start + n`
+        // (inside `out`) are disjoint across blocks; worker `w` runs one block at a time, so the
+        // scratch pieces `w * scratch_len..(w + 1) * scratch_len` (inside `scratch`, asserted)
+        // in use at once are disjoint too. The borrows of `out` and `scratch` outlive the region:
+        // `run` returns only after every block has finished.
         let (o, s) = unsafe {
             (
                 std::slice::from_raw_parts_mut(o.get().add(start), n),
-                std::slice::from_raw_parts_mut(s.get().add(b * scratch_len), scratch_len),
+                std::slice::from_raw_parts_mut(s.get().add(w * scratch_len), scratch_len),
             )
         };
         f(b, o, s);
@@ -245,19 +255,16 @@ mod tests {
     fn regions(helpers: usize) {
         let team = Team::new();
         std::thread::scope(|s| {
-            for _ in 0..helpers {
-                s.spawn(|| team.help());
+            for w in 1..=helpers {
+                let team = &team;
+                s.spawn(move || team.help(w));
             }
             let _current = team.enter();
             let mut out = vec![0.0f32; 1000];
-            let mut scratch = vec![0.0f32; 8 * 3];
+            let mut scratch = vec![0.0f32; (helpers + 1) * 3];
             for round in 0..2000usize {
                 let len = 1 + round % 997;
                 let chunk = 1 + (round * 7) % len;
-                let blocks = len.div_ceil(chunk);
-                if blocks > 8 {
-                    continue;
-                }
                 assert!(split(
                     &mut out[..len],
                     chunk,
@@ -293,7 +300,7 @@ mod tests {
     fn a_panicking_block_reaches_the_forward_thread() {
         let team = Team::new();
         let r = std::thread::scope(|s| {
-            s.spawn(|| team.help());
+            s.spawn(|| team.help(1));
             let _current = team.enter();
             catch_unwind(AssertUnwindSafe(|| {
                 split(&mut [0.0; 64], 1, &mut [], 0, &|b, _, _| {

@@ -307,7 +307,7 @@ fn sum8(x: &[f32], f: impl Fn(f64) -> f64) -> f64 {
 
 /// Multi-head self-attention over `len` tokens in f32: `qkv` rows hold `[q | k | v]` (each
 /// `H` wide, heads contiguous), `ctx` receives the heads' outputs side by side. `kt` (at least
-/// `len * H`) receives the keys transposed per head, so scores are computed for 8 keys at a
+/// `len * H`) receives the keys transposed per head, so scores are computed for 32 keys at a
 /// time without horizontal sums. `scores` holds [`scores_len`] values: query rows are split into
 /// blocks across threads with the `rayon` feature. `dims` gives the hidden width `H` and the
 /// heads.
@@ -316,7 +316,7 @@ fn sum8(x: &[f32], f: impl Fn(f64) -> f64) -> f64 {
 pub fn attention<Kn: Kernel, D: Dims>(
     kernel: Kn,
     dims: D,
-    qkv: &mut [f32],
+    qkv: &[f32],
     len: usize,
     mask_bias: &[f32],
     scores: &mut [f32],
@@ -324,33 +324,21 @@ pub fn attention<Kn: Kernel, D: Dims>(
     ctx: &mut [f32],
 ) {
     let h = dims.hidden();
-    // Queries scaled by 1 / sqrt(head width) once, here, rather than at every use.
-    let scale = 1.0 / ((h / dims.heads()) as f32).sqrt();
-    for row in qkv[..len * 3 * h].chunks_exact_mut(3 * h) {
-        for v in &mut row[..h] {
-            *v *= scale;
-        }
-    }
-    let qkv = &*qkv;
-    // kt[h][c][j] = k[j][h * d + c], eight keys at a time: each store then fills 32 consecutive
-    // bytes instead of touching one cache line per value.
-    let mut j = 0;
-    while j + 8 <= len {
-        let k: [&[f32]; 8] = std::array::from_fn(|t| &qkv[(j + t) * 3 * h + h..][..h]);
-        for hc in 0..h {
-            let dst: &mut [f32; 8] = (&mut kt[hc * len + j..][..8]).try_into().expect("8 keys");
-            for t in 0..8 {
-                dst[t] = k[t][hc];
-            }
-        }
-        j += 8;
-    }
-    for j in j..len {
-        let k = &qkv[j * 3 * h + h..][..h];
-        for (hc, &v) in k.iter().enumerate() {
-            kt[hc * len + j] = v;
-        }
-    }
+    // kt[h][c][j] = k[j][h * d + c]: rows of kt split over the threads from 64 tokens on.
+    let transpose = TransposeKeys { qkv, len, h };
+    let min_rows = if len >= 64 { 1 } else { usize::MAX };
+    crate::kernels::for_each_block(
+        kernel,
+        h,
+        len,
+        1,
+        min_rows,
+        &mut kt[..h * len],
+        &mut [],
+        0,
+        &transpose,
+    );
+    let kt = &*kt;
     let task = AttentionBlocks {
         kernel: std::marker::PhantomData::<Kn>,
         dims,
@@ -370,6 +358,41 @@ pub fn attention<Kn: Kernel, D: Dims>(
         QUERY_BLOCK * len.next_multiple_of(KEY_GROUP),
         &task,
     );
+}
+
+/// Keys transposed per head for [`attention`]: rows `hc` of `kt` (`len` keys each) from the
+/// `k` part of the `qkv` rows.
+struct TransposeKeys<'a> {
+    qkv: &'a [f32],
+    len: usize,
+    h: usize,
+}
+
+impl crate::kernels::BlockTask for TransposeKeys<'_> {
+    #[inline(always)]
+    fn run(&self, hc0: usize, kt: &mut [f32], _: &mut [f32]) {
+        let (qkv, len, h) = (self.qkv, self.len, self.h);
+        let n = kt.len() / len;
+        // Eight keys at a time: each store then fills 32 consecutive bytes instead of touching
+        // one cache line per value.
+        let mut j = 0;
+        while j + 8 <= len {
+            let k: [&[f32]; 8] = std::array::from_fn(|t| &qkv[(j + t) * 3 * h + h + hc0..][..n]);
+            for c in 0..n {
+                let dst: &mut [f32; 8] = (&mut kt[c * len + j..][..8]).try_into().expect("8 keys");
+                for t in 0..8 {
+                    dst[t] = k[t][c];
+                }
+            }
+            j += 8;
+        }
+        for j in j..len {
+            let k = &qkv[j * 3 * h + h + hc0..][..n];
+            for (c, &v) in k.iter().enumerate() {
+                kt[c * len + j] = v;
+            }
+        }
+    }
 }
 
 /// [`attention`] over a block of query rows.
@@ -440,7 +463,14 @@ fn attend_rows<Kn: Kernel>(
 ) {
     let d = hidden / heads;
     let rows = ctx.len() / hidden;
-    let g = Geometry { hidden, d, len };
+    // Queries are scaled by 1 / sqrt(head width) as they are copied into a block.
+    let scale = 1.0 / (d as f32).sqrt();
+    let g = Geometry {
+        hidden,
+        d,
+        len,
+        scale,
+    };
     let block = if Kn::WIDE_F32 { 8 } else { 4 };
     let mut stack = [[0.0f32; QUERY_BLOCK]; STACK_HEAD_WIDTH];
     let mut heap = Vec::new();
@@ -477,6 +507,8 @@ struct Geometry {
     d: usize,
     /// Keys.
     len: usize,
+    /// `1 / sqrt(d)`.
+    scale: f32,
 }
 
 /// Where the score of query `r` of a block against key `j` lies: keys in groups of 16, each
@@ -490,7 +522,7 @@ fn score_at(j: usize, r: usize) -> usize {
 }
 
 /// Queries `i..i + R` of head `h` (`args` = qkv, the head's keys transposed `[d][len]`, mask
-/// bias, `h`, `i`; the queries already scaled by `1 / sqrt(d)`): scores against every key,
+/// bias, `h`, `i`): scores against every key (queries scaled by `1 / sqrt(d)`),
 /// softmax, and the weighted sum of the value rows into `ctx` (row `r` of the block at
 /// `ctx[r * hidden + h * d..]`), `W` lanes at a time. `qt` (`d` rows) receives the queries
 /// transposed, so the score loop reads the `R` queries' value at one dimension from one place.
@@ -509,7 +541,7 @@ fn attend_block<Kn: Kernel, const R: usize, const W: usize>(
     for r in 0..R {
         let q = &qkv[(i + r) * 3 * hidden + h * d..][..d];
         for (t, &v) in qt.iter_mut().zip(q) {
-            t[r] = v;
+            t[r] = v * g.scale;
         }
     }
     let qt = &*qt;
