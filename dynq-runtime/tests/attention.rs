@@ -87,14 +87,13 @@ impl dynq_runtime::Job for Run<'_> {
     fn run<K: Kernel>(self, kernel: K) -> Vec<f32> {
         let c = self.0;
         let (h, len) = (c.dims.hidden, c.len);
-        let mut qkv = c.qkv.clone();
         let mut scores = vec![0.0; scores_len(len, dynq_runtime::kernels::threads())];
         let mut kt = vec![0.0; len * h];
         let mut ctx = vec![0.0; len * h];
         attention(
             kernel,
             c.dims,
-            &mut qkv,
+            &c.qkv,
             len,
             &c.mask_bias,
             &mut scores,
