@@ -72,11 +72,12 @@ impl Team {
         }
     }
 
-    /// Makes this team the current one of the calling (forward) thread until the guard drops;
+    /// Makes this team the current one of the calling (forward) thread until the guard drops
+    /// (then the team current before, if a forward runs inside another, is current again);
     /// dropping it also sends the helpers home.
     pub(crate) fn enter(&self) -> Entered<'_> {
-        CURRENT.with(|c| c.set(self));
-        Entered(self)
+        let outer = CURRENT.with(|c| c.replace(self));
+        Entered { team: self, outer }
     }
 
     /// A helper's life: run claimed blocks until the forward ends. `worker` (1, 2, ...; the
@@ -171,12 +172,16 @@ fn pause(idle: u32) {
 }
 
 /// The team stays current while this lives; see [`Team::enter`].
-pub(crate) struct Entered<'a>(&'a Team);
+pub(crate) struct Entered<'a> {
+    team: &'a Team,
+    /// The team current before (null: none).
+    outer: *const Team,
+}
 
 impl Drop for Entered<'_> {
     fn drop(&mut self) {
-        CURRENT.with(|c| c.set(std::ptr::null()));
-        self.0.quit.store(true, Ordering::Release);
+        CURRENT.with(|c| c.set(self.outer));
+        self.team.quit.store(true, Ordering::Release);
     }
 }
 
@@ -289,6 +294,18 @@ mod tests {
         regions(0);
         regions(1);
         regions(3);
+    }
+
+    #[test]
+    fn a_nested_team_hands_back_the_outer_one() {
+        let (outer, inner) = (Team::new(), Team::new());
+        let _o = outer.enter();
+        {
+            let _i = inner.enter();
+            assert_eq!(CURRENT.with(Cell::get), &inner as *const Team);
+        }
+        assert_eq!(CURRENT.with(Cell::get), &outer as *const Team);
+        assert!(inner.quit.load(Ordering::Relaxed) && !outer.quit.load(Ordering::Relaxed));
     }
 
     #[test]
