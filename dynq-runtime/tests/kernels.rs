@@ -47,9 +47,13 @@ impl Case {
     }
 
     fn col_sums(&self) -> Vec<i32> {
-        self.w
-            .chunks(self.k)
-            .map(|r| r.iter().map(|&v| i32::from(v)).sum())
+        (0..self.n)
+            .map(|j| {
+                self.w[j * self.k..(j + 1) * self.k]
+                    .iter()
+                    .map(|&v| i32::from(v))
+                    .sum()
+            })
             .collect()
     }
 
@@ -211,6 +215,35 @@ fn check_kernel<K: Kernel>(kernel: K, c: &Case) -> Result<(), TestCaseError> {
         );
     }
     Ok(())
+}
+
+/// [`check_kernel`] for the scalar reference and every kernel this CPU runs.
+fn check_every_kernel(c: &Case) {
+    check_kernel(Scalar::new(), c).unwrap();
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = dynq_runtime::kernels::Avx2::detect() {
+        check_kernel(k, c).unwrap();
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = dynq_runtime::kernels::Avx512Vnni::detect() {
+        check_kernel(k, c).unwrap();
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = dynq_runtime::kernels::Amx::detect() {
+        check_kernel(k, c).unwrap();
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = dynq_runtime::kernels::AvxVnni::detect() {
+        check_kernel(k, c).unwrap();
+    }
+    #[cfg(target_arch = "aarch64")]
+    if let Some(k) = dynq_runtime::kernels::NeonDot::detect() {
+        check_kernel(k, c).unwrap();
+    }
+    #[cfg(target_arch = "aarch64")]
+    if let Some(k) = dynq_runtime::kernels::NeonI8mm::detect() {
+        check_kernel(k, c).unwrap();
+    }
 }
 
 proptest! {
@@ -415,30 +448,63 @@ fn long_k_and_saturation_edge() {
             w_scales: vec![0.25; n],
             bias: None,
         };
-        check_kernel(Scalar::new(), &c).unwrap();
+        check_every_kernel(&c);
+    }
+}
+
+/// Empty products: no rows (nothing written), or no inputs (every output is the bias), on
+/// every kernel; K = 0 with enough rows for the AMX tiles, which would otherwise have no chunk
+/// to load.
+#[test]
+fn empty_products() {
+    for (m, n, k) in [
+        (0, 5, 8),
+        (0, 40, 200),
+        (5, 17, 0),
+        (40, 33, 0),
+        (1, 3, 0),
+        (40, 0, 16),
+    ] {
+        let c = Case {
+            m,
+            n,
+            k,
+            a: vec![3; m * k],
+            zero_points: Some(vec![1; m]),
+            w: vec![-2; n * k],
+            row_scales: vec![0.5; m],
+            w_scales: vec![0.25; n],
+            bias: Some((0..n).map(|j| j as f32).collect()),
+        };
+        check_every_kernel(&c);
+    }
+}
+
+/// The f32 path (f32 builds) on empty products: no inputs gives the bias, no channels or rows
+/// nothing.
+#[test]
+fn empty_f32_products() {
+    for (m, n, k) in [(3, 5, 0), (0, 5, 7), (3, 0, 7), (3, 0, 0)] {
+        let x = vec![1.0f32; m * k];
+        let wt = vec![0.5f32; n * k];
+        let b: Vec<f32> = (0..n).map(|j| j as f32 - 1.0).collect();
+        let lin = dynq_runtime::F32Linear {
+            n,
+            k,
+            weight: &wt,
+            bias: Some(&b),
+        };
+        let want: Vec<f32> = (0..m * n)
+            .map(|i| (b[i % n] + 0.5 * k as f32).max(0.0))
+            .collect();
+        let mut out = vec![f32::NAN; m * n];
+        Scalar::new().gemm_f32(&x, m, &lin, Activation::Relu, &mut out);
+        assert_eq!(out, want, "scalar {m} x {n} x {k}");
         #[cfg(target_arch = "x86_64")]
-        if let Some(k) = dynq_runtime::kernels::Avx2::detect() {
-            check_kernel(k, &c).unwrap();
-        }
-        #[cfg(target_arch = "x86_64")]
-        if let Some(k) = dynq_runtime::kernels::Avx512Vnni::detect() {
-            check_kernel(k, &c).unwrap();
-        }
-        #[cfg(target_arch = "x86_64")]
-        if let Some(k) = dynq_runtime::kernels::Amx::detect() {
-            check_kernel(k, &c).unwrap();
-        }
-        #[cfg(target_arch = "x86_64")]
-        if let Some(k) = dynq_runtime::kernels::AvxVnni::detect() {
-            check_kernel(k, &c).unwrap();
-        }
-        #[cfg(target_arch = "aarch64")]
-        if let Some(k) = dynq_runtime::kernels::NeonDot::detect() {
-            check_kernel(k, &c).unwrap();
-        }
-        #[cfg(target_arch = "aarch64")]
-        if let Some(k) = dynq_runtime::kernels::NeonI8mm::detect() {
-            check_kernel(k, &c).unwrap();
+        if let Some(avx2) = dynq_runtime::kernels::Avx2::detect() {
+            let mut out = vec![f32::NAN; m * n];
+            avx2.gemm_f32(&x, m, &lin, Activation::Relu, &mut out);
+            assert_eq!(out, want, "avx2 {m} x {n} x {k}");
         }
     }
 }

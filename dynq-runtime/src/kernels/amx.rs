@@ -145,7 +145,9 @@ impl Kernel for Amx {
         out: &mut [f32],
     ) {
         super::check_qgemm(&a, m, w, out);
-        if m < MIN_ROWS {
+        // Empty products too: with no inputs there is no chunk to load (every output is the
+        // bias), with no rows or channels nothing to write.
+        if m < MIN_ROWS || a.stride == 0 || w.n == 0 {
             // SAFETY: AMX was detected together with AVX-512 F/BW/VNNI; `check_qgemm` passed.
             unsafe { avx512vnni::qgemm(a, m, w, act, out) };
         } else {

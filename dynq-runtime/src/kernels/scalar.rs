@@ -75,6 +75,9 @@ impl Kernel for Scalar {
         out: &mut [f32],
     ) {
         let (n, stride) = (w.n, a.stride);
+        if n == 0 {
+            return;
+        }
         let tile_len = TILE_N * stride;
         let out = &mut out[..m * n];
         for (i, o) in out.chunks_exact_mut(n).enumerate() {
@@ -94,7 +97,20 @@ impl Kernel for Scalar {
 
     fn gemm_f32(self, x: &[f32], m: usize, w: &F32Linear<'_>, act: Activation, out: &mut [f32]) {
         let (n, k) = (w.n, w.k);
+        if n == 0 {
+            return;
+        }
         let out = &mut out[..m * n];
+        if k == 0 {
+            // No inputs: every output is the bias.
+            for o in out.chunks_exact_mut(n) {
+                for (j, o) in o.iter_mut().enumerate() {
+                    *o = w.bias.map_or(0.0, |b| b[j]);
+                }
+            }
+            apply_activation(act, out);
+            return;
+        }
         for (row, o) in x[..m * k].chunks_exact(k).zip(out.chunks_exact_mut(n)) {
             for (j, (o, wr)) in o.iter_mut().zip(w.weight.chunks_exact(k)).enumerate() {
                 let dot: f32 = row.iter().zip(wr).map(|(a, b)| a * b).sum();
