@@ -240,11 +240,17 @@ fn dictionary(seeds: &[Vec<u8>], extra: &[&str]) -> Vec<Vec<u8>> {
     d
 }
 
-/// Lets the error through if it names a file under `dir`; explains it otherwise.
+/// Lets the error through if it names a file under `dir`, or a file the spec names by an
+/// absolute path (a mutated `weights = "/x.safetensors"`); explains it otherwise.
 fn names_a_file_in(dir: &Path, e: &dynq_build::Error) -> Result<(), String> {
     note_rejected();
     let msg = e.to_string();
-    if msg.starts_with(&dir.display().to_string()) && msg.len() > dir.as_os_str().len() + 2 {
+    let absolute = msg
+        .split_once(": ")
+        .is_some_and(|(file, _)| file.len() > 1 && Path::new(file).is_absolute());
+    if absolute
+        || (msg.starts_with(&dir.display().to_string()) && msg.len() > dir.as_os_str().len() + 2)
+    {
         Ok(())
     } else {
         Err(format!("error does not name a file of the model: {msg:?}"))
