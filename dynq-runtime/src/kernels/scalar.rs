@@ -101,18 +101,12 @@ impl Kernel for Scalar {
             return;
         }
         let out = &mut out[..m * n];
-        if k == 0 {
-            // No inputs: every output is the bias.
-            for o in out.chunks_exact_mut(n) {
-                for (j, o) in o.iter_mut().enumerate() {
-                    *o = w.bias.map_or(0.0, |b| b[j]);
-                }
-            }
-            apply_activation(act, out);
-            return;
-        }
-        for (row, o) in x[..m * k].chunks_exact(k).zip(out.chunks_exact_mut(n)) {
-            for (j, (o, wr)) in o.iter_mut().zip(w.weight.chunks_exact(k)).enumerate() {
+        // Rows and weight rows by index, not `chunks_exact(k)`: K = 0 (no inputs) then simply
+        // gives the bias.
+        for (i, o) in out.chunks_exact_mut(n).enumerate() {
+            let row = &x[i * k..(i + 1) * k];
+            for (j, o) in o.iter_mut().enumerate() {
+                let wr = &w.weight[j * k..(j + 1) * k];
                 let dot: f32 = row.iter().zip(wr).map(|(a, b)| a * b).sum();
                 *o = dot + w.bias.map_or(0.0, |b| b[j]);
             }
