@@ -3,7 +3,9 @@
 //! here in f64, over head widths and lengths that hit every remainder (1 token, 7, 9, 33 ...).
 
 use dynq_runtime::kernels::Kernel;
-use dynq_runtime::ops::bert::{attention, scores_len, EncoderDims};
+use dynq_runtime::ops::bert::{
+    attention, attention_bf16, scores_len, tile_spare_len, EncoderDims, MIN_TILE_TOKENS,
+};
 use dynq_runtime::KernelId;
 use proptest::prelude::*;
 
@@ -104,6 +106,140 @@ impl dynq_runtime::Job for Run<'_> {
     }
 }
 
+/// One [`attention_bf16`] call through `dispatch`.
+struct RunBf16<'a>(&'a Case);
+
+impl dynq_runtime::Job for RunBf16<'_> {
+    type Output = Vec<f32>;
+    #[inline(always)]
+    fn run<K: Kernel>(self, kernel: K) -> Vec<f32> {
+        let c = self.0;
+        let (h, len) = (c.dims.hidden, c.len);
+        let mut scores = vec![0.0; scores_len(len, dynq_runtime::kernels::threads())];
+        let mut kt = vec![0.0; len * h];
+        // Stale values in the spare buffer must not matter.
+        let mut spare = vec![f32::NAN; tile_spare_len(h, c.dims.heads, len)];
+        let mut ctx = vec![0.0; len * h];
+        attention_bf16(
+            kernel,
+            c.dims,
+            &c.qkv,
+            len,
+            &c.mask_bias,
+            &mut scores,
+            &mut kt,
+            &mut spare,
+            &mut ctx,
+        );
+        ctx
+    }
+}
+
+/// Whether this CPU runs [`attention_bf16`] on AMX tiles.
+fn has_bf16_tiles() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        dynq_runtime::kernels::Amx::detect()
+            .and_then(dynq_runtime::kernels::Amx::bf16_tiles)
+            .is_some()
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// The bound on [`attention_bf16`]'s error for `case`: each score is off by at most
+/// `2^-8 * sum_c |q_c k_c| / sqrt(d)` (q and k rounded to bf16, 2^-9 each, products summed in
+/// f32), which moves each weight by a factor within `exp(+-2 delta)`; weights and values are
+/// rounded to bf16 too (2^-9 each). So an output is off by at most
+/// `max|v| * (exp(2 delta) - 1 + 2^-7)`, plus f32 rounding.
+fn bf16_bound(case: &Case) -> f64 {
+    let (h, heads, len) = (case.dims.hidden, case.dims.heads, case.len);
+    let d = h / heads;
+    let at = |i: usize, part: usize, c: usize| f64::from(case.qkv[i * 3 * h + part * h + c]);
+    let mut delta = 0.0f64;
+    let mut vmax = 0.0f64;
+    for head in 0..heads {
+        for i in 0..len {
+            for j in 0..len {
+                let s: f64 = (0..d)
+                    .map(|c| (at(i, 0, head * d + c) * at(j, 1, head * d + c)).abs())
+                    .sum();
+                delta = delta.max(s / (d as f64).sqrt() / 256.0);
+            }
+            for c in 0..d {
+                vmax = vmax.max(at(i, 2, head * d + c).abs());
+            }
+        }
+    }
+    vmax * ((2.0 * delta).exp() - 1.0 + 1.0 / 128.0) + 1e-5 * (1.0 + vmax)
+}
+
+/// [`attention_bf16`] on every kernel (the AMX tiles where the CPU has them, f32 elsewhere)
+/// against the f64 reference, within [`bf16_bound`]; below [`MIN_TILE_TOKENS`] tokens it is
+/// the f32 attention, bit for bit.
+fn check_bf16(case: &Case) {
+    let want = case.reference();
+    let bound = bf16_bound(case);
+    for id in KernelId::ALL {
+        let Ok(got) = dynq_runtime::dispatch(RunBf16(case), &[id]) else {
+            continue; // a kernel this CPU lacks
+        };
+        assert_eq!(got.len(), want.len());
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(
+                (f64::from(*g) - w).abs() <= bound,
+                "{} bf16, len {}: output {} = {} vs {} (bound {})",
+                id.name(),
+                case.len,
+                i,
+                g,
+                w,
+                bound
+            );
+        }
+        if case.len < MIN_TILE_TOKENS {
+            let f32 = dynq_runtime::dispatch(Run(case), &[id]).unwrap();
+            assert_eq!(
+                got.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+                f32.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
+/// The tiles over head widths that are not multiples of 16 or 32 (zero padding of the A and C
+/// tiles), wide heads, and lengths around multiples of 16 and 32 (key tiles and weight
+/// chunks) from [`MIN_TILE_TOKENS`] on, with masked keys and several blocks of 16 queries.
+#[test]
+fn bf16_tiles_match_f64_attention() {
+    if !has_bf16_tiles() {
+        println!("skipped the tile path: this CPU has no AMX-BF16 (the f32 fallback is checked)");
+    }
+    for (heads, d, len, scale) in [
+        (1, 1, 64, 1.0),
+        (2, 3, 65, 4.0),
+        (12, 32, 128, 1.0),
+        (3, 17, 95, 0.01),
+        (2, 40, 97, 1.0),
+        (2, 64, 70, 4.0),
+        (1, 80, 79, 1.0),
+        (1, 257, 66, 0.5),
+        (2, 16, 63, 1.0),
+        (1, 8, 300, 1.0),
+    ] {
+        check_bf16(&Case::new(
+            heads,
+            d,
+            len,
+            scale,
+            &[false, true, false, false, true],
+            3 + len as u64 + d as u64,
+        ));
+    }
+}
+
 /// Compares every kernel with the f64 reference.
 fn check(case: &Case) {
     let want = case.reference();
@@ -150,6 +286,18 @@ fn wide_heads_and_key_group_edges() {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn bf16_attention_within_its_bound(
+        heads in 1usize..=3,
+        d in prop::sample::select(vec![1usize, 5, 16, 32, 33, 64]),
+        len in prop::sample::select(vec![1usize, 63, 64, 65, 79, 80, 95, 96, 97, 111, 130]),
+        scale in prop::sample::select(vec![0.01f32, 1.0, 3.0]),
+        masked in prop::collection::vec(any::<bool>(), 1..5),
+        seed in any::<u64>(),
+    ) {
+        check_bf16(&Case::new(heads, d, len, scale, &masked, seed));
+    }
 
     #[test]
     fn every_kernel_matches_f64_attention(

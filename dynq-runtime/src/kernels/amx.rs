@@ -43,7 +43,8 @@
 
 use std::arch::asm;
 use std::arch::x86_64::*;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
 use std::sync::OnceLock;
 
 use super::avx512vnni::{self, Avx512Vnni};
@@ -163,6 +164,11 @@ impl Kernel for Amx {
         unsafe { super::avx2::gemm_f32_checked(x, m, w, act, out) }
     }
 
+    #[inline(always)]
+    fn attention_tiles(self) -> Option<Bf16Tiles> {
+        Amx::bf16_tiles(self)
+    }
+
     run_block!("avx512f,avx512bw,avx512vnni,avx2,fma");
 }
 
@@ -187,6 +193,9 @@ std::thread_local! {
     static SCRATCH: RefCell<Scratch> = const {
         RefCell::new(Scratch { a: Vec::new(), c: Vec::new(), tail: Vec::new() })
     };
+    /// Whether this thread's tiles hold the configuration of [`Bf16Tiles`] (`qgemm`, which
+    /// configures and releases them for itself, clears it).
+    static BF16_CONFIGURED: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The `ldtilecfg` operand, palette 1: bytes per row and rows of each tile register.
@@ -324,6 +333,8 @@ fn gemm(a: &QuantizedRows<'_>, m: usize, w: &QLinear<'_>, out: &mut [f32], s: &m
     }
     // SAFETY: releases the tile state configured above; nothing reads it afterwards.
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
+    // A `Bf16Tiles` alive on this thread configures the tiles again before its next product.
+    BF16_CONFIGURED.set(false);
 }
 
 /// Where the B tiles of one call lie.
@@ -720,3 +731,168 @@ micro_kernel!(
     ],
     store: ["tilestored [{c} + {s64}], tmm0"]
 );
+
+/// CPUID leaf 7, subleaf 0: EDX bit 22 is AMX-BF16.
+fn cpu_has_amx_bf16() -> bool {
+    __cpuid(0).eax >= 7 && __cpuid_count(7, 0).edx & (1 << 22) != 0
+}
+
+impl Amx {
+    /// The tile unit for bf16 products ([`Bf16Tiles`]), where the CPU has AMX-BF16 (every
+    /// CPU with AMX so far has it; checked once).
+    ///
+    /// ```
+    /// if let Some(amx) = dynq_runtime::kernels::Amx::detect() {
+    ///     println!("bf16 tiles: {}", amx.bf16_tiles().is_some());
+    /// }
+    /// ```
+    pub fn bf16_tiles(self) -> Option<Bf16Tiles> {
+        static AVAILABLE: OnceLock<bool> = OnceLock::new();
+        AVAILABLE
+            .get_or_init(cpu_has_amx_bf16)
+            .then_some(Bf16Tiles {
+                _thread: PhantomData,
+            })
+    }
+}
+
+/// Words (bf16 values) in one B tile: 16 rows of 16 columns x 2 consecutive k.
+pub const BF16_TILE: usize = 512;
+
+/// Products of bf16 matrices on the AMX tiles (`tdpbf16ps`: bf16 pairs multiplied and summed
+/// into f32), for attention. Values are bf16 bit patterns in `u16`. Every product is 16 rows
+/// of A (`chunks` x 32 values each) times one or two B panels of 16 columns; a B panel is
+/// `chunks` tiles of [`BF16_TILE`] words, tile `q` holding `B[k][j]` for `k` in `32q..32q + 32`
+/// at `q * 512 + (k % 32) / 2 * 32 + j * 2 + k % 2` (the VNNI layout). The tiles are
+/// configured on this thread at the first product (again after a `qgemm`, which configures
+/// them for itself) and released when this value is dropped; it stays on its thread.
+///
+/// ```
+/// use dynq_runtime::kernels::{Amx, BF16_TILE};
+/// let Some(tiles) = Amx::detect().and_then(Amx::bf16_tiles) else { return };
+/// let one = 0x3f80u16; // 1.0 in bf16
+/// let a = vec![one; 16 * 32]; // 16 rows of 32 ones
+/// let mut b = vec![0u16; BF16_TILE];
+/// b[0] = one; // B[0][0] = 1
+/// b[1] = one; // B[1][0] = 1
+/// let mut c = vec![0.0f32; 16 * 16];
+/// tiles.product(&a, 32, 1, &[&b], &mut c, &[0], 16);
+/// assert_eq!((c[0], c[1], c[16]), (2.0, 0.0, 2.0));
+/// ```
+#[derive(Debug)]
+pub struct Bf16Tiles {
+    /// Tile state is per thread: not `Send`.
+    _thread: PhantomData<*const ()>,
+}
+
+impl Bf16Tiles {
+    /// `C_t = A x B_t` for the one or two panels `b[t]`: A row `r`, values `32q..32q + 32`
+    /// at `a[r * a_stride + 32q..]`; C_t row `r` (16 f32) at `c[c_at[t] + r * c_stride..]`.
+    /// Panics (a caller's bug) unless `b` and `c_at` both hold 1 or 2 entries, `chunks >= 1`,
+    /// and every slice covers what it says.
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    pub fn product(
+        &self,
+        a: &[u16],
+        a_stride: usize,
+        chunks: usize,
+        b: &[&[u16]],
+        c: &mut [f32],
+        c_at: &[usize],
+        c_stride: usize,
+    ) {
+        assert!(chunks >= 1 && (1..=2).contains(&b.len()) && b.len() == c_at.len());
+        assert!(15 * a_stride + chunks * 32 <= a.len(), "A rows");
+        assert!(b.iter().all(|b| b.len() >= chunks * BF16_TILE), "B panels");
+        assert!(
+            c_at.iter().all(|&o| o + 15 * c_stride + 16 <= c.len()),
+            "C rows"
+        );
+        if !BF16_CONFIGURED.get() {
+            let config = TileConfig {
+                palette: 1,
+                start_row: 0,
+                reserved: [0; 14],
+                // tmm0-1: C, tmm4: A, tmm6-7: B; all 16 rows of 64 bytes.
+                colsb: [64, 64, 0, 0, 64, 0, 64, 64, 0, 0, 0, 0, 0, 0, 0, 0],
+                rows: [16, 16, 0, 0, 16, 0, 16, 16, 0, 0, 0, 0, 0, 0, 0, 0],
+                reserved2: [0; 16],
+            };
+            // SAFETY: a valid palette-1 configuration in a 64-byte aligned struct; `self`
+            // exists only where `Amx` (tiles permitted) and AMX-BF16 were detected.
+            unsafe { asm!("ldtilecfg [{}]", in(reg) &config, options(nostack, readonly)) };
+            BF16_CONFIGURED.set(true);
+        }
+        let c_ptr = c.as_mut_ptr();
+        let (b0, b1) = (b[0].as_ptr(), b.get(1).map(|b| b.as_ptr()));
+        let c0 = c_ptr.wrapping_add(c_at[0]);
+        let (a_stride, c_stride) = (a_stride * 2, c_stride * 4);
+        // SAFETY: the asserts above put every row the tile loads and stores touch inside `a`,
+        // `b` and `c` (A: 16 rows of 64 bytes per chunk at `a_stride`; B: `chunks` 1 KiB
+        // tiles; C: 16 rows of 64 bytes at `c_stride`); the tiles are configured (checked per
+        // thread above) as the instructions use them.
+        unsafe {
+            match b1 {
+                Some(b1) => asm!(
+                    "tilezero tmm0",
+                    "tilezero tmm1",
+                    "2:",
+                    "tileloadd tmm4, [{a} + {sa}]",
+                    "tileloadd tmm6, [{b0} + {s64}]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "tileloadd tmm7, [{b1} + {s64}]",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    "add {a}, 64",
+                    "add {b0}, 1024",
+                    "add {b1}, 1024",
+                    "dec {n}",
+                    "jnz 2b",
+                    "tilestored [{c0} + {sc}], tmm0",
+                    "tilestored [{c1} + {sc}], tmm1",
+                    a = inout(reg) a.as_ptr() => _,
+                    b0 = inout(reg) b0 => _,
+                    b1 = inout(reg) b1 => _,
+                    n = inout(reg) chunks => _,
+                    sa = in(reg) a_stride,
+                    s64 = in(reg) 64usize,
+                    c0 = in(reg) c0,
+                    c1 = in(reg) c_ptr.wrapping_add(c_at[1]),
+                    sc = in(reg) c_stride,
+                    options(nostack),
+                ),
+                None => asm!(
+                    "tilezero tmm0",
+                    "2:",
+                    "tileloadd tmm4, [{a} + {sa}]",
+                    "tileloadd tmm6, [{b0} + {s64}]",
+                    "tdpbf16ps tmm0, tmm4, tmm6",
+                    "add {a}, 64",
+                    "add {b0}, 1024",
+                    "dec {n}",
+                    "jnz 2b",
+                    "tilestored [{c0} + {sc}], tmm0",
+                    a = inout(reg) a.as_ptr() => _,
+                    b0 = inout(reg) b0 => _,
+                    n = inout(reg) chunks => _,
+                    sa = in(reg) a_stride,
+                    s64 = in(reg) 64usize,
+                    c0 = in(reg) c0,
+                    sc = in(reg) c_stride,
+                    options(nostack),
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Bf16Tiles {
+    fn drop(&mut self) {
+        if BF16_CONFIGURED.get() {
+            // SAFETY: releases this thread's tile state, which only this type's products use
+            // (a `qgemm` configures its own).
+            unsafe { asm!("tilerelease", options(nostack, nomem)) };
+            BF16_CONFIGURED.set(false);
+        }
+    }
+}

@@ -72,7 +72,7 @@ mod scalar;
 #[cfg(feature = "rayon")]
 mod team;
 #[cfg(target_arch = "x86_64")]
-pub use amx::Amx;
+pub use amx::{Amx, Bf16Tiles, BF16_TILE};
 #[cfg(target_arch = "x86_64")]
 pub use avx2::Avx2;
 #[cfg(target_arch = "x86_64")]
@@ -206,6 +206,15 @@ pub trait Kernel: Copy + Send + Sync + 'static {
 
     /// f32 activations (`m` rows of `w.k`) times f32 weights plus bias and activation.
     fn gemm_f32(self, x: &[f32], m: usize, w: &F32Linear<'_>, act: Activation, out: &mut [f32]);
+
+    /// The AMX-BF16 tile unit, for kernels whose CPU has one ([`Amx`] with AMX-BF16): INT8
+    /// models run the attention products on it in bf16 (see
+    /// [`crate::ops::bert::attention_bf16`]).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn attention_tiles(self) -> Option<Bf16Tiles> {
+        None
+    }
 
     /// Runs one block of `task` compiled with this kernel's target features (a task on another
     /// thread leaves the forward's target-feature entry point, so it enters its own).

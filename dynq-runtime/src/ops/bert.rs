@@ -10,6 +10,9 @@ use super::{linear_dyn, linear_post, ActQuant, Activation, Linear, Post, QuantSc
 use crate::kernels::Kernel;
 use crate::Error;
 
+mod tiles;
+pub use tiles::{attention_bf16, tile_spare_len, MIN_TILE_TOKENS};
+
 /// One tokenized sequence. `attention_mask` (1 = attend, 0 = padding) and `token_type_ids`
 /// default to all ones and all zeros.
 ///
@@ -876,7 +879,13 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
         qkv,
     );
     observer.linear(EncoderLinear::Qkv, x, qkv);
-    attention(kernel, dims, qkv, len, s.mask_bias, s.scores, tmp, ctx);
+    if matches!(layer.qkv, Linear::Int8(_)) {
+        // INT8 models: bf16 products where the CPU has AMX tiles (`ffn` is free until the
+        // FFN and holds the packed keys and values).
+        attention_bf16(kernel, dims, qkv, len, s.mask_bias, s.scores, tmp, ffn, ctx);
+    } else {
+        attention(kernel, dims, qkv, len, s.mask_bias, s.scores, tmp, ctx);
+    }
     let none = Activation::None;
     if O::ACTIVE {
         linear_dyn(kernel, h, h, ctx, len, &layer.attn_out, none, aq, q, tmp);
