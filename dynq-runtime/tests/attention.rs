@@ -80,59 +80,51 @@ impl Case {
 }
 
 /// One attention call through `dispatch`, so it compiles inside the kernel's entry point as in
-/// generated models.
+/// generated models: [`attention`], or [`attention_bf16`] with `Bf16`.
 struct Run<'a>(&'a Case);
+struct Bf16<'a>(&'a Case);
 
 impl dynq_runtime::Job for Run<'_> {
     type Output = Vec<f32>;
     #[inline(always)]
     fn run<K: Kernel>(self, kernel: K) -> Vec<f32> {
-        let c = self.0;
-        let (h, len) = (c.dims.hidden, c.len);
-        let mut scores = vec![0.0; scores_len(len, dynq_runtime::kernels::threads())];
-        let mut kt = vec![0.0; len * h];
-        let mut ctx = vec![0.0; len * h];
-        attention(
-            kernel,
-            c.dims,
-            &c.qkv,
-            len,
-            &c.mask_bias,
-            &mut scores,
-            &mut kt,
-            &mut ctx,
-        );
-        ctx
+        run_attention(kernel, self.0, false)
     }
 }
 
-/// One [`attention_bf16`] call through `dispatch`.
-struct RunBf16<'a>(&'a Case);
-
-impl dynq_runtime::Job for RunBf16<'_> {
+impl dynq_runtime::Job for Bf16<'_> {
     type Output = Vec<f32>;
     #[inline(always)]
     fn run<K: Kernel>(self, kernel: K) -> Vec<f32> {
-        let c = self.0;
-        let (h, len) = (c.dims.hidden, c.len);
-        let mut scores = vec![0.0; scores_len(len, dynq_runtime::kernels::threads())];
-        let mut kt = vec![0.0; len * h];
+        run_attention(kernel, self.0, true)
+    }
+}
+
+#[inline(always)]
+fn run_attention<K: Kernel>(kernel: K, c: &Case, bf16: bool) -> Vec<f32> {
+    let (h, len) = (c.dims.hidden, c.len);
+    let mut scores = vec![0.0; scores_len(len, dynq_runtime::kernels::threads())];
+    let mut kt = vec![0.0; len * h];
+    let mut ctx = vec![0.0; len * h];
+    let (qkv, mask) = (&c.qkv[..], &c.mask_bias[..]);
+    if bf16 {
         // Stale values in the spare buffer must not matter.
         let mut spare = vec![f32::NAN; tile_spare_len(h, c.dims.heads, len)];
-        let mut ctx = vec![0.0; len * h];
-        attention_bf16(
+        let (s, k, p) = (&mut scores, &mut kt, &mut spare);
+        attention_bf16(kernel, c.dims, qkv, len, mask, s, k, p, &mut ctx);
+    } else {
+        attention(
             kernel,
             c.dims,
-            &c.qkv,
+            qkv,
             len,
-            &c.mask_bias,
+            mask,
             &mut scores,
             &mut kt,
-            &mut spare,
             &mut ctx,
         );
-        ctx
     }
+    ctx
 }
 
 /// Whether this CPU runs [`attention_bf16`] on AMX tiles.
@@ -183,7 +175,7 @@ fn check_bf16(case: &Case) {
     let want = case.reference();
     let bound = bf16_bound(case);
     for id in KernelId::ALL {
-        let Ok(got) = dynq_runtime::dispatch(RunBf16(case), &[id]) else {
+        let Ok(got) = dynq_runtime::dispatch(Bf16(case), &[id]) else {
             continue; // a kernel this CPU lacks
         };
         assert_eq!(got.len(), want.len());

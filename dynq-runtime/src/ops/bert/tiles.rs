@@ -84,14 +84,13 @@ pub fn attention_bf16<Kn: Kernel, D: Dims>(
         {
             let g = Geometry::new(hidden, heads, len);
             let packed = &mut spare[..need];
-            let min_heads = if len >= 64 { 1 } else { usize::MAX };
             let pack = PackHeads { g, qkv };
             crate::kernels::for_each_block(
                 kernel,
                 heads,
                 g.head_len(),
                 1,
-                min_heads,
+                1,
                 packed,
                 &mut [],
                 0,
@@ -128,7 +127,7 @@ pub fn attention_bf16<Kn: Kernel, D: Dims>(
 mod imp {
     use std::cell::RefCell;
 
-    use super::super::madd;
+    use super::super::exp_k;
     use crate::kernels::{BlockTask, Kernel, BF16_TILE};
 
     /// `x` rounded to the nearest bf16 (ties to even), as its 16 bits. Integer operations only,
@@ -137,34 +136,6 @@ mod imp {
     pub(super) fn bf16(x: f32) -> u16 {
         let b = x.to_bits();
         (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16
-    }
-
-    /// `exp(x)` for the softmax: [`super::exp_k`] with a degree-5 polynomial (relative error
-    /// below 3e-6 before the product, far below the 2^-9 of the bf16 rounding that follows) and
-    /// fused steps; 0 below -87.3 like it, so masked keys weigh exactly nothing.
-    #[inline(always)]
-    pub(super) fn exp_softmax<Kn: Kernel>(x: f32) -> f32 {
-        const LOG2E: f32 = std::f32::consts::LOG2_E;
-        const LN2_HI: f32 = 0.693_145_75;
-        const LN2_LO: f32 = 1.428_606_8e-6;
-        const ROUND: f32 = 12_582_912.0;
-        let xc = x.clamp(-87.3, 88.7);
-        let t = madd::<Kn>(xc, LOG2E, ROUND);
-        let n = t - ROUND;
-        let r = madd::<Kn>(n, -LN2_LO, madd::<Kn>(n, -LN2_HI, xc));
-        let mut p = 1.0 / 120.0;
-        p = madd::<Kn>(p, r, 1.0 / 24.0);
-        p = madd::<Kn>(p, r, 1.0 / 6.0);
-        p = madd::<Kn>(p, r, 0.5);
-        p = madd::<Kn>(p, r, 1.0);
-        p = madd::<Kn>(p, r, 1.0);
-        let scale =
-            f32::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23);
-        if x < -87.3 {
-            0.0
-        } else {
-            p * scale
-        }
     }
 
     /// One softmax row: `row += bias` (the mask), then `weights = bf16(exp(row - max))`; returns
@@ -203,14 +174,14 @@ mod imp {
             let x: &[f32; L] = x.try_into().expect("16 lanes");
             let w: &mut [u16; L] = w.try_into().expect("16 lanes");
             for l in 0..L {
-                let e = bf16(exp_softmax::<Kn>(x[l] - max));
+                let e = bf16(exp_k::<Kn>(x[l] - max));
                 w[l] = e;
                 lanes[l] += from_bf16(e);
             }
         }
         let mut tail = 0.0f32;
         for (w, &x) in w16.into_remainder().iter_mut().zip(x16.remainder()) {
-            *w = bf16(exp_softmax::<Kn>(x - max));
+            *w = bf16(exp_k::<Kn>(x - max));
             tail += from_bf16(*w);
         }
         1.0 / (reduce16(lanes, |a, b| a + b) + tail)
@@ -294,7 +265,6 @@ mod imp {
             let (h, d, len) = (g.hidden, g.d, g.len);
             let chunks = g.dp / 32;
             let key_chunks = g.l32 / 32;
-            let mut pairs = [0u32; 128];
             for (i, head) in out.chunks_exact_mut(g.head_len()).enumerate() {
                 let c0 = (h0 + i) * d;
                 let words: &mut [u32] = bytemuck::cast_slice_mut(head);
@@ -303,16 +273,15 @@ mod imp {
                 values.fill(0);
                 for j in 0..len {
                     // Key j is column j % 16 of its tiles: dimension pair p in row p % 16 of
-                    // chunk p / 16, i.e. at 16 p from the key's first word. Converted in one
-                    // pass (a vector loop), then scattered.
+                    // chunk p / 16, i.e. at 16 p from the key's first word.
                     let k = &self.qkv[j * 3 * h + h + c0..][..d];
                     let at = (j / 16) * chunks * 256 + j % 16;
-                    for (q, part) in k.chunks(2 * pairs.len()).enumerate() {
-                        let n = part.len().div_ceil(2);
-                        to_pairs(part, &mut pairs[..n]);
-                        for (p, &x) in pairs[..n].iter().enumerate() {
-                            keys[at + 16 * (q * pairs.len() + p)] = x;
-                        }
+                    let mut k2 = k.chunks_exact(2);
+                    for (p, x) in (&mut k2).enumerate() {
+                        keys[at + 16 * p] = pair(x[0], x[1]);
+                    }
+                    if let [x] = k2.remainder() {
+                        keys[at + 16 * (d / 2)] = pair(*x, 0.0);
                     }
                 }
                 for j in (0..len).step_by(2) {
@@ -324,7 +293,7 @@ mod imp {
                         for (t, (x, y)) in v0.chunks(16).zip(v1.chunks(16)).enumerate() {
                             let dst = &mut values[t * key_chunks * 256 + at..][..x.len()];
                             for ((o, &x), &y) in dst.iter_mut().zip(x).zip(y) {
-                                *o = u32::from(bf16(x)) | u32::from(bf16(y)) << 16;
+                                *o = pair(x, y);
                             }
                         }
                     } else {
@@ -332,7 +301,7 @@ mod imp {
                         for (t, x) in v0.chunks(16).enumerate() {
                             let dst = &mut values[t * key_chunks * 256 + at..][..x.len()];
                             for (o, &x) in dst.iter_mut().zip(x) {
-                                *o = u32::from(bf16(x));
+                                *o = pair(x, 0.0);
                             }
                         }
                     }
@@ -341,17 +310,11 @@ mod imp {
         }
     }
 
-    /// Consecutive pairs of `x` (the last one padded with 0) as two bf16 per word, low first.
+    /// Two values as bf16 in one word, `lo` in the low half: the (k, k + 1) pair a B tile row
+    /// holds for one column.
     #[inline(always)]
-    pub(super) fn to_pairs(x: &[f32], out: &mut [u32]) {
-        let full = x.len() / 2;
-        let mut x2 = x.chunks_exact(2);
-        for (o, x) in out.iter_mut().zip(&mut x2) {
-            *o = u32::from(bf16(x[0])) | u32::from(bf16(x[1])) << 16;
-        }
-        if let [x] = x2.remainder() {
-            out[full] = u32::from(bf16(*x));
-        }
+    fn pair(lo: f32, hi: f32) -> u32 {
+        u32::from(bf16(lo)) | u32::from(bf16(hi)) << 16
     }
 
     /// Per-thread buffers of the query blocks: scores, weights, queries, outputs.
@@ -461,25 +424,13 @@ mod imp {
             let key_chunks = l32 / 32;
             let panel = key_chunks * BF16_TILE;
             let out = &mut s.out[..16 * d16];
-            let mut t = 0;
-            while t < d16 / 16 {
-                if t + 1 < d16 / 16 {
-                    let b = [&values[t * panel..], &values[(t + 1) * panel..]];
-                    tiles.product(
-                        &s.weights,
-                        l32,
-                        key_chunks,
-                        &b,
-                        out,
-                        &[t * 16, (t + 1) * 16],
-                        d16,
-                    );
-                    t += 2;
-                } else {
-                    let b = [&values[t * panel..]];
-                    tiles.product(&s.weights, l32, key_chunks, &b, out, &[t * 16], d16);
-                    t += 1;
-                }
+            let col_tiles = d16 / 16;
+            for t in (0..col_tiles).step_by(2) {
+                // Two tiles per product; one for an odd last tile.
+                let k = (col_tiles - t).min(2);
+                let b = [&values[t * panel..], &values[(t + k - 1) * panel..]];
+                let at = [t * 16, (t + 1) * 16];
+                tiles.product(&s.weights, l32, key_chunks, &b[..k], out, &at[..k], d16);
             }
             for r in 0..n {
                 let o = &mut ctx[r * hidden + h * d..][..d];
