@@ -888,12 +888,22 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
     }
     let none = Activation::None;
     if O::ACTIVE {
+        // Every linear's input and output whole, for the observer.
         linear_dyn(kernel, h, h, ctx, len, &layer.attn_out, none, aq, q, tmp);
         observer.linear(EncoderLinear::AttnOut, ctx, tmp);
         add_in_place(x, tmp);
         layer_norm_dyn(x, h, &layer.norm1);
+        linear_dyn(kernel, h, i, x, len, &layer.ffn_up, act, aq, q, ffn);
+        observer.linear(EncoderLinear::FfnUp, x, ffn);
+        linear_dyn(kernel, i, h, ffn, len, &layer.ffn_down, none, aq, q, tmp);
+        observer.linear(EncoderLinear::FfnDown, ffn, tmp);
+        add_in_place(x, tmp);
+        layer_norm_dyn(x, h, &layer.norm2);
     } else {
-        // x = norm1(x + attn_out(ctx)), row block by row block (same arithmetic).
+        // The same arithmetic, each residual add and norm inside the GEMM's row blocks, and no
+        // copies between the buffers: tmp = norm1(x + attn_out(ctx)) is the FFN's input and
+        // its residual, and x = norm2(tmp + ffn_down(ffn)) the layer's output. (Copying tmp back
+        // into x after each norm ran on one thread between two parallel regions.)
         let post = Post::ResidualNorm {
             residual: x,
             norm: &layer.norm1,
@@ -911,18 +921,9 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
             tmp,
             post,
         );
-        x.copy_from_slice(tmp);
-    }
-    linear_dyn(kernel, h, i, x, len, &layer.ffn_up, act, aq, q, ffn);
-    observer.linear(EncoderLinear::FfnUp, x, ffn);
-    if O::ACTIVE {
-        linear_dyn(kernel, i, h, ffn, len, &layer.ffn_down, none, aq, q, tmp);
-        observer.linear(EncoderLinear::FfnDown, ffn, tmp);
-        add_in_place(x, tmp);
-        layer_norm_dyn(x, h, &layer.norm2);
-    } else {
+        linear_dyn(kernel, h, i, tmp, len, &layer.ffn_up, act, aq, q, ffn);
         let post = Post::ResidualNorm {
-            residual: x,
+            residual: tmp,
             norm: &layer.norm2,
         };
         linear_post(
@@ -935,10 +936,9 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
             none,
             aq,
             q,
-            tmp,
+            x,
             post,
         );
-        x.copy_from_slice(tmp);
     }
 }
 
