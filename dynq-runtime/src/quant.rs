@@ -76,7 +76,6 @@ pub fn asymmetric_params(min: f32, max: f32) -> (f32, f32, i32) {
     }
 }
 
-/// Lanes of the explicit reductions below.
 /// Lanes of the range reductions: four AVX-512 registers (eight AVX2 ones) of independent
 /// accumulators, so the loop is bound by loads rather than by the latency of one min/max chain.
 const LANES: usize = 64;
@@ -85,7 +84,7 @@ const LANES: usize = 64;
 /// handles NaN operands, which costs a compare and a blend more per vector; the accumulators
 /// here start finite and a NaN input is ignored either way.)
 #[inline(always)]
-fn max_sel(a: f32, b: f32) -> f32 {
+pub(crate) fn max_sel(a: f32, b: f32) -> f32 {
     if b > a {
         b
     } else {
@@ -125,11 +124,12 @@ fn absmax(x: &[f32]) -> f32 {
     max_sel(tail, reduce(lanes, max_sel))
 }
 
-/// Folds the lanes pairwise, halves at a time (six vector steps for 64 lanes instead of a
-/// chain of 63 dependent scalar ones).
+/// Folds `N` lanes (a power of two) pairwise, halves at a time (six vector steps for 64 lanes
+/// instead of a chain of 63 dependent scalar ones).
 #[inline(always)]
-fn reduce(mut lanes: [f32; LANES], f: impl Fn(f32, f32) -> f32) -> f32 {
-    let mut n = LANES;
+pub(crate) fn reduce<const N: usize>(mut lanes: [f32; N], f: impl Fn(f32, f32) -> f32) -> f32 {
+    const { assert!(N.is_power_of_two()) };
+    let mut n = N;
     while n > 1 {
         n /= 2;
         lanes = std::array::from_fn(|l| {

@@ -47,12 +47,6 @@ impl Workspace {
 
     /// Returns buffers of exactly the requested lengths, growing the workspace if needed.
     pub fn buffers(&mut self, f32_len: usize, quant_len: usize, rows: usize) -> Buffers<'_> {
-        fn grow<T: Default + Clone>(v: &mut Vec<T>, n: usize) -> &mut [T] {
-            if v.len() < n {
-                v.resize(n, T::default());
-            }
-            &mut v[..n]
-        }
         Buffers {
             f32: grow(&mut self.f32, f32_len),
             quant: grow(&mut self.quant, quant_len),
@@ -60,6 +54,15 @@ impl Workspace {
             zero_points: grow(&mut self.zero_points, rows),
         }
     }
+}
+
+/// The first `n` values of `v`, growing it (with defaults) if it is shorter; it never shrinks,
+/// so a buffer reused across calls stops allocating once warm.
+pub(crate) fn grow<T: Default + Clone>(v: &mut Vec<T>, n: usize) -> &mut [T] {
+    if v.len() < n {
+        v.resize(n, T::default());
+    }
+    &mut v[..n]
 }
 
 thread_local! {

@@ -129,6 +129,8 @@ mod imp {
 
     use super::super::exp_k;
     use crate::kernels::{BlockTask, Kernel, BF16_TILE};
+    use crate::quant::{max_sel, reduce};
+    use crate::workspace::grow;
 
     /// `x` rounded to the nearest bf16 (ties to even), as its 16 bits. Integer operations only,
     /// so loops of it vectorize; NaN never reaches it (scores and weights are finite).
@@ -166,7 +168,7 @@ mod imp {
         for &x in x16.remainder() {
             tail = if x > tail { x } else { tail };
         }
-        let max = max_f32(reduce16(m, max_f32), tail);
+        let max = max_sel(reduce(m, max_sel), tail);
         let mut lanes = [0.0f32; L];
         let mut w16 = weights.chunks_exact_mut(L);
         let mut x16 = row.chunks_exact(L);
@@ -184,27 +186,7 @@ mod imp {
             *w = bf16(exp_k::<Kn>(x - max));
             tail += from_bf16(*w);
         }
-        1.0 / (reduce16(lanes, |a, b| a + b) + tail)
-    }
-
-    /// The larger of two values, by a plain comparison (no NaN rules: one instruction).
-    #[inline(always)]
-    pub(super) fn max_f32(a: f32, b: f32) -> f32 {
-        if b > a {
-            b
-        } else {
-            a
-        }
-    }
-
-    /// `op` over 16 lanes as a tree (8, 4, 2, 1 lanes: each step one vector operation, sizes
-    /// known at compile time) rather than one chain of 15 dependent operations.
-    #[inline(always)]
-    pub(super) fn reduce16(x: [f32; 16], op: impl Fn(f32, f32) -> f32) -> f32 {
-        let x: [f32; 8] = std::array::from_fn(|l| op(x[l], x[l + 8]));
-        let x: [f32; 4] = std::array::from_fn(|l| op(x[l], x[l + 4]));
-        let x: [f32; 2] = std::array::from_fn(|l| op(x[l], x[l + 2]));
-        op(x[0], x[1])
+        1.0 / (reduce(lanes, |a, b| a + b) + tail)
     }
 
     /// The f32 value of a bf16.
@@ -330,13 +312,6 @@ mod imp {
         static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
     }
 
-    /// Grows `v` to at least `len` (never shrinks: no allocation once warm).
-    pub(super) fn grow<T: Copy + Default>(v: &mut Vec<T>, len: usize) {
-        if v.len() < len {
-            v.resize(len, T::default());
-        }
-    }
-
     /// Attention of a block of query rows on the tiles.
     pub(super) struct TileBlocks<'a, Kn> {
         pub(super) kernel: Kn,
@@ -383,13 +358,9 @@ mod imp {
             let words: &[u16] =
                 bytemuck::cast_slice(&self.packed[h * g.head_len()..][..g.head_len()]);
             let (keys, values) = words.split_at(g.keys_len());
-            grow(&mut s.queries, 16 * dp);
-            grow(&mut s.scores, 16 * l32);
-            grow(&mut s.weights, 16 * l32);
-            grow(&mut s.out, 16 * d16);
             // Queries, scaled as they are rounded; rows past n stay zero (never read out).
             let scale = 1.0 / (d as f32).sqrt();
-            let queries = &mut s.queries[..16 * dp];
+            let queries = grow(&mut s.queries, 16 * dp);
             queries.fill(0);
             for r in 0..n {
                 let q = &self.qkv[(i + r) * 3 * hidden + h * d..][..d];
@@ -400,7 +371,7 @@ mod imp {
             // Scores: two 16-key tiles per product.
             let chunks = dp / 32;
             let panel = chunks * BF16_TILE;
-            let scores = &mut s.scores[..16 * l32];
+            let scores = grow(&mut s.scores, 16 * l32);
             for t in (0..l32 / 16).step_by(2) {
                 tiles.product(
                     queries,
@@ -415,22 +386,23 @@ mod imp {
             // Softmax of each valid row; the weights are rounded to bf16 and summed as rounded.
             let mut inv = [0.0f32; 16];
             let bias = &self.mask_bias[..len];
+            let weights = grow(&mut s.weights, 16 * l32);
             for (r, inv) in inv.iter_mut().enumerate().take(n) {
-                let (weights, pad) = s.weights[r * l32..][..l32].split_at_mut(len);
+                let (row, pad) = weights[r * l32..][..l32].split_at_mut(len);
                 pad.fill(0);
-                *inv = softmax_row::<Kn>(&mut scores[r * l32..][..len], bias, weights);
+                *inv = softmax_row::<Kn>(&mut scores[r * l32..][..len], bias, row);
             }
             // Outputs: two 16-dimension tiles per product, over the keys 32 at a time.
             let key_chunks = l32 / 32;
             let panel = key_chunks * BF16_TILE;
-            let out = &mut s.out[..16 * d16];
+            let out = grow(&mut s.out, 16 * d16);
             let col_tiles = d16 / 16;
             for t in (0..col_tiles).step_by(2) {
                 // Two tiles per product; one for an odd last tile.
                 let k = (col_tiles - t).min(2);
                 let b = [&values[t * panel..], &values[(t + k - 1) * panel..]];
                 let at = [t * 16, (t + 1) * 16];
-                tiles.product(&s.weights, l32, key_chunks, &b[..k], out, &at[..k], d16);
+                tiles.product(weights, l32, key_chunks, &b[..k], out, &at[..k], d16);
             }
             for r in 0..n {
                 let o = &mut ctx[r * hidden + h * d..][..d];
