@@ -116,6 +116,24 @@ fn tiny_bert_int8_embeddings() {
 }
 
 #[test]
+fn tiny_mpnet() {
+    // A non-BERT family: MPNet's positions after the padding id, no token types, the relative
+    // position bias, the RoBERTa-style head, bf16 weights.
+    let toml = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/families/mpnet_logits.toml");
+    let g = generate(&toml, &Options::default(), Placement::Relative).unwrap();
+    insta::assert_snapshot!("tiny_mpnet_code", g.code);
+    insta::assert_snapshot!("tiny_mpnet_manifest", g.blob.manifest);
+}
+
+#[test]
+fn tiny_electra() {
+    // ELECTRA: embeddings narrower than the hidden width and projected.
+    let toml = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/families/electra_pooled.toml");
+    let g = generate(&toml, &Options::default(), Placement::Relative).unwrap();
+    insta::assert_snapshot!("tiny_electra_code", g.code);
+}
+
+#[test]
 fn bidirectional_two_layer_lstm() {
     // Layer 1 kept in f32 shows both kinds of weight views in one recurrent model.
     let dir = tempfile::tempdir().unwrap();

@@ -61,7 +61,7 @@ pub fn expand_cached(spec_path: &Path, options: &Options, root: &Path) -> Result
     h.update(weights.bytes());
     // The files the description points to besides the weights decide the output too.
     let mut tracked = vec![spec_path.to_path_buf(), weights_path];
-    let bert = spec.spec.bert.as_ref().map(|b| b.get_ref());
+    let bert = spec.encoder_section().map(|b| b.get_ref());
     let extra = [
         spec.spec.model.config.as_ref(),
         bert.and_then(|b| b.tokenizer.as_ref()),

@@ -1,58 +1,94 @@
-//! `dynq init`: a working model description for a Hugging Face BERT checkpoint, from its
-//! `config.json` and `model.safetensors`.
+//! `dynq init`: a working model description for a Hugging Face encoder checkpoint (any family
+//! in [`crate::presets::family::FAMILIES`]), from its `config.json` and `model.safetensors`.
 
 use std::path::{Component, Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::hf_config::BertConfig;
+use crate::hf_config::EncoderConfig;
 use crate::ir::Precision;
+use crate::presets::family::{self, Family, PositionKind};
 use crate::spec::{BertOutputSpec, SpecFile};
 use crate::weights::Weights;
 
-/// A description written by [`describe_bert`], with what it detected.
+/// A description written by [`describe`], with what it detected.
 #[derive(Debug, Clone)]
 pub struct Described {
     /// The TOML text; it passes `dynq check` when saved at the path it was made for.
     pub toml: String,
     /// `model.name`.
     pub name: String,
-    /// `bert.prefix`: `""` or `"bert."`.
+    /// `encoder.family`.
+    pub family: &'static str,
+    /// `encoder.prefix`: `""` or the family's (`"bert."`, `"roberta."`, ...).
     pub prefix: String,
-    /// `bert.output`: `logits` with a classification head and labels, else `mean_pooled`.
+    /// `encoder.output`: `logits` with a classification head and labels, else `mean_pooled`.
     pub output: BertOutputSpec,
     /// The `tokenizer.json` found next to the config, if any.
     pub tokenizer: Option<PathBuf>,
 }
 
-/// Writes the description of a BERT checkpoint to be saved at `toml_path` (paths in it are
-/// relative to that file's directory, which must exist), and checks it as `dynq check` would.
+/// The family of a checkpoint: its config's `model_type`, else its `architectures`.
+fn detect_family(config_path: &Path) -> Result<&'static Family> {
+    let (model_type, architectures) = crate::hf_config::model_type(config_path)?;
+    let unsupported = |what: String| Error::Weights {
+        file: config_path.to_path_buf(),
+        message: format!(
+            "{what} is not a family dynq compiles; supported model types: {}",
+            family::model_types()
+        ),
+    };
+    match model_type {
+        Some(t) => {
+            family::by_model_type(&t).ok_or_else(|| unsupported(format!("key `model_type`: {t:?}")))
+        }
+        None => {
+            let by_arch = architectures.iter().find_map(|a| {
+                family::FAMILIES.iter().find(|f| {
+                    let stem = a.split("For").next().unwrap_or(a).trim_end_matches("Model");
+                    stem.eq_ignore_ascii_case(&f.display.replace('-', ""))
+                })
+            });
+            by_arch.ok_or_else(|| {
+                unsupported(format!(
+                    "a config without `model_type` (architectures {architectures:?})"
+                ))
+            })
+        }
+    }
+}
+
+/// Writes the description of an encoder checkpoint to be saved at `toml_path` (paths in it
+/// are relative to that file's directory, which must exist), and checks it as `dynq check`
+/// would.
 ///
-/// Detects the tensor prefix (`bert.` for `BertFor*` checkpoints, none for `BertModel` and
-/// sentence-transformers), the output (`logits` when the weights have `classifier.weight` and
-/// a pooler and the config names its labels in `id2label`, else `mean_pooled`, L2-normalized
-/// when a sentence-transformers `modules.json` says so), `max_seq_len` from
+/// Detects the family from the config's `model_type` (or `architectures`), the tensor prefix
+/// (the family's, such as `bert.` or `roberta.`, for `*For*` checkpoints; none for base models
+/// and sentence-transformers), the output (`logits` when the weights have the family's
+/// classification head and the config names its labels in `id2label`, else `mean_pooled`,
+/// L2-normalized when a sentence-transformers `modules.json` says so), `max_seq_len` from
 /// `sentence_bert_config.json`, and a `tokenizer.json` next to the config.
 ///
 /// ```no_run
 /// use std::path::Path;
-/// let d = dynq_build::init::describe_bert(
+/// let d = dynq_build::init::describe(
 ///     Path::new("models/minilm/config.json"),
 ///     Path::new("models/minilm/model.safetensors"),
 ///     Path::new("models/minilm/minilm.toml"),
 ///     None,
 /// ).unwrap();
-/// assert_eq!(d.prefix, "");
+/// assert_eq!((d.family, d.prefix.as_str()), ("bert", ""));
 /// ```
-pub fn describe_bert(
+pub fn describe(
     config_path: &Path,
     weights_path: &Path,
     toml_path: &Path,
     name: Option<&str>,
 ) -> Result<Described> {
-    let config = BertConfig::load(config_path)?;
+    let f = detect_family(config_path)?;
+    let config = EncoderConfig::load(config_path, f)?;
     let weights = Weights::open(weights_path)?;
-    let word = "embeddings.word_embeddings.weight";
-    let Some(prefix) = ["", "bert."]
+    let word = f.tensors.word;
+    let Some(prefix) = [f.prefix, ""]
         .into_iter()
         .find(|p| weights.contains(&format!("{p}{word}")))
     else {
@@ -60,7 +96,9 @@ pub fn describe_bert(
         return Err(Error::Weights {
             file: weights_path.to_path_buf(),
             message: format!(
-                "not a BERT checkpoint: expected `{word}` or `bert.{word}`, found {} tensors: {}{}",
+                "not a {} checkpoint: expected `{word}` or `{}{word}`, found {} tensors: {}{}",
+                f.display,
+                f.prefix,
                 names.len(),
                 names.iter().take(6).cloned().collect::<Vec<_>>().join(", "),
                 if names.len() > 6 { ", ..." } else { "" }
@@ -68,8 +106,11 @@ pub fn describe_bert(
         });
     };
     let config_dir = config_path.parent().unwrap_or(Path::new(""));
-    let has_head = weights.contains("classifier.weight")
-        && weights.contains(&format!("{prefix}pooler.dense.weight"));
+    let has_head = weights.contains(&format!("{}.weight", f.head.out))
+        && weights.contains(&format!(
+            "{}.weight",
+            f.head.dense.replace("{prefix}", prefix)
+        ));
     let (output, output_note) = match (has_head, config.id2label.is_empty()) {
         (true, false) => (
             BertOutputSpec::Logits,
@@ -84,11 +125,17 @@ pub fn describe_bert(
     let read = |file: &str| std::fs::read_to_string(config_dir.join(file)).ok();
     let normalize = output == BertOutputSpec::MeanPooled
         && read("modules.json").is_some_and(|m| m.contains("models.Normalize"));
+    let reach = match f.positions {
+        PositionKind::Absolute => config.max_position_embeddings,
+        PositionKind::AfterPadding => config
+            .max_position_embeddings
+            .saturating_sub(config.pad_token_id.unwrap_or(0) as usize + 1),
+    };
     let max_seq_len = read("sentence_bert_config.json")
         .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
         .and_then(|v| v["max_seq_length"].as_u64())
         .map(|n| n as usize)
-        .filter(|&n| n > 0 && n <= config.max_position_embeddings);
+        .filter(|&n| n > 0 && n <= reach);
     let tokenizer = Some(config_dir.join("tokenizer.json")).filter(|p| p.is_file());
 
     let toml_dir = match toml_path.parent() {
@@ -113,7 +160,7 @@ pub fn describe_bert(
             .map_or(String::new(), |f| f.to_string_lossy().into_owned())
     };
     let mut toml = format!(
-        "# Written by `dynq init` from {} and {}.\n[model]\nname = {}\npreset = \"bert\"\nweights = {}\nconfig = {}\n\n[bert]\n",
+        "# Written by `dynq init` from {} and {}.\n[model]\nname = {}\npreset = \"encoder\"\nweights = {}\nconfig = {}\n\n[encoder]\n",
         origin(config_path),
         origin(weights_path),
         quoted(&name),
@@ -122,6 +169,11 @@ pub fn describe_bert(
     );
     // `key = value`, its reason aligned in a comment column.
     let line = |setting: String, why: &str| format!("{setting:<29} # {why}\n");
+    let type_note = match &config.model_type {
+        Some(t) => format!("config.json's model_type {t:?}"),
+        None => "config.json's architectures".to_string(),
+    };
+    toml += &line(format!("family = {}", quoted(f.name)), &type_note);
     toml += &line(
         format!("prefix = {}", quoted(prefix)),
         &format!("tensor names start with `{prefix}embeddings.`"),
@@ -132,8 +184,11 @@ pub fn describe_bert(
             "sentence_bert_config.json's max_seq_length",
         ),
         None => line(
-            format!("# max_seq_len = {}", config.max_position_embeddings),
-            "the default: max_position_embeddings",
+            format!("# max_seq_len = {reach}"),
+            &format!(
+                "the default: the positions the checkpoint has ({})",
+                config.keys.max_positions
+            ),
         ),
     };
     toml += &line(
@@ -157,7 +212,7 @@ pub fn describe_bert(
     toml += "\n[quantize]\n";
     toml += &line(
         "scheme = \"asymmetric\"".into(),
-        "recommended for BERT: GELU and LayerNorm outputs are skewed",
+        "recommended for encoders: GELU and LayerNorm outputs are skewed",
     );
 
     // The description must work as written: check it like `dynq check` does.
@@ -167,6 +222,7 @@ pub fn describe_bert(
     Ok(Described {
         toml,
         name,
+        family: f.name,
         prefix: prefix.to_string(),
         output,
         tokenizer,

@@ -109,8 +109,8 @@ pub enum Body {
         /// Layers in order.
         layers: Vec<Linear>,
     },
-    /// A BERT encoder.
-    Bert(Box<Bert>),
+    /// A transformer encoder (BERT and its relatives).
+    Encoder(Box<Encoder>),
     /// An LSTM or GRU stack.
     Rnn(Box<Rnn>),
 }
@@ -171,7 +171,7 @@ pub struct Norm {
 
 /// One encoder layer.
 #[derive(Debug, Clone)]
-pub struct BertLayer {
+pub struct EncoderLayer {
     /// Q, K, V fused: `[3 hidden, hidden]`.
     pub qkv: Linear,
     /// Attention output projection.
@@ -186,18 +186,53 @@ pub struct BertLayer {
     pub norm2: Norm,
 }
 
-/// A BERT encoder with constant sizes.
+/// How position ids are assigned (the runtime's `Positions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Positions {
+    /// `0, 1, 2, ...`.
+    Absolute,
+    /// RoBERTa's numbering after the padding id.
+    AfterPadding(u32),
+}
+
+/// MPNet's relative position bias.
 #[derive(Debug, Clone)]
-pub struct Bert {
+pub struct RelativeBias {
+    /// `[num_buckets, heads]`.
+    pub table: Tensor,
+    /// Rows of the table used by the bucketing (32 in MPNet).
+    pub num_buckets: usize,
+    /// Distance from which every position shares the last bucket (128 in MPNet).
+    pub max_distance: usize,
+}
+
+/// A classification head on the first token.
+#[derive(Debug, Clone)]
+pub struct Head {
+    /// The dense layer, its activation included.
+    pub dense: Linear,
+    /// The output layer.
+    pub out: Linear,
+}
+
+/// A transformer encoder of a BERT-like family, with constant sizes.
+#[derive(Debug, Clone)]
+pub struct Encoder {
+    /// The family's name (`bert`, `roberta`, ...).
+    pub family: &'static str,
+    /// The family as written in prose (`RoBERTa`).
+    pub family_display: &'static str,
     /// Vocabulary size.
     pub vocab: usize,
     /// Hidden width.
     pub hidden: usize,
+    /// Width of the embedding tables (differs from `hidden` with a projection).
+    pub embedding_width: usize,
     /// Attention heads.
     pub heads: usize,
     /// FFN width.
     pub intermediate: usize,
-    /// Token types.
+    /// Token types (0: none).
     pub type_vocab: usize,
     /// LayerNorm epsilon.
     pub eps: f32,
@@ -209,23 +244,27 @@ pub struct Bert {
     pub output: BertOutputSpec,
     /// L2-normalize pooled outputs.
     pub normalize: bool,
-    /// `[vocab, hidden]`.
+    /// `[vocab, embedding_width]`.
     pub word: Tensor,
     /// How the build stores `word`: `[quantize] embeddings` in INT8 builds,
     /// [`EmbeddingStorage::F32`] (unrounded) in f32 builds.
     pub word_storage: EmbeddingStorage,
-    /// `[max_seq_len, hidden]` (rows past `max_seq_len` are dropped).
+    /// Position numbering.
+    pub positions: Positions,
+    /// `[rows, embedding_width]`: the rows `max_seq_len` tokens can reach.
     pub position: Tensor,
-    /// `[type_vocab, hidden]`.
-    pub token_type: Tensor,
+    /// `[type_vocab, embedding_width]`, for families with token types.
+    pub token_type: Option<Tensor>,
     /// Embedding LayerNorm.
     pub emb_norm: Norm,
+    /// Embedding projection (ELECTRA).
+    pub projection: Option<Linear>,
+    /// Relative position bias (MPNet).
+    pub relative: Option<RelativeBias>,
     /// Encoder layers.
-    pub layers: Vec<BertLayer>,
-    /// Pooler dense (tanh), for `logits`.
-    pub pooler: Option<Linear>,
-    /// Classifier, for `logits`.
-    pub classifier: Option<Linear>,
+    pub layers: Vec<EncoderLayer>,
+    /// Classification head, for `logits`.
+    pub head: Option<Head>,
     /// Class names, in id order.
     pub labels: Vec<String>,
     /// The `tokenizer.json` text, embedded in the generated code.
@@ -243,13 +282,14 @@ impl Model {
                 .flatten()
                 .flat_map(|d| [&d.input, &d.hidden])
                 .collect(),
-            Body::Bert(b) => {
-                let mut v: Vec<&Linear> = b
-                    .layers
-                    .iter()
-                    .flat_map(|l| [&l.qkv, &l.attn_out, &l.ffn_up, &l.ffn_down])
-                    .collect();
-                v.extend(b.pooler.iter().chain(&b.classifier));
+            Body::Encoder(b) => {
+                let mut v: Vec<&Linear> = b.projection.iter().collect();
+                v.extend(
+                    b.layers
+                        .iter()
+                        .flat_map(|l| [&l.qkv, &l.attn_out, &l.ffn_up, &l.ffn_down]),
+                );
+                v.extend(b.head.iter().flat_map(|h| [&h.dense, &h.out]));
                 v
             }
         }

@@ -226,12 +226,13 @@ pub fn generate_from(
     // Other tensors (norms, embeddings), by name.
     let mut tensors = Vec::new();
     let mut word_table = None;
-    if let ir::Body::Bert(b) = &model.body {
+    if let ir::Body::Encoder(b) = &model.body {
         word_table = Some(store_table(&mut writer, &b.word, b.word_storage));
         let norms =
             std::iter::once(&b.emb_norm).chain(b.layers.iter().flat_map(|l| [&l.norm1, &l.norm2]));
-        let small = [&b.position, &b.token_type]
-            .into_iter()
+        let small = std::iter::once(&b.position)
+            .chain(&b.token_type)
+            .chain(b.relative.iter().map(|r| &r.table))
             .chain(norms.flat_map(|n| [&n.gamma, &n.beta]));
         for t in small {
             tensors.push((t.name.clone(), store(&mut writer, t, false)));
@@ -293,7 +294,7 @@ pub fn generate_from(
     };
     let code = codegen::format_file(codegen::generate(&model, &layout), &model.name)?;
     let tokenizer = match &model.body {
-        ir::Body::Bert(b) => b.tokenizer.clone(),
+        ir::Body::Encoder(b) => b.tokenizer.clone(),
         ir::Body::Mlp { .. } | ir::Body::Rnn(_) => None,
     };
     Ok(Generated {

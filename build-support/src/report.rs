@@ -17,14 +17,13 @@ use std::fmt;
 use std::path::Path;
 
 use dynq_runtime as rt;
-use dynq_runtime::ops::bert::{
-    EncoderDims, EncoderLayer, EncoderLinear, EncoderScratch, LinearObserver, Table,
-};
+use dynq_runtime::models::encoder as rt_encoder;
+use dynq_runtime::ops::bert::{EncoderDims, EncoderLayer, EncoderLinear, LinearObserver, Table};
 use dynq_runtime::ops::{linear_dyn, ActQuant, QuantScratch};
 use dynq_runtime::{BertInput, Kernel};
 
 use crate::error::{Error, Result};
-use crate::ir::{Bert, Body, LayerPrecision, Linear, Model, Norm, Precision};
+use crate::ir::{Body, Encoder, LayerPrecision, Linear, Model, Norm, Positions, Precision};
 use crate::quantize::{channel_errors, quantize_linear, quantize_table};
 use crate::spec::{
     ActivationGranularity, ActivationSpec, BertOutputSpec, EmbeddingStorage, SchemeSpec, SpecFile,
@@ -83,6 +82,9 @@ pub struct Report {
     pub inputs: usize,
     /// The INT8 model's final output against the f32 model's.
     pub output: Option<ActError>,
+    /// The input whose output is furthest from the f32 model's: its line index (from 0,
+    /// blank lines not counted) and the cosine of the two outputs.
+    pub worst_input: Option<(usize, f32)>,
     /// A BERT's word-embedding table: how the INT8 build stores it, and that storage's error.
     pub embeddings: Option<TableSummary>,
 }
@@ -149,6 +151,7 @@ pub fn report(spec_path: &Path, inputs: Option<&Path>) -> Result<Report> {
     bar.finish_and_clear();
 
     let mut output = None;
+    let mut worst_input = None;
     if !samples.is_empty() {
         let job = Measure {
             model: &model,
@@ -161,14 +164,15 @@ pub fn report(spec_path: &Path, inputs: Option<&Path>) -> Result<Report> {
             layer.local = local.finish();
         }
         output = m.output.finish();
+        worst_input = m.worst;
     }
     flag(&mut layers);
     let output_kind = match &model.body {
         Body::Mlp { .. } | Body::Rnn(_) => "output".to_string(),
-        Body::Bert(b) => b.output.name().to_string(),
+        Body::Encoder(b) => b.output.name().to_string(),
     };
     let embeddings = match &model.body {
-        Body::Bert(b) => Some(TableSummary::word(b)),
+        Body::Encoder(b) => Some(TableSummary::word(b)),
         Body::Mlp { .. } | Body::Rnn(_) => None,
     };
     Ok(Report {
@@ -177,6 +181,7 @@ pub fn report(spec_path: &Path, inputs: Option<&Path>) -> Result<Report> {
         layers,
         inputs: samples.len(),
         output,
+        worst_input,
         embeddings,
     })
 }
@@ -200,8 +205,11 @@ fn labels(model: &Model) -> Vec<(String, String)> {
                 (short.to_string(), l.name.clone())
             })
             .collect(),
-        Body::Bert(b) => {
+        Body::Encoder(b) => {
             let mut v = Vec::new();
+            if let Some(p) = &b.projection {
+                v.push(("projection".to_string(), p.name.clone()));
+            }
             for (i, layer) in b.layers.iter().enumerate() {
                 // The fused Q, K, V layer is kept by the prefix of its three tensors.
                 let qkv = layer.qkv.name.trim_end_matches(".qkv").to_string();
@@ -214,12 +222,14 @@ fn labels(model: &Model) -> Vec<(String, String)> {
                     v.push((format!("L{i} {what}"), l.name.clone()));
                 }
             }
-            for l in b.pooler.iter().chain(&b.classifier) {
-                let short = l
-                    .name
-                    .rsplit_once("pooler")
-                    .map_or(l.name.as_str(), |_| "pooler");
-                v.push((short.to_string(), l.name.clone()));
+            if let Some(h) = &b.head {
+                let short = if h.dense.name.contains("pooler") {
+                    "pooler".to_string()
+                } else {
+                    h.dense.name.clone()
+                };
+                v.push((short, h.dense.name.clone()));
+                v.push((h.out.name.clone(), h.out.name.clone()));
             }
             v
         }
@@ -330,7 +340,7 @@ fn read_inputs(path: &Path, model: &Model) -> Result<Vec<Sample>> {
         message,
     };
     let tokenizer = match &model.body {
-        Body::Bert(b) => match &b.tokenizer {
+        Body::Encoder(b) => match &b.tokenizer {
             Some(json) => Some(
                 rt::serve::TextTokenizer::new(json, b.max_seq_len)
                     .map_err(|e| Error::Options(format!("the model's {e}")))?,
@@ -354,7 +364,7 @@ fn read_inputs(path: &Path, model: &Model) -> Result<Vec<Sample>> {
                     path.display()
                 )))
             }
-            Body::Bert(b) => {
+            Body::Encoder(b) => {
                 let (ids, mask, types) = rt::serve::parse_encoder_line(line, tokenizer.as_ref())
                     .map_err(|e| at(i + 1, e))?;
                 let input = BertInput {
@@ -363,7 +373,7 @@ fn read_inputs(path: &Path, model: &Model) -> Result<Vec<Sample>> {
                     token_type_ids: types.as_deref(),
                 };
                 input
-                    .check(b.vocab, b.type_vocab, b.max_seq_len)
+                    .check(b.vocab, b.type_vocab.max(1), b.max_seq_len)
                     .map_err(|e| at(i + 1, e.to_string()))?;
                 Sample::Sequence { ids, mask, types }
             }
@@ -464,6 +474,22 @@ struct Measured {
     cumulative: Vec<Acc>,
     local: Vec<Acc>,
     output: Acc,
+    /// The lowest output cosine of one input, and which input.
+    worst: Option<(usize, f32)>,
+}
+
+impl Measured {
+    /// Adds one input's outputs (`f` from the f32 model, `q` from the INT8 model).
+    fn add_output(&mut self, index: usize, f: &[f32], q: &[f32]) {
+        self.output.add(f, q);
+        let mut one = Acc::default();
+        one.add(f, q);
+        if let Some(e) = one.finish() {
+            if self.worst.is_none_or(|(_, c)| e.cosine < c) {
+                self.worst = Some((index, e.cosine));
+            }
+        }
+    }
 }
 
 /// The whole measurement, run inside one kernel entry by [`rt::dispatch`].
@@ -482,22 +508,24 @@ impl rt::Job for Measure<'_> {
             cumulative: vec![Acc::default(); n],
             local: vec![Acc::default(); n],
             output: Acc::default(),
+            worst: None,
         };
         let aq = act_quant(self.model);
         let mut scratch = Scratch::default();
         let bar = crate::progress::bar(self.samples.len(), "measuring");
         match &self.model.body {
             Body::Mlp { .. } => {
-                for sample in self.samples {
+                for (index, sample) in self.samples.iter().enumerate() {
                     bar.inc(1);
                     let Sample::Dense(x) = sample else { continue };
                     let (f, q) = chain(kernel, self.preps, aq, x, x, 1, &mut m, 0, &mut scratch);
-                    m.output.add(&f, &q);
+                    m.add_output(index, &f, &q);
                 }
             }
-            Body::Bert(b) => {
-                let encoder = Encoder::new(b, self.preps);
-                for sample in self.samples {
+            Body::Encoder(b) => {
+                let table = WordTable::new(b);
+                let encoder = EncoderViews::new(b, &table, self.preps);
+                for (index, sample) in self.samples.iter().enumerate() {
                     bar.inc(1);
                     let Sample::Sequence { ids, mask, types } = sample else {
                         continue;
@@ -507,7 +535,7 @@ impl rt::Job for Measure<'_> {
                         attention_mask: mask.as_deref(),
                         token_type_ids: types.as_deref(),
                     };
-                    encoder.measure(kernel, aq, &input, self.preps, &mut m, &mut scratch);
+                    encoder.measure(kernel, aq, &input, index, self.preps, &mut m, &mut scratch);
                 }
             }
             // `read_inputs` accepts no input for a recurrent model.
@@ -557,12 +585,33 @@ enum WordTable {
     },
 }
 
-/// A BERT encoder's weights as runtime views, in f32 and as the INT8 build stores them.
-struct Encoder<'a> {
-    bert: &'a Bert,
-    word_int8: WordTable,
-    f32_layers: Vec<EncoderLayer<'a>>,
-    int8_layers: Vec<EncoderLayer<'a>>,
+impl WordTable {
+    fn new(ir: &Encoder) -> Self {
+        match ir.word_storage {
+            EmbeddingStorage::F32 => WordTable::Unrounded,
+            EmbeddingStorage::F16 => WordTable::F16(
+                ir.word
+                    .data
+                    .iter()
+                    .map(|&v| half::f16::from_f32(v).to_bits())
+                    .collect(),
+            ),
+            EmbeddingStorage::Int8 => {
+                let q = quantize_table(&ir.word.data, ir.vocab, ir.embedding_width);
+                WordTable::I8 {
+                    rows: q.q,
+                    scales: q.scales,
+                }
+            }
+        }
+    }
+}
+
+/// An encoder as the runtime's driver takes it, in f32 and as the INT8 build stores it.
+struct EncoderViews<'a> {
+    ir: &'a Encoder,
+    f32: rt_encoder::Encoder<'a>,
+    int8: rt_encoder::Encoder<'a>,
 }
 
 fn layer_norm<'a>(n: &'a Norm, eps: f32) -> rt::ops::bert::LayerNorm<'a> {
@@ -573,176 +622,133 @@ fn layer_norm<'a>(n: &'a Norm, eps: f32) -> rt::ops::bert::LayerNorm<'a> {
     }
 }
 
-impl<'a> Encoder<'a> {
-    fn new(bert: &'a Bert, preps: &'a [Prepared<'a>]) -> Self {
-        let views = |int8: bool| -> Vec<EncoderLayer<'a>> {
-            let view = |p: &'a Prepared<'a>| if int8 { p.in_model() } else { p.f32() };
-            bert.layers
+impl<'a> EncoderViews<'a> {
+    fn new(ir: &'a Encoder, word_table: &'a WordTable, preps: &'a [Prepared<'a>]) -> Self {
+        // `preps` is in `Model::linears` order: projection, 4 per layer, head dense and out.
+        let projection = usize::from(ir.projection.is_some());
+        let view = |int8: bool| -> rt_encoder::Encoder<'a> {
+            let lin = |p: &'a Prepared<'a>| if int8 { p.in_model() } else { p.f32() };
+            let layers = ir
+                .layers
                 .iter()
-                .zip(preps.chunks_exact(4))
+                .zip(preps[projection..].chunks_exact(4))
                 .map(|(l, p)| EncoderLayer {
-                    qkv: view(&p[0]),
-                    attn_out: view(&p[1]),
-                    norm1: layer_norm(&l.norm1, bert.eps),
-                    ffn_up: view(&p[2]),
-                    ffn_down: view(&p[3]),
-                    norm2: layer_norm(&l.norm2, bert.eps),
+                    qkv: lin(&p[0]),
+                    attn_out: lin(&p[1]),
+                    norm1: layer_norm(&l.norm1, ir.eps),
+                    ffn_up: lin(&p[2]),
+                    ffn_down: lin(&p[3]),
+                    norm2: layer_norm(&l.norm2, ir.eps),
                 })
-                .collect()
+                .collect();
+            let head_at = projection + 4 * ir.layers.len();
+            rt_encoder::Encoder {
+                embeddings: rt::ops::bert::Embeddings {
+                    word: match (int8, word_table) {
+                        (false, _) | (true, WordTable::Unrounded) => Table::F32(&ir.word.data),
+                        (true, WordTable::F16(w)) => Table::F16(w),
+                        (true, WordTable::I8 { rows, scales }) => Table::I8 { rows, scales },
+                    },
+                    position: &ir.position.data,
+                    positions: match ir.positions {
+                        Positions::Absolute => rt::ops::bert::Positions::Absolute,
+                        Positions::AfterPadding(p) => {
+                            rt::ops::bert::Positions::AfterPadding { padding_idx: p }
+                        }
+                    },
+                    token_type: ir.token_type.as_ref().map(|t| t.data.as_slice()),
+                    norm: layer_norm(&ir.emb_norm, ir.eps),
+                },
+                embedding_width: ir.embedding_width,
+                projection: ir.projection.as_ref().map(|_| lin(&preps[0])),
+                relative: ir.relative.as_ref().map(|r| rt_encoder::RelativeBias {
+                    table: &r.table.data,
+                    num_buckets: r.num_buckets,
+                    max_distance: r.max_distance,
+                }),
+                layers,
+                act: activation(ir.act),
+                output: match ir.output {
+                    BertOutputSpec::MeanPooled => rt::BertOutput::MeanPooled,
+                    BertOutputSpec::Cls => rt::BertOutput::Cls,
+                    BertOutputSpec::LastHiddenState => rt::BertOutput::LastHiddenState,
+                    BertOutputSpec::Logits => rt::BertOutput::Logits,
+                },
+                normalize: ir.normalize,
+                head: ir.head.as_ref().map(|h| rt_encoder::Head {
+                    dense: lin(&preps[head_at]),
+                    act: activation(h.dense.activation),
+                    out: lin(&preps[head_at + 1]),
+                }),
+                vocab: ir.vocab,
+                type_vocab: ir.type_vocab,
+                max_seq_len: ir.max_seq_len,
+            }
         };
-        Encoder {
-            bert,
-            word_int8: match bert.word_storage {
-                EmbeddingStorage::F32 => WordTable::Unrounded,
-                EmbeddingStorage::F16 => WordTable::F16(
-                    bert.word
-                        .data
-                        .iter()
-                        .map(|&v| half::f16::from_f32(v).to_bits())
-                        .collect(),
-                ),
-                EmbeddingStorage::Int8 => {
-                    let q = quantize_table(&bert.word.data, bert.vocab, bert.hidden);
-                    WordTable::I8 {
-                        rows: q.q,
-                        scales: q.scales,
-                    }
-                }
-            },
-            f32_layers: views(false),
-            int8_layers: views(true),
+        EncoderViews {
+            ir,
+            f32: view(false),
+            int8: view(true),
         }
     }
 
-    fn embeddings(&self, int8: bool) -> rt::ops::bert::Embeddings<'_> {
-        let b = self.bert;
-        rt::ops::bert::Embeddings {
-            word: match (int8, &self.word_int8) {
-                (false, _) | (true, WordTable::Unrounded) => Table::F32(&b.word.data),
-                (true, WordTable::F16(w)) => Table::F16(w),
-                (true, WordTable::I8 { rows, scales }) => Table::I8 { rows, scales },
-            },
-            position: &b.position.data,
-            token_type: &b.token_type.data,
-            norm: layer_norm(&b.emb_norm, b.eps),
-        }
-    }
-
-    /// Runs the encoder on `input`, f32 or as the INT8 build; `observer` sees every linear.
-    fn forward<K: Kernel>(
-        &self,
-        kernel: K,
-        aq: ActQuant,
-        input: &BertInput<'_>,
-        int8: bool,
-        observer: &mut Observer<'_, '_, K>,
-    ) -> Vec<f32> {
-        let b = self.bert;
-        let (len, h, i) = (input.input_ids.len(), b.hidden, b.intermediate);
-        let dims = EncoderDims {
-            hidden: h,
-            heads: b.heads,
-            intermediate: i,
-        };
-        let mut x = vec![0.0; len * h];
-        rt::ops::bert::embed_dyn(&self.embeddings(int8), input, h, &mut x);
-        let threads = rt::kernels::threads();
-        let mut buffers =
-            vec![0.0f32; len * (6 * h + i + 1) + rt::ops::bert::scores_len(len, threads)];
-        let [qkv, ctx, tmp, ffn, scores, mask_bias] = rt::split_mut(
-            &mut buffers,
-            [
-                len * 3 * h,
-                len * h,
-                len * h,
-                len * i,
-                rt::ops::bert::scores_len(len, threads),
-                len,
-            ],
-        );
-        rt::ops::bert::mask_bias(input, len, mask_bias);
-        let mut quant = Scratch::default();
-        let q = quant.get(len, i.max(h));
-        let mut s = EncoderScratch {
-            qkv,
-            ctx,
-            tmp,
-            ffn,
-            scores,
-            mask_bias,
-            quant: q,
-        };
-        let layers = if int8 {
-            &self.int8_layers
-        } else {
-            &self.f32_layers
-        };
-        let act = activation(b.act);
-        for (l, layer) in layers.iter().enumerate() {
-            observer.layer = l;
-            rt::ops::bert::encoder_layer_dyn(
-                kernel, dims, layer, act, aq, len, &mut x, &mut s, observer,
-            );
-        }
-        x
-    }
-
-    /// Adds one sequence to the sums: both forwards, then the model's output.
+    /// Adds one sequence to the sums: the f32 model (each linear also alone in INT8), then
+    /// the INT8 model, each through the runtime's encoder driver; then the model's output.
+    #[allow(clippy::too_many_arguments)]
     fn measure<K: Kernel>(
         &self,
         kernel: K,
         aq: ActQuant,
         input: &BertInput<'_>,
+        index: usize,
         preps: &[Prepared<'_>],
         m: &mut Measured,
         scratch: &mut Scratch,
     ) {
-        let b = self.bert;
-        let (len, h) = (input.input_ids.len(), b.hidden);
-        let encoder_linears = 4 * b.layers.len();
+        let b = self.ir;
+        let dims = EncoderDims {
+            hidden: b.hidden,
+            heads: b.heads,
+            intermediate: b.intermediate,
+        };
+        let len = input.input_ids.len();
+        let n = rt_encoder::output_len(dims, &self.f32, len);
         let mut observer = Observer {
             kernel,
             aq,
             preps,
-            layer: 0,
-            rows: len,
+            projection: usize::from(b.projection.is_some()),
+            layers: b.layers.len(),
             int8_pass: false,
-            reference: vec![Vec::new(); encoder_linears],
+            reference: vec![Vec::new(); preps.len()],
             m: &mut *m,
             scratch: &mut *scratch,
         };
-        let xf = self.forward(kernel, aq, input, false, &mut observer);
+        let mut ws = rt::Workspace::new();
+        let mut f = vec![0.0; n];
+        rt_encoder::forward(
+            kernel,
+            dims,
+            &self.f32,
+            aq,
+            input,
+            &mut ws,
+            &mut f,
+            &mut observer,
+        );
         observer.int8_pass = true;
-        let xq = self.forward(kernel, aq, input, true, &mut observer);
-        if b.output == BertOutputSpec::Logits {
-            let head = &preps[encoder_linears..];
-            let (f, q) = chain(
-                kernel,
-                head,
-                aq,
-                &xf[..h],
-                &xq[..h],
-                1,
-                m,
-                encoder_linears,
-                scratch,
-            );
-            m.output.add(&f, &q);
-            return;
-        }
-        let output = |x: &[f32]| -> Vec<f32> {
-            let mut out = vec![0.0; h];
-            match b.output {
-                BertOutputSpec::LastHiddenState => return x.to_vec(),
-                BertOutputSpec::Cls => out.copy_from_slice(&x[..h]),
-                _ => rt::ops::bert::mean_pool_dyn(x, h, input, len, &mut out),
-            }
-            if b.normalize {
-                rt::ops::bert::l2_normalize(&mut out);
-            }
-            out
-        };
-        m.output.add(&output(&xf), &output(&xq));
+        let mut q = vec![0.0; n];
+        rt_encoder::forward(
+            kernel,
+            dims,
+            &self.int8,
+            aq,
+            input,
+            &mut ws,
+            &mut q,
+            &mut observer,
+        );
+        m.add_output(index, &f, &q);
     }
 }
 
@@ -753,8 +759,9 @@ struct Observer<'a, 'm, K> {
     kernel: K,
     aq: ActQuant,
     preps: &'a [Prepared<'a>],
-    layer: usize,
-    rows: usize,
+    /// 1 with an embedding projection (the first linear), else 0.
+    projection: usize,
+    layers: usize,
     int8_pass: bool,
     reference: Vec<Vec<f32>>,
     m: &'m mut Measured,
@@ -762,26 +769,32 @@ struct Observer<'a, 'm, K> {
 }
 
 impl<K: Kernel> LinearObserver for Observer<'_, '_, K> {
-    fn linear(&mut self, which: EncoderLinear, input: &[f32], output: &[f32]) {
-        let slot = match which {
-            EncoderLinear::Qkv => 0,
-            EncoderLinear::AttnOut => 1,
-            EncoderLinear::FfnUp => 2,
-            EncoderLinear::FfnDown => 3,
+    fn linear(&mut self, layer: usize, which: EncoderLinear, input: &[f32], output: &[f32]) {
+        let in_layer = |slot: usize| self.projection + 4 * layer + slot;
+        let head = self.projection + 4 * self.layers;
+        let i = match which {
+            EncoderLinear::Projection => 0,
+            EncoderLinear::Qkv => in_layer(0),
+            EncoderLinear::AttnOut => in_layer(1),
+            EncoderLinear::FfnUp => in_layer(2),
+            EncoderLinear::FfnDown => in_layer(3),
+            EncoderLinear::HeadDense => head,
+            EncoderLinear::HeadOut => head + 1,
         };
-        let i = 4 * self.layer + slot;
         if self.int8_pass {
             self.m.cumulative[i].add(&self.reference[i], output);
             return;
         }
         let p = &self.preps[i];
+        let w = p.int8();
+        let rows = input.len() / w.k().max(1);
         let alone = run(
             self.kernel,
-            &p.int8(),
+            &w,
             p.activation(),
             self.aq,
             input,
-            self.rows,
+            rows,
             self.scratch,
         );
         self.m.local[i].add(output, &alone);
@@ -1037,6 +1050,9 @@ impl Report {
                 db(o.sqnr_db),
                 o.cosine
             )?;
+            if let Some((i, c)) = self.worst_input {
+                writeln!(f, "  lowest cosine of one input: {c:.5} (input {})", i + 1)?;
+            }
         }
         let flagged = self.flagged();
         if flagged.is_empty() {

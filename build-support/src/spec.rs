@@ -21,7 +21,10 @@ pub struct Spec {
     pub mlp: Option<Spanned<MlpSection>>,
     /// `[bert]`: options of `preset = "bert"`.
     #[serde(default)]
-    pub bert: Option<Spanned<BertSection>>,
+    pub bert: Option<Spanned<EncoderSection>>,
+    /// `[encoder]`: options of `preset = "encoder"` (any BERT-like family).
+    #[serde(default)]
+    pub encoder: Option<Spanned<EncoderSection>>,
     /// `[lstm]`: the layer stack of `preset = "lstm"`.
     #[serde(default)]
     pub lstm: Option<Spanned<RnnSection>>,
@@ -46,7 +49,8 @@ pub struct ModelSection {
     pub preset: Spanned<Preset>,
     /// The safetensors file, relative to the TOML file.
     pub weights: Spanned<String>,
-    /// A Hugging Face `config.json` with the hyper-parameters (required for `bert`).
+    /// A Hugging Face `config.json` with the hyper-parameters (required for `bert` and
+    /// `encoder`).
     #[serde(default)]
     pub config: Option<Spanned<String>>,
 }
@@ -57,8 +61,12 @@ pub struct ModelSection {
 pub enum Preset {
     /// A stack of linear layers with activations.
     Mlp,
-    /// A BERT encoder (Hugging Face `BertModel` / `BertForSequenceClassification`).
+    /// A BERT encoder (Hugging Face `BertModel` / `BertForSequenceClassification`): the
+    /// `encoder` preset with `family = "bert"`.
     Bert,
+    /// A transformer encoder of a BERT-like family (BERT, RoBERTa, XLM-R, DistilBERT, MPNet,
+    /// ELECTRA), chosen by `[encoder] family` or the config's `model_type`.
+    Encoder,
     /// PyTorch's `nn.LSTM`.
     Lstm,
     /// PyTorch's `nn.GRU`.
@@ -71,6 +79,7 @@ impl Preset {
         match self {
             Preset::Mlp => "mlp",
             Preset::Bert => "bert",
+            Preset::Encoder => "encoder",
             Preset::Lstm => "lstm",
             Preset::Gru => "gru",
         }
@@ -107,11 +116,16 @@ fn one() -> Spanned<usize> {
     Spanned::new(0..0, 1)
 }
 
-/// `[bert]`.
+/// `[encoder]` (and `[bert]`, the same keys).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BertSection {
-    /// Tensor-name prefix, e.g. `bert.` for `BertFor*` checkpoints.
+pub struct EncoderSection {
+    /// The family (`bert`, `roberta`, `xlm-roberta`, `distilbert`, `mpnet`, `electra`);
+    /// default: the family of the config's `model_type`. Under `[bert]`, only `bert`.
+    #[serde(default)]
+    pub family: Option<Spanned<String>>,
+    /// Tensor-name prefix, e.g. `bert.` for `BertFor*` checkpoints (`roberta.`,
+    /// `distilbert.`, ... for the other families' `*For*` checkpoints).
     #[serde(default)]
     pub prefix: String,
     /// Longest input accepted; default and upper bound `max_position_embeddings`.
@@ -139,7 +153,9 @@ pub enum BertOutputSpec {
     Cls,
     /// Every last hidden state.
     LastHiddenState,
-    /// Pooler (tanh) + classifier logits.
+    /// The classification head's logits (BERT: pooler + classifier; RoBERTa, XLM-R, MPNet,
+    /// ELECTRA: `classifier.dense` + `classifier.out_proj`; DistilBERT: `pre_classifier` +
+    /// `classifier`).
     Logits,
 }
 
@@ -399,6 +415,11 @@ impl SpecFile {
         self.dir().join(self.spec.model.weights.get_ref())
     }
 
+    /// The `[encoder]` or `[bert]` section, whichever the description has.
+    pub fn encoder_section(&self) -> Option<&Spanned<EncoderSection>> {
+        self.spec.encoder.as_ref().or(self.spec.bert.as_ref())
+    }
+
     fn validate(&self) -> Result<()> {
         let m = &self.spec.model;
         let name = m.name.get_ref();
@@ -419,6 +440,11 @@ impl SpecFile {
                 "bert",
                 Preset::Bert,
                 self.spec.bert.as_ref().map(Spanned::span),
+            ),
+            (
+                "encoder",
+                Preset::Encoder,
+                self.spec.encoder.as_ref().map(Spanned::span),
             ),
             (
                 "lstm",
@@ -511,27 +537,28 @@ impl SpecFile {
                     }
                 }
             }
-            Preset::Bert => {
-                if self.spec.bert.is_none() {
+            Preset::Bert | Preset::Encoder => {
+                let preset = m.preset.get_ref().name();
+                if self.encoder_section().is_none() {
                     return Err(self.error(
                         m.preset.span(),
-                        "key `model.preset`: preset \"bert\" needs a [bert] section (it may be empty)",
+                        format!("key `model.preset`: preset \"{preset}\" needs a [{preset}] section (it may be empty)"),
                     ));
                 }
                 if m.config.is_none() {
                     return Err(self.error(
                         m.preset.span(),
-                        "key `model.config`: preset \"bert\" needs `config = \"config.json\"` (a Hugging Face BertConfig)",
+                        format!("key `model.config`: preset \"{preset}\" needs `config = \"config.json\"` (the checkpoint's Hugging Face config)"),
                     ));
                 }
             }
         }
         if let Some(e) = &self.spec.quantize.embeddings {
-            if *m.preset.get_ref() != Preset::Bert {
+            if !matches!(m.preset.get_ref(), Preset::Bert | Preset::Encoder) {
                 return Err(self.error(
                     e.span(),
                     format!(
-                        "key `quantize.embeddings`: preset \"{}\" has no embedding table (only \"bert\" has one); remove the key",
+                        "key `quantize.embeddings`: preset \"{}\" has no embedding table (only \"bert\" and \"encoder\" have one); remove the key",
                         m.preset.get_ref().name()
                     ),
                 ));

@@ -59,8 +59,8 @@ impl StandaloneBuild {
         let package = format!("dynq-standalone-{}", spec_name.replace('_', "-"));
         let (features, serve) = match &g.model.body {
             crate::ir::Body::Mlp { .. } => ("serve", "dense_main"),
-            crate::ir::Body::Bert(b) if b.tokenizer.is_some() => ("text", "encoder_main"),
-            crate::ir::Body::Bert(_) => ("serve", "encoder_main"),
+            crate::ir::Body::Encoder(b) if b.tokenizer.is_some() => ("text", "encoder_main"),
+            crate::ir::Body::Encoder(_) => ("serve", "encoder_main"),
             crate::ir::Body::Rnn(_) => ("serve", "recurrent_main"),
         };
         let manifest = format!(

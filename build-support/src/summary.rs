@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::Path;
 
 use crate::error::Result;
-use crate::ir::{Bert, Body, LayerPrecision, Linear, Model, Precision};
+use crate::ir::{Body, Encoder, LayerPrecision, Linear, Model, Precision};
 use crate::quantize::{quantize_linear, table_error, ErrorStats};
 use crate::spec::{ActivationSpec, EmbeddingStorage, SpecFile, WeightGranularity};
 use crate::weights::{SourceDtype, Weights};
@@ -46,9 +46,9 @@ pub struct TableSummary {
 }
 
 impl TableSummary {
-    /// Summarizes a BERT's word table as `b.word_storage` stores it.
-    pub(crate) fn word(b: &Bert) -> Self {
-        let (rows, width) = (b.vocab, b.hidden);
+    /// Summarizes an encoder's word table as `b.word_storage` stores it.
+    pub(crate) fn word(b: &Encoder) -> Self {
+        let (rows, width) = (b.vocab, b.embedding_width);
         let n = rows * width;
         let bytes = match b.word_storage {
             EmbeddingStorage::Int8 => n + 4 * rows,
@@ -175,11 +175,12 @@ pub fn summarize(model: &Model, weights: &Weights) -> Result<Summary> {
             ),
             0,
         ),
-        Body::Bert(b) => {
+        Body::Encoder(b) => {
             let norms = std::iter::once(&b.emb_norm)
                 .chain(b.layers.iter().flat_map(|l| [&l.norm1, &l.norm2]));
-            let small: usize = [&b.position, &b.token_type]
-                .into_iter()
+            let small: usize = std::iter::once(&b.position)
+                .chain(&b.token_type)
+                .chain(b.relative.iter().map(|r| &r.table))
                 .chain(norms.flat_map(|n| [&n.gamma, &n.beta]))
                 .map(|t| t.data.len())
                 .sum();
@@ -187,7 +188,8 @@ pub fn summarize(model: &Model, weights: &Weights) -> Result<Summary> {
             int8_bytes += table.bytes + 4 * small;
             embeddings = Some(table);
             let architecture = format!(
-                "BERT encoder: {} layers, hidden {}, {} heads, FFN {}, vocab {}, max_seq_len {}, output {}{}",
+                "{} encoder: {} layers, hidden {}, {} heads, FFN {}, vocab {}, max_seq_len {}, output {}{}",
+                b.family_display,
                 b.layers.len(),
                 b.hidden,
                 b.heads,

@@ -527,6 +527,62 @@ fn report_measures_weights_and_activations_and_plots() {
 }
 
 #[test]
+fn init_picks_the_family() {
+    let families = root().join("tests/golden/families");
+    let dir = tempfile::tempdir().unwrap();
+    for (family, weights, prefix, output) in [
+        ("roberta", "model.safetensors", "roberta.", "logits"),
+        ("xlm-roberta", "model.safetensors", "roberta.", "logits"),
+        ("xlm-roberta", "base.safetensors", "", "mean_pooled"),
+        ("distilbert", "model.safetensors", "distilbert.", "logits"),
+        ("mpnet", "model.safetensors", "mpnet.", "logits"),
+        ("mpnet", "base.safetensors", "", "mean_pooled"),
+        ("electra", "model.safetensors", "electra.", "logits"),
+    ] {
+        let toml = dir.path().join(format!("{family}_{output}.toml"));
+        let (code, _, err) = dynq_run(args![
+            "init",
+            "--hf-config",
+            families.join(family).join("config.json"),
+            "--weights",
+            families.join(family).join(weights),
+            "-o",
+            toml
+        ]);
+        assert_eq!(code, Some(0), "{family}: {err}");
+        assert!(
+            err.contains(&format!(
+                "family {family}, prefix {prefix:?}, output {output}"
+            )),
+            "{family}: {err}"
+        );
+        let written = std::fs::read_to_string(&toml).unwrap();
+        assert!(
+            written.contains(&format!("family = \"{family}\"")),
+            "{written}"
+        );
+        let (code, out, err) = dynq_run(args!["check", toml]);
+        assert_eq!(code, Some(0), "{family}: {err}");
+        assert!(out.contains(": ok"), "{out}");
+    }
+    // An architecture dynq does not compile: the supported ones are listed.
+    let gpt = dir.path().join("config.json");
+    std::fs::write(&gpt, r#"{"model_type": "gpt2", "n_embd": 8}"#).unwrap();
+    let (code, _, err) = dynq_run(args![
+        "init",
+        "--hf-config",
+        gpt,
+        "--weights",
+        families.join("roberta/model.safetensors")
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("key `model_type`: \"gpt2\" is not a family dynq compiles; supported model types: \"bert\", \"roberta\", \"xlm-roberta\", \"distilbert\", \"mpnet\", \"electra\""),
+        "{err}"
+    );
+}
+
+#[test]
 fn init_writes_a_description_that_checks() {
     let dir = tempfile::tempdir().unwrap();
     let ckpt = dir.path().join("my-Tiny-BERT");
@@ -562,7 +618,9 @@ fn init_writes_a_description_that_checks() {
     assert_eq!(code, Some(0), "{err}");
     assert!(out.is_empty());
     assert!(
-        err.contains("(model `my_tiny_bert`, prefix \"bert.\", output logits, tokenizer)"),
+        err.contains(
+            "(model `my_tiny_bert`, family bert, prefix \"bert.\", output logits, tokenizer)"
+        ),
         "{err}"
     );
     let written = std::fs::read_to_string(&toml).unwrap();

@@ -27,6 +27,7 @@ compile_error!("dynq-runtime reads its little-endian weight blob in place and su
 pub mod blob;
 mod error;
 pub mod kernels;
+pub mod models;
 pub mod ops;
 pub mod quant;
 #[cfg(feature = "serve")]

@@ -1,10 +1,11 @@
 //! BERT self-attention (f32): every kernel's entry point, blocked 8 or 4 queries at a time with
 //! 32, 16, 8 and 1 key/lane remainders, against softmax(Q K^T / sqrt(d) + mask) V computed
 //! here in f64, over head widths and lengths that hit every remainder (1 token, 7, 9, 33 ...).
+//! Cases with an even seed also carry a relative position bias per head (MPNet's).
 
 use dynq_runtime::kernels::Kernel;
 use dynq_runtime::ops::bert::{
-    attention, attention_bf16, scores_len, tile_spare_len, EncoderDims, MIN_TILE_TOKENS,
+    attention, attention_bf16, scores_len, tile_spare_len, EncoderDims, ScoreBias, MIN_TILE_TOKENS,
 };
 use dynq_runtime::KernelId;
 use proptest::prelude::*;
@@ -14,6 +15,8 @@ struct Case {
     len: usize,
     qkv: Vec<f32>,
     mask_bias: Vec<f32>,
+    /// `[heads][2 len - 1]`: added to the score of query i and key j at `len - 1 + j - i`.
+    relative: Option<Vec<f32>>,
 }
 
 impl Case {
@@ -39,6 +42,11 @@ impl Case {
             })
             .collect();
         mask_bias[0] = 0.0; // at least one key attended
+        let relative = seed.is_multiple_of(2).then(|| {
+            (0..heads * (2 * len - 1))
+                .map(|t| ((t * 37 + seed as usize) % 23) as f32 / 23.0 * 4.0 - 2.0)
+                .collect()
+        });
         Case {
             dims: EncoderDims {
                 hidden,
@@ -48,6 +56,7 @@ impl Case {
             len,
             qkv,
             mask_bias,
+            relative,
         }
     }
 
@@ -63,7 +72,10 @@ impl Case {
                         let dot: f64 = (0..d)
                             .map(|c| at(i, 0, head * d + c) * at(j, 1, head * d + c))
                             .sum();
-                        dot / (d as f64).sqrt() + f64::from(self.mask_bias[j])
+                        let rel = self.relative.as_ref().map_or(0.0, |r| {
+                            f64::from(r[head * (2 * len - 1) + len - 1 + j - i])
+                        });
+                        dot / (d as f64).sqrt() + rel + f64::from(self.mask_bias[j])
                     })
                     .collect();
                 let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -106,7 +118,11 @@ fn run_attention<K: Kernel>(kernel: K, c: &Case, bf16: bool) -> Vec<f32> {
     let mut scores = vec![0.0; scores_len(len, dynq_runtime::kernels::threads())];
     let mut kt = vec![0.0; len * h];
     let mut ctx = vec![0.0; len * h];
-    let (qkv, mask) = (&c.qkv[..], &c.mask_bias[..]);
+    let qkv = &c.qkv[..];
+    let mask = ScoreBias {
+        mask: &c.mask_bias,
+        relative: c.relative.as_deref(),
+    };
     if bf16 {
         // Stale values in the spare buffer must not matter.
         let mut spare = vec![f32::NAN; tile_spare_len(h, c.dims.heads, len)];

@@ -154,15 +154,15 @@ fn run(cli: Cli) -> dynq_build::Result<()> {
                 dynq_build::init::write_new(out, "", false)?;
             }
             let toml_path = out.clone().unwrap_or_else(|| PathBuf::from("model.toml"));
-            let d =
-                dynq_build::init::describe_bert(&hf_config, &weights, &toml_path, name.as_deref())?;
+            let d = dynq_build::init::describe(&hf_config, &weights, &toml_path, name.as_deref())?;
             match out {
                 Some(out) => {
                     dynq_build::init::write_new(&out, &d.toml, force)?;
                     eprintln!(
-                        "dynq: wrote {} (model `{}`, prefix {:?}, output {}{}); next: dynq check {}",
+                        "dynq: wrote {} (model `{}`, family {}, prefix {:?}, output {}{}); next: dynq check {}",
                         out.display(),
                         d.name,
+                        d.family,
                         d.prefix,
                         d.output.name(),
                         if d.tokenizer.is_some() { ", tokenizer" } else { "" },

@@ -2,7 +2,7 @@
 //!
 //! One function per op kind turns IR into tokens; [`generate`] assembles the module.
 
-mod bert;
+mod encoder;
 mod format;
 mod rnn;
 
@@ -320,7 +320,7 @@ fn kernel_list(model: &Model) -> TokenStream {
 pub fn generate(model: &Model, layout: &Layout) -> TokenStream {
     match &model.body {
         Body::Mlp { input_size, layers } => mlp(model, layout, *input_size, layers),
-        Body::Bert(b) => bert::generate(model, layout, b),
+        Body::Encoder(b) => encoder::generate(model, layout, b),
         Body::Rnn(r) => rnn::generate(model, layout, r),
     }
 }

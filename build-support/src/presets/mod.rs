@@ -1,6 +1,7 @@
 //! Presets expand a TOML description and its weights into the IR.
 
-mod bert;
+mod encoder;
+pub mod family;
 mod mlp;
 mod rnn;
 
@@ -23,7 +24,7 @@ pub fn expand(
     let keep = KeepF32::new(spec, precision);
     let body = match s.model.preset.get_ref() {
         Preset::Mlp => mlp::expand(spec, weights, &keep)?,
-        Preset::Bert => bert::expand(spec, weights, &keep, precision)?,
+        Preset::Bert | Preset::Encoder => encoder::expand(spec, weights, &keep, precision)?,
         Preset::Lstm | Preset::Gru => rnn::expand(spec, weights, &keep)?,
     };
     keep.check_all_used(spec, &body)?;

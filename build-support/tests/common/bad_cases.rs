@@ -415,7 +415,7 @@ pub fn cases() -> Vec<Case> {
         spec(
             "toml_unknown_section",
             format!("{MLP_TOML}\n[training]\nepochs = 3\n"),
-            "13:2: unknown field `training`, expected one of `model`, `mlp`, `bert`, `lstm`, `gru`, `quantize`, `target`",
+            "13:2: unknown field `training`, expected one of `model`, `mlp`, `bert`, `encoder`, `lstm`, `gru`, `quantize`, `target`",
         ),
         spec(
             "toml_unknown_activation",
@@ -425,7 +425,7 @@ pub fn cases() -> Vec<Case> {
         spec(
             "toml_unknown_preset",
             MLP_TOML.replace("\"mlp\"", "\"cnn\""),
-            "3:10: key `preset`: unknown variant `cnn`, expected one of `mlp`, `bert`, `lstm`, `gru`",
+            "3:10: key `preset`: unknown variant `cnn`, expected one of `mlp`, `bert`, `encoder`, `lstm`, `gru`",
         ),
         spec(
             "toml_unknown_kernel",
@@ -480,7 +480,7 @@ pub fn cases() -> Vec<Case> {
         spec(
             "toml_embeddings_without_table",
             format!("{MLP_TOML}\n[quantize]\nembeddings = \"int8\"\n"),
-            "14:14: key `quantize.embeddings`: preset \"mlp\" has no embedding table (only \"bert\" has one); remove the key",
+            "14:14: key `quantize.embeddings`: preset \"mlp\" has no embedding table (only \"bert\" and \"encoder\" have one); remove the key",
         ),
         spec(
             "toml_keep_f32_matches_nothing",
@@ -829,13 +829,13 @@ pub fn cases() -> Vec<Case> {
             "bert_config_invalid_json",
             "{\"hidden_size\": 4,",
             &bert_tensors(1),
-            format!("{DIR}/config.json: not a valid BERT config.json: EOF while parsing a value at line 1 column 18"),
+            format!("{DIR}/config.json: not a valid config.json: EOF while parsing a value at line 1 column 18"),
         ),
         bert(
             "bert_config_missing_key",
             &BERT_CONFIG.replace("\"vocab_size\": 10", "\"vocab\": 10"),
             &bert_tensors(1),
-            format!("{DIR}/config.json: not a valid BERT config.json: missing field `vocab_size` at line 11 column 1"),
+            format!("{DIR}/config.json: key `vocab_size`: missing (a BERT config.json has it)"),
         ),
         bert(
             "bert_config_bad_heads",
@@ -843,6 +843,47 @@ pub fn cases() -> Vec<Case> {
             &bert_tensors(1),
             format!("{DIR}/config.json: key `hidden_size`: expected a positive multiple of num_attention_heads (3), found 4"),
         ),
+        // ---- encoder families: a checkpoint that is not what the family computes ----
+        bert(
+            "encoder_model_type_disagrees",
+            &BERT_CONFIG.replace("{\n", "{\n  \"model_type\": \"roberta\",\n"),
+            &bert_tensors(1),
+            format!("{DIR}/config.json: key `model_type`: \"roberta\" is the RoBERTa family, but the description says family \"bert\"; a RoBERTa checkpoint read as BERT would compute something else: write preset = \"encoder\" and an [encoder] section with family = \"roberta\""),
+        ),
+        bert(
+            "encoder_unknown_model_type",
+            &BERT_CONFIG.replace("{\n", "{\n  \"model_type\": \"gpt2\",\n"),
+            &bert_tensors(1),
+            format!("{DIR}/config.json: key `model_type`: \"gpt2\" is not a family dynq compiles; supported model types: \"bert\", \"roberta\", \"xlm-roberta\", \"distilbert\", \"mpnet\", \"electra\""),
+        ),
+        bert(
+            "encoder_leftover_tensor",
+            BERT_CONFIG,
+            &{
+                let mut t = bert_tensors(1);
+                t.push(f32t("bert.encoder.relative_attention_bias.weight", &[32, 2], 3));
+                t
+            },
+            format!("{DIR}/tiny.safetensors: tensor `bert.encoder.relative_attention_bias.weight`: not part of a BERT encoder as {DIR}/config.json describes it (1 such tensor): is this checkpoint of another family?"),
+        ),
+        Case {
+            name: "encoder_unknown_family",
+            files: vec![
+                toml(BERT_TOML.replace("preset = \"bert\"", "preset = \"encoder\"").replace("[bert]", "[encoder]\nfamily = \"gpt\"")),
+                weights(safetensors(&bert_tensors(1))),
+                config(BERT_CONFIG),
+            ],
+            message: format!("{DIR}/model.toml:8:10: key `encoder.family`: unknown family \"gpt\", expected one of \"bert\", \"roberta\", \"xlm-roberta\", \"distilbert\", \"mpnet\", \"electra\""),
+        },
+        Case {
+            name: "encoder_family_without_model_type",
+            files: vec![
+                toml(BERT_TOML.replace("preset = \"bert\"", "preset = \"encoder\"").replace("[bert]", "[encoder]")),
+                weights(safetensors(&bert_tensors(1))),
+                config(BERT_CONFIG),
+            ],
+            message: format!("{DIR}/model.toml:7:1: key `encoder.family`: {DIR}/config.json has no `model_type`; name the family, one of \"bert\", \"roberta\", \"xlm-roberta\", \"distilbert\", \"mpnet\", \"electra\""),
+        },
         Case {
             name: "bert_unknown_embeddings",
             files: vec![

@@ -118,13 +118,14 @@ pub enum BertOutput {
 /// is widened (or dequantized) to f32 as it is added to the other embeddings.
 ///
 /// ```
-/// use dynq_runtime::ops::bert::{embed_dyn, Embeddings, LayerNorm, Table};
+/// use dynq_runtime::ops::bert::{embed_dyn, Embeddings, LayerNorm, Positions, Table};
 /// use dynq_runtime::BertInput;
 /// let embed = |word: Table<'_>| {
 ///     let e = Embeddings {
 ///         word,
 ///         position: &[0.1, 0.2, 0.3],
-///         token_type: &[0.0; 3],
+///         positions: Positions::Absolute,
+///         token_type: Some(&[0.0; 3]),
 ///         norm: LayerNorm { gamma: &[1.0; 3], beta: &[0.0; 3], eps: 1e-12 },
 ///     };
 ///     let mut out = [0.0; 3];
@@ -164,15 +165,127 @@ pub struct LayerNorm<'a> {
     pub eps: f32,
 }
 
+/// What is added to the attention scores before the softmax.
+#[derive(Debug, Clone, Copy)]
+pub struct ScoreBias<'a> {
+    /// One value per key: 0 for attended keys, `f32::MIN` for padding ([`mask_bias`]).
+    pub mask: &'a [f32],
+    /// A relative position bias (MPNet): `[heads][2 len - 1]`, the score of query `i` against
+    /// key `j` in head `h` gets `relative[h * (2 len - 1) + len - 1 + j - i]`
+    /// ([`relative_position_bias`]).
+    pub relative: Option<&'a [f32]>,
+}
+
+impl<'a> ScoreBias<'a> {
+    /// The padding mask alone.
+    pub fn mask(mask: &'a [f32]) -> Self {
+        ScoreBias {
+            mask,
+            relative: None,
+        }
+    }
+
+    /// Head `h`'s relative bias (`2 len - 1` values), if any.
+    #[inline(always)]
+    pub(crate) fn relative_head(&self, h: usize, len: usize) -> Option<&'a [f32]> {
+        let w = 2 * len - 1;
+        self.relative.map(|r| &r[h * w..(h + 1) * w])
+    }
+}
+
+/// MPNet's relative position bucket of `relative = key - query`, as Hugging Face's
+/// `MPNetEncoder.relative_position_bucket` computes it (f32 logarithm, truncated): half the
+/// buckets for each sign, exact below `num_buckets / 4`, logarithmic up to `max_distance`.
+///
+/// ```
+/// use dynq_runtime::ops::bert::relative_position_bucket;
+/// assert_eq!(relative_position_bucket(0, 32, 128), 0);
+/// assert_eq!(relative_position_bucket(-3, 32, 128), 3);
+/// assert_eq!(relative_position_bucket(3, 32, 128), 19);
+/// assert_eq!(relative_position_bucket(-1000, 32, 128), 15);
+/// ```
+pub fn relative_position_bucket(relative: i64, num_buckets: usize, max_distance: usize) -> usize {
+    let half = num_buckets / 2;
+    // n = -relative: positive when the key is before the query.
+    let n = -relative;
+    let mut bucket = if n < 0 { half } else { 0 };
+    let n = n.unsigned_abs() as usize;
+    let max_exact = half / 2;
+    bucket += if n < max_exact {
+        n
+    } else {
+        // torch: log(n.float() / max_exact) / log(max_distance / max_exact) * (half - max_exact),
+        // in f32, truncated toward zero.
+        let ratio = n as f32 / max_exact as f32;
+        let scale = ((max_distance as f64) / (max_exact as f64)).ln() as f32;
+        let large = max_exact + (ratio.ln() / scale * (half - max_exact) as f32) as usize;
+        large.min(half - 1)
+    };
+    bucket
+}
+
+/// Fills `out` (`heads * (2 len - 1)` values) with MPNet's relative position bias for `len`
+/// tokens from its `[num_buckets][heads]` embedding `table`, in [`ScoreBias::relative`]'s layout.
+pub fn relative_position_bias(
+    table: &[f32],
+    num_buckets: usize,
+    max_distance: usize,
+    heads: usize,
+    len: usize,
+    out: &mut [f32],
+) {
+    let w = 2 * len - 1;
+    for slot in 0..w {
+        let relative = slot as i64 - (len as i64 - 1);
+        let b = relative_position_bucket(relative, num_buckets, max_distance);
+        for h in 0..heads {
+            out[h * w + slot] = table[b * heads + h];
+        }
+    }
+}
+
+/// How a token's position id is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Positions {
+    /// Position `i` for the `i`-th token (BERT, DistilBERT, ELECTRA).
+    Absolute,
+    /// RoBERTa's numbering (also XLM-R's and MPNet's): tokens whose id is not `padding_idx` are
+    /// numbered `padding_idx + 1, padding_idx + 2, ...` in order, and every `padding_idx` token
+    /// gets position `padding_idx` (Hugging Face's `create_position_ids_from_input_ids`).
+    AfterPadding {
+        /// The padding token id (`pad_token_id`), which is also the first position row used.
+        padding_idx: u32,
+    },
+}
+
+impl Positions {
+    /// The number of position rows a sequence of `len` tokens can need.
+    ///
+    /// ```
+    /// use dynq_runtime::ops::bert::Positions;
+    /// assert_eq!(Positions::Absolute.rows_needed(8), 8);
+    /// assert_eq!(Positions::AfterPadding { padding_idx: 1 }.rows_needed(8), 10);
+    /// ```
+    pub const fn rows_needed(self, len: usize) -> usize {
+        match self {
+            Positions::Absolute => len,
+            Positions::AfterPadding { padding_idx } => padding_idx as usize + 1 + len,
+        }
+    }
+}
+
 /// The embedding block.
 #[derive(Debug, Clone, Copy)]
 pub struct Embeddings<'a> {
-    /// `[vocab][hidden]`.
+    /// `[vocab][width]`.
     pub word: Table<'a>,
-    /// `[max_positions][hidden]`.
+    /// `[positions][width]`: at least [`Positions::rows_needed`] rows for the longest input.
     pub position: &'a [f32],
-    /// `[type_vocab][hidden]`.
-    pub token_type: &'a [f32],
+    /// How position ids are assigned.
+    pub positions: Positions,
+    /// `[type_vocab][width]`, or `None` for models without token types (DistilBERT, MPNet),
+    /// which then accept only token type 0.
+    pub token_type: Option<&'a [f32]>,
     /// LayerNorm after the sum.
     pub norm: LayerNorm<'a>,
 }
@@ -209,12 +322,16 @@ pub struct EncoderScratch<'a> {
     /// [`scores_len`]`(len, kernels::threads())`: a block of attention score rows per thread.
     pub scores: &'a mut [f32],
     /// `len`: 0 for attended keys, `f32::MIN` for padding.
-    pub mask_bias: &'a mut [f32],
+    pub mask_bias: &'a [f32],
+    /// The relative position bias of every layer ([`ScoreBias::relative`]), if the model has
+    /// one.
+    pub relative: Option<&'a [f32]>,
     /// Activation quantization scratch.
     pub quant: QuantScratch<'a>,
 }
 
-/// Sums word, position and token-type embeddings and normalizes: `out` is `len x H`.
+/// Sums word, position and token-type embeddings and normalizes: `out` is `len x H` (`H` the
+/// embedding width).
 #[inline(always)]
 pub fn embed<const H: usize>(e: &Embeddings<'_>, input: &BertInput<'_>, out: &mut [f32]) {
     embed_dyn(e, input, H, out);
@@ -223,42 +340,42 @@ pub fn embed<const H: usize>(e: &Embeddings<'_>, input: &BertInput<'_>, out: &mu
 /// [`embed`] with the hidden width `h` as a value (for tools such as `dynq report`).
 #[inline(always)]
 pub fn embed_dyn(e: &Embeddings<'_>, input: &BertInput<'_>, h: usize, out: &mut [f32]) {
+    let mut next = 0usize;
     for (i, (row, &id)) in out.chunks_exact_mut(h).zip(input.input_ids).enumerate() {
+        let pos = match e.positions {
+            Positions::Absolute => i,
+            Positions::AfterPadding { padding_idx } if id == padding_idx => padding_idx as usize,
+            Positions::AfterPadding { padding_idx } => {
+                next += 1;
+                padding_idx as usize + next
+            }
+        };
         let id = id as usize;
-        let tt = input.token_type_ids.map_or(0, |t| t[i] as usize);
-        let pos = &e.position[i * h..(i + 1) * h];
-        let typ = &e.token_type[tt * h..(tt + 1) * h];
+        let pos = &e.position[pos * h..(pos + 1) * h];
         match e.word {
             Table::F32(w) => {
-                for (((o, &w), &p), &t) in row
-                    .iter_mut()
-                    .zip(&w[id * h..(id + 1) * h])
-                    .zip(pos)
-                    .zip(typ)
-                {
-                    *o = w + p + t;
+                for ((o, &w), &p) in row.iter_mut().zip(&w[id * h..(id + 1) * h]).zip(pos) {
+                    *o = w + p;
                 }
             }
             Table::F16(w) => {
-                for (((o, &w), &p), &t) in row
-                    .iter_mut()
-                    .zip(&w[id * h..(id + 1) * h])
-                    .zip(pos)
-                    .zip(typ)
-                {
-                    *o = half::f16::from_bits(w).to_f32() + p + t;
+                for ((o, &w), &p) in row.iter_mut().zip(&w[id * h..(id + 1) * h]).zip(pos) {
+                    *o = half::f16::from_bits(w).to_f32() + p;
                 }
             }
             Table::I8 { rows, scales } => {
                 let s = scales[id];
-                for (((o, &q), &p), &t) in row
-                    .iter_mut()
-                    .zip(&rows[id * h..(id + 1) * h])
-                    .zip(pos)
-                    .zip(typ)
-                {
-                    *o = f32::from(q) * s + p + t;
+                for ((o, &q), &p) in row.iter_mut().zip(&rows[id * h..(id + 1) * h]).zip(pos) {
+                    *o = f32::from(q) * s + p;
                 }
+            }
+        }
+        // (word + position) + token type, in that order whatever the family.
+        if let Some(types) = e.token_type {
+            let tt = input.token_type_ids.map_or(0, |t| t[i] as usize);
+            let typ = &types[tt * h..(tt + 1) * h];
+            for (o, &t) in row.iter_mut().zip(typ) {
+                *o += t;
             }
         }
     }
@@ -321,7 +438,7 @@ pub fn attention<Kn: Kernel, D: Dims>(
     dims: D,
     qkv: &[f32],
     len: usize,
-    mask_bias: &[f32],
+    bias: ScoreBias<'_>,
     scores: &mut [f32],
     kt: &mut [f32],
     ctx: &mut [f32],
@@ -348,7 +465,7 @@ pub fn attention<Kn: Kernel, D: Dims>(
         qkv,
         kt,
         len,
-        mask_bias,
+        bias,
     };
     crate::kernels::for_each_block(
         kernel,
@@ -405,7 +522,7 @@ struct AttentionBlocks<'a, Kn, D> {
     qkv: &'a [f32],
     kt: &'a [f32],
     len: usize,
-    mask_bias: &'a [f32],
+    bias: ScoreBias<'a>,
 }
 
 impl<Kn: Kernel, D: Dims> crate::kernels::BlockTask for AttentionBlocks<'_, Kn, D> {
@@ -413,15 +530,7 @@ impl<Kn: Kernel, D: Dims> crate::kernels::BlockTask for AttentionBlocks<'_, Kn, 
     fn run(&self, i0: usize, ctx: &mut [f32], scores: &mut [f32]) {
         let (h, heads) = (self.dims.hidden(), self.dims.heads());
         attend_rows::<Kn>(
-            h,
-            heads,
-            self.qkv,
-            self.kt,
-            self.len,
-            self.mask_bias,
-            i0,
-            scores,
-            ctx,
+            h, heads, self.qkv, self.kt, self.len, self.bias, i0, scores, ctx,
         );
     }
 }
@@ -459,7 +568,7 @@ fn attend_rows<Kn: Kernel>(
     qkv: &[f32],
     kt: &[f32],
     len: usize,
-    mask_bias: &[f32],
+    bias: ScoreBias<'_>,
     i0: usize,
     scores: &mut [f32],
     ctx: &mut [f32],
@@ -488,15 +597,16 @@ fn attend_rows<Kn: Kernel>(
         let mut r = 0;
         while r < rows {
             let ctx = &mut ctx[r * hidden..];
-            let args = (qkv, kh, mask_bias, h, i0 + r);
+            let rel = bias.relative_head(h, len);
+            let args = (qkv, kh, bias.mask, h, i0 + r);
             if rows - r < block {
-                attend_block::<Kn, 1, 32>(&g, args, qt, scores, ctx);
+                attend_block::<Kn, 1, 32>(&g, args, rel, qt, scores, ctx);
                 r += 1;
             } else if Kn::WIDE_F32 {
-                attend_block::<Kn, 8, 32>(&g, args, qt, scores, ctx);
+                attend_block::<Kn, 8, 32>(&g, args, rel, qt, scores, ctx);
                 r += 8;
             } else {
-                attend_block::<Kn, 4, 16>(&g, args, qt, scores, ctx);
+                attend_block::<Kn, 4, 16>(&g, args, rel, qt, scores, ctx);
                 r += 4;
             }
         }
@@ -536,6 +646,7 @@ fn score_at(j: usize, r: usize) -> usize {
 fn attend_block<Kn: Kernel, const R: usize, const W: usize>(
     g: &Geometry,
     (qkv, kh, mask_bias, h, i): (&[f32], &[f32], &[f32], usize, usize),
+    relative: Option<&[f32]>,
     qt: &mut [[f32; QUERY_BLOCK]],
     scores: &mut [f32],
     ctx: &mut [f32],
@@ -554,6 +665,15 @@ fn attend_block<Kn: Kernel, const R: usize, const W: usize>(
     j0 = score_keys::<Kn, R, W>(g, qt, kh, mask_bias, j0, scores);
     j0 = score_keys::<Kn, R, 8>(g, qt, kh, mask_bias, j0, scores);
     score_keys::<Kn, R, 1>(g, qt, kh, mask_bias, j0, scores);
+    if let Some(rel) = relative {
+        // (mask + q.k) + relative bias: query i's row of the bias is `rel[len - 1 - i..]`.
+        for r in 0..R {
+            let row = &rel[len - 1 - (i + r)..][..len];
+            for (j, &b) in row.iter().enumerate() {
+                scores[score_at(j, r)] += b;
+            }
+        }
+    }
     let inv = softmax_unscaled::<Kn, R>(scores, len);
     // Values: W output lanes per query at a time, then 8, then one by one.
     let base = 2 * hidden + h * d;
@@ -747,7 +867,7 @@ pub fn encoder_layer<
 ) {
     debug_assert_eq!(H3, 3 * H);
     let dims = ConstDims::<H, HEADS, I>;
-    encoder_layer_dyn(kernel, dims, layer, act, aq, len, x, s, &mut NoObserver);
+    encoder_layer_dyn(kernel, dims, layer, 0, act, aq, len, x, s, &mut NoObserver);
 }
 
 /// The sizes of an encoder, as values: [`encoder_layer_dyn`]'s counterpart of
@@ -762,38 +882,47 @@ pub struct EncoderDims {
     pub intermediate: usize,
 }
 
-/// One of the four linear layers of an encoder layer, as [`LinearObserver`] sees them.
+/// A linear layer of an encoder, as [`LinearObserver`] sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EncoderLinear {
-    /// The fused Q, K, V projection.
+    /// The embedding projection (ELECTRA's `embeddings_project`).
+    Projection,
+    /// The fused Q, K, V projection of a layer.
     Qkv,
-    /// The attention output projection.
+    /// The attention output projection of a layer.
     AttnOut,
-    /// The FFN up-projection, with its activation.
+    /// The FFN up-projection of a layer, with its activation.
     FfnUp,
-    /// The FFN down-projection.
+    /// The FFN down-projection of a layer.
     FfnDown,
+    /// The classification head's dense layer (BERT's pooler), with its activation.
+    HeadDense,
+    /// The classification head's output layer.
+    HeadOut,
 }
 
-/// Watches the linear layers of [`encoder_layer_dyn`] as they run: `input` is the layer's
-/// `len x k` input and `output` its `len x n` result (after the activation). `dynq report`
-/// measures quantization error with it; generated code runs without one.
+/// Watches the linear layers of an encoder as they run: `layer` is the encoder layer's index
+/// (0 outside the layers), `input` the linear's `rows x k` input and `output` its `rows x n`
+/// result (after the activation). `dynq report` measures quantization error with it;
+/// generated code runs without one.
 pub trait LinearObserver {
     /// Whether [`Self::linear`] looks at anything. Without an observer the residual add and
     /// norm run inside the GEMM's row blocks, and the raw layer output is never whole.
     const ACTIVE: bool = true;
 
     /// Called once per linear layer, in order.
-    fn linear(&mut self, which: EncoderLinear, input: &[f32], output: &[f32]);
+    fn linear(&mut self, layer: usize, which: EncoderLinear, input: &[f32], output: &[f32]);
 }
 
-struct NoObserver;
+/// The observer of generated code: sees nothing, costs nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoObserver;
 
 impl LinearObserver for NoObserver {
     const ACTIVE: bool = false;
 
     #[inline(always)]
-    fn linear(&mut self, _: EncoderLinear, _: &[f32], _: &[f32]) {}
+    fn linear(&mut self, _: usize, _: EncoderLinear, _: &[f32], _: &[f32]) {}
 }
 
 /// The widths the encoder ops need: constants in generated code (a private const-generic
@@ -808,8 +937,9 @@ pub trait Dims: Copy + Sync {
     fn intermediate(self) -> usize;
 }
 
-#[derive(Clone, Copy)]
-struct ConstDims<const H: usize, const HEADS: usize, const I: usize>;
+/// Encoder widths as constants: what generated code passes as [`Dims`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ConstDims<const H: usize, const HEADS: usize, const I: usize>;
 
 impl<const H: usize, const HEADS: usize, const I: usize> Dims for ConstDims<H, HEADS, I> {
     #[inline(always)]
@@ -850,6 +980,7 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
     kernel: Kn,
     dims: D,
     layer: &EncoderLayer<'_>,
+    index: usize,
     act: Activation,
     aq: ActQuant,
     len: usize,
@@ -858,6 +989,10 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
     observer: &mut O,
 ) {
     let (h, i) = (dims.hidden(), dims.intermediate());
+    let bias = ScoreBias {
+        mask: s.mask_bias,
+        relative: s.relative,
+    };
     let x = &mut x[..len * h];
     let (qkv, ctx, tmp, ffn) = (
         &mut s.qkv[..len * 3 * h],
@@ -878,25 +1013,25 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
         q,
         qkv,
     );
-    observer.linear(EncoderLinear::Qkv, x, qkv);
+    observer.linear(index, EncoderLinear::Qkv, x, qkv);
     if matches!(layer.qkv, Linear::Int8(_)) {
         // INT8 models: bf16 products where the CPU has AMX tiles (`ffn` is free until the
         // FFN and holds the packed keys and values).
-        attention_bf16(kernel, dims, qkv, len, s.mask_bias, s.scores, tmp, ffn, ctx);
+        attention_bf16(kernel, dims, qkv, len, bias, s.scores, tmp, ffn, ctx);
     } else {
-        attention(kernel, dims, qkv, len, s.mask_bias, s.scores, tmp, ctx);
+        attention(kernel, dims, qkv, len, bias, s.scores, tmp, ctx);
     }
     let none = Activation::None;
     if O::ACTIVE {
         // Every linear's input and output whole, for the observer.
         linear_dyn(kernel, h, h, ctx, len, &layer.attn_out, none, aq, q, tmp);
-        observer.linear(EncoderLinear::AttnOut, ctx, tmp);
+        observer.linear(index, EncoderLinear::AttnOut, ctx, tmp);
         add_in_place(x, tmp);
         layer_norm_dyn(x, h, &layer.norm1);
         linear_dyn(kernel, h, i, x, len, &layer.ffn_up, act, aq, q, ffn);
-        observer.linear(EncoderLinear::FfnUp, x, ffn);
+        observer.linear(index, EncoderLinear::FfnUp, x, ffn);
         linear_dyn(kernel, i, h, ffn, len, &layer.ffn_down, none, aq, q, tmp);
-        observer.linear(EncoderLinear::FfnDown, ffn, tmp);
+        observer.linear(index, EncoderLinear::FfnDown, ffn, tmp);
         add_in_place(x, tmp);
         layer_norm_dyn(x, h, &layer.norm2);
     } else {

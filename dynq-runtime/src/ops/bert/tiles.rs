@@ -20,7 +20,7 @@
 //! weights (A tiles straight from the row-major bf16 block) with the value tiles. Each output
 //! row depends only on its query, whatever the blocks and threads.
 
-use super::{attention, Dims};
+use super::{attention, Dims, ScoreBias};
 use crate::kernels::Kernel;
 #[cfg(target_arch = "x86_64")]
 use imp::{Geometry, PackHeads, TileBlocks};
@@ -50,14 +50,15 @@ pub const fn tile_spare_len(hidden: usize, heads: usize, len: usize) -> usize {
 /// gives the accuracy argument.
 ///
 /// ```
-/// use dynq_runtime::ops::bert::{attention_bf16, scores_len, tile_spare_len, EncoderDims};
+/// use dynq_runtime::ops::bert::{attention_bf16, scores_len, tile_spare_len, EncoderDims, ScoreBias};
 /// use dynq_runtime::kernels::{Kernel, Scalar};
 /// // 2 tokens, one head of width 2: q = k = v rows.
 /// let dims = EncoderDims { hidden: 2, heads: 1, intermediate: 8 };
 /// let qkv = [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0];
 /// let (mut scores, mut kt, mut ctx) = (vec![0.0; scores_len(2, 1)], vec![0.0; 4], vec![0.0; 4]);
 /// let mut spare = vec![0.0; tile_spare_len(2, 1, 2)];
-/// attention_bf16(Scalar::new(), dims, &qkv, 2, &[0.0, 0.0], &mut scores, &mut kt, &mut spare, &mut ctx);
+/// let bias = ScoreBias::mask(&[0.0, 0.0]);
+/// attention_bf16(Scalar::new(), dims, &qkv, 2, bias, &mut scores, &mut kt, &mut spare, &mut ctx);
 /// assert!(ctx[0] > ctx[1] && ctx[3] > ctx[2]);
 /// ```
 #[allow(clippy::too_many_arguments)]
@@ -67,7 +68,7 @@ pub fn attention_bf16<Kn: Kernel, D: Dims>(
     dims: D,
     qkv: &[f32],
     len: usize,
-    mask_bias: &[f32],
+    bias: ScoreBias<'_>,
     scores: &mut [f32],
     kt: &mut [f32],
     spare: &mut [f32],
@@ -102,7 +103,7 @@ pub fn attention_bf16<Kn: Kernel, D: Dims>(
                 heads,
                 qkv,
                 packed: &*packed,
-                mask_bias,
+                bias,
             };
             crate::kernels::for_each_block(
                 kernel,
@@ -119,7 +120,7 @@ pub fn attention_bf16<Kn: Kernel, D: Dims>(
         }
     }
     let _ = spare;
-    attention(kernel, dims, qkv, len, mask_bias, scores, kt, ctx);
+    attention(kernel, dims, qkv, len, bias, scores, kt, ctx);
 }
 
 /// The tile path (x86-64 only).
@@ -127,7 +128,7 @@ pub fn attention_bf16<Kn: Kernel, D: Dims>(
 mod imp {
     use std::cell::RefCell;
 
-    use super::super::exp_k;
+    use super::super::{exp_k, ScoreBias};
     use crate::kernels::{BlockTask, Kernel, BF16_TILE};
     use crate::quant::{max_sel, reduce};
     use crate::workspace::grow;
@@ -319,7 +320,7 @@ mod imp {
         pub(super) heads: usize,
         pub(super) qkv: &'a [f32],
         pub(super) packed: &'a [f32],
-        pub(super) mask_bias: &'a [f32],
+        pub(super) bias: ScoreBias<'a>,
     }
 
     impl<Kn: Kernel> BlockTask for TileBlocks<'_, Kn> {
@@ -385,11 +386,19 @@ mod imp {
             }
             // Softmax of each valid row; the weights are rounded to bf16 and summed as rounded.
             let mut inv = [0.0f32; 16];
-            let bias = &self.mask_bias[..len];
+            let bias = &self.bias.mask[..len];
+            let relative = self.bias.relative_head(h, len);
             let weights = grow(&mut s.weights, 16 * l32);
             for (r, inv) in inv.iter_mut().enumerate().take(n) {
                 let (row, pad) = weights[r * l32..][..l32].split_at_mut(len);
                 pad.fill(0);
+                if let Some(rel) = relative {
+                    // q.k + relative bias, then the mask in `softmax_row`.
+                    let b = &rel[len - 1 - (i + r)..][..len];
+                    for (x, &b) in scores[r * l32..][..len].iter_mut().zip(b) {
+                        *x += b;
+                    }
+                }
                 *inv = softmax_row::<Kn>(&mut scores[r * l32..][..len], bias, row);
             }
             // Outputs: two 16-dimension tiles per product, over the keys 32 at a time.

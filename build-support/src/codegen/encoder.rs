@@ -1,5 +1,6 @@
-//! Code generation for `preset = "bert"`: one weight view per layer, one generic encoder-layer
-//! call in a loop (never unrolled copies), outputs by kind.
+//! Code generation for the encoder presets (`bert`, `encoder`): one weight view per layer, the
+//! runtime's encoder driver (`rt::models::encoder`) with the sizes as constants; the family's
+//! pieces are values of its `Encoder`.
 
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
@@ -8,7 +9,7 @@ use super::{
     act_quant_tokens, activation_tokens, kernel_list, linear_value, lit, provenance, Layout,
     TableSections,
 };
-use crate::ir::{Bert, LayerPrecision, Model, Norm};
+use crate::ir::{Encoder, Model, Norm, Positions};
 use crate::spec::BertOutputSpec;
 
 fn norm_value(n: &Norm, eps: &TokenStream, layout: &Layout) -> TokenStream {
@@ -20,10 +21,14 @@ fn norm_value(n: &Norm, eps: &TokenStream, layout: &Layout) -> TokenStream {
 }
 
 /// The word table's blob view (`rt::ops::bert::Table::..`) and its provenance line.
-fn word_table(b: &Bert, layout: &Layout) -> (TokenStream, String) {
+fn word_table(b: &Encoder, layout: &Layout) -> (TokenStream, String) {
     let name = b.word.name.strip_suffix(".weight").unwrap_or(&b.word.name);
-    let head = format!(" {name}: Embedding {}x{}", b.vocab, b.hidden);
-    match layout.word_table.as_ref().expect("a BERT has a word table") {
+    let head = format!(" {name}: Embedding {}x{}", b.vocab, b.embedding_width);
+    match layout
+        .word_table
+        .as_ref()
+        .expect("an encoder has a word table")
+    {
         TableSections::F32(s) => {
             let v = super::section_tokens("f32s", s);
             (
@@ -58,7 +63,7 @@ fn word_table(b: &Bert, layout: &Layout) -> (TokenStream, String) {
     }
 }
 
-pub(super) fn generate(model: &Model, layout: &Layout, b: &Bert) -> TokenStream {
+pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStream {
     let module = format_ident!("{}", model.name);
     let ty = format_ident!("{}", model.type_name);
     let name = &model.name;
@@ -72,13 +77,6 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Bert) -> TokenStream 
         BertOutputSpec::Logits => b.labels.len(),
         _ => h,
     };
-    let max_quant_in = model
-        .linears()
-        .iter()
-        .filter(|l| matches!(l.precision, LayerPrecision::Int8(_)))
-        .map(|l| crate::pack::padded_k(l.in_features))
-        .max()
-        .unwrap_or(0);
 
     // One function per layer builds its weight views; its doc comment is the provenance.
     let layer_fns = b.layers.iter().enumerate().map(|(i, l)| {
@@ -113,66 +111,66 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Bert) -> TokenStream 
     });
 
     let (word, word_doc) = word_table(b, layout);
-    let (position, token_type) = (
-        layout.f32_view(&b.position.name),
-        layout.f32_view(&b.token_type.name),
-    );
-    let emb_norm = norm_value(&b.emb_norm, &eps, layout);
-    let head = match (&b.pooler, &b.classifier) {
-        (Some(p), Some(c)) => {
-            let (pv, cv) = (linear_value(p, layout), linear_value(c, layout));
-            let (pd, cd) = (
-                provenance(p, layout.linear(&p.name)),
-                provenance(c, layout.linear(&c.name)),
-            );
-            (
-                quote! {
-                    #[doc = #pd]
-                    pooler: rt::Linear<'static>,
-                    #[doc = #cd]
-                    classifier: rt::Linear<'static>,
-                },
-                quote! { pooler: #pv, classifier: #cv, },
-            )
+    let position = layout.f32_view(&b.position.name);
+    let positions = match b.positions {
+        Positions::Absolute => quote!(rt::ops::bert::Positions::Absolute),
+        Positions::AfterPadding(p) => {
+            let p = proc_macro2::Literal::u32_unsuffixed(p);
+            quote!(rt::ops::bert::Positions::AfterPadding { padding_idx: #p })
         }
-        _ => (quote!(), quote!()),
     };
-    let (head_fields, head_inits) = head;
+    let token_type = match &b.token_type {
+        Some(t) => {
+            let v = layout.f32_view(&t.name);
+            quote!(Some(#v))
+        }
+        None => quote!(None),
+    };
+    let emb_norm = norm_value(&b.emb_norm, &eps, layout);
+    let mut docs = vec![word_doc];
+    let projection = match &b.projection {
+        Some(p) => {
+            docs.push(provenance(p, layout.linear(&p.name)));
+            let v = linear_value(p, layout);
+            quote!(Some(#v))
+        }
+        None => quote!(None),
+    };
+    let relative = match &b.relative {
+        Some(r) => {
+            let t = layout.f32_view(&r.table.name);
+            let (nb, md) = (lit(r.num_buckets), lit(r.max_distance));
+            docs.push(format!(
+                " {}: relative position bias, {} buckets x {} heads, max distance {}",
+                r.table
+                    .name
+                    .strip_suffix(".weight")
+                    .unwrap_or(&r.table.name),
+                r.num_buckets,
+                heads,
+                r.max_distance
+            ));
+            quote!(Some(rt::models::encoder::RelativeBias { table: #t, num_buckets: #nb, max_distance: #md }))
+        }
+        None => quote!(None),
+    };
+    let head = match &b.head {
+        Some(hd) => {
+            docs.push(provenance(&hd.dense, layout.linear(&hd.dense.name)));
+            docs.push(provenance(&hd.out, layout.linear(&hd.out.name)));
+            let (dv, ov) = (
+                linear_value(&hd.dense, layout),
+                linear_value(&hd.out, layout),
+            );
+            let act = activation_tokens(hd.dense.activation);
+            quote!(Some(rt::models::encoder::Head { dense: #dv, act: #act, out: #ov }))
+        }
+        None => quote!(None),
+    };
 
     let aq = act_quant_tokens(model);
     let act = activation_tokens(b.act);
-    let (h_l, h3_l, heads_l, i_l) = (lit(h), lit(3 * h), lit(heads), lit(inter));
-    let finish = match b.output {
-        BertOutputSpec::MeanPooled => {
-            let norm = b
-                .normalize
-                .then(|| quote!(rt::ops::bert::l2_normalize(out);));
-            quote! {
-                rt::ops::bert::mean_pool::<HIDDEN_SIZE>(x, input, len, out);
-                #norm
-            }
-        }
-        BertOutputSpec::Cls => {
-            let norm = b
-                .normalize
-                .then(|| quote!(rt::ops::bert::l2_normalize(out);));
-            quote! {
-                out.copy_from_slice(&x[..HIDDEN_SIZE]);
-                #norm
-            }
-        }
-        BertOutputSpec::LastHiddenState => quote! {
-            out.copy_from_slice(&x[..len * HIDDEN_SIZE]);
-        },
-        BertOutputSpec::Logits => {
-            let labels = lit(b.labels.len());
-            quote! {
-                let pooled = &mut s.tmp[..HIDDEN_SIZE];
-                rt::ops::linear::<K, #h_l, #h_l>(kernel, &x[..HIDDEN_SIZE], 1, &w.pooler, rt::Activation::Tanh, AQ, &mut s.quant, pooled);
-                rt::ops::linear::<K, #h_l, #labels>(kernel, pooled, 1, &w.classifier, rt::Activation::None, AQ, &mut s.quant, out);
-            }
-        }
-    };
+    let (h_l, heads_l, i_l, e_l) = (lit(h), lit(heads), lit(inter), lit(b.embedding_width));
     let (output_len, output_doc) = match b.output {
         BertOutputSpec::LastHiddenState => (
             quote!(len * HIDDEN_SIZE),
@@ -191,21 +189,30 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Bert) -> TokenStream 
             "`OUTPUT_SIZE` values: the first token's last hidden state",
         ),
     };
+    let _ = output_len;
     let output_kind = match b.output {
         BertOutputSpec::MeanPooled => quote!(rt::BertOutput::MeanPooled),
         BertOutputSpec::Cls => quote!(rt::BertOutput::Cls),
         BertOutputSpec::LastHiddenState => quote!(rt::BertOutput::LastHiddenState),
         BertOutputSpec::Logits => quote!(rt::BertOutput::Logits),
     };
+    let types_doc = if b.type_vocab > 0 {
+        "token types zero"
+    } else {
+        "the model has no token types"
+    };
     let convenience = match b.output {
-        BertOutputSpec::MeanPooled | BertOutputSpec::Cls => quote! {
-            /// Embeds one sequence of token ids (mask all ones, token types zero).
-            pub fn embed(&self, input_ids: &[u32]) -> Result<[f32; OUTPUT_SIZE], rt::Error> {
-                let mut out = [0.0; OUTPUT_SIZE];
-                self.forward(&rt::BertInput::new(input_ids), &mut out)?;
-                Ok(out)
+        BertOutputSpec::MeanPooled | BertOutputSpec::Cls => {
+            let doc = format!(" Embeds one sequence of token ids (mask all ones, {types_doc}).");
+            quote! {
+                #[doc = #doc]
+                pub fn embed(&self, input_ids: &[u32]) -> Result<[f32; OUTPUT_SIZE], rt::Error> {
+                    let mut out = [0.0; OUTPUT_SIZE];
+                    self.forward(&rt::BertInput::new(input_ids), &mut out)?;
+                    Ok(out)
+                }
             }
-        },
+        }
         BertOutputSpec::Logits => quote! {
             /// Classifies one sequence of token ids: the logits and the best label.
             pub fn classify(&self, input_ids: &[u32]) -> Result<([f32; OUTPUT_SIZE], &'static str), rt::Error> {
@@ -240,7 +247,7 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Bert) -> TokenStream 
             }
         }
         None => quote! {
-            /// No tokenizer was configured (`[bert] tokenizer`).
+            /// No tokenizer was configured (`tokenizer` in the description).
             pub const TOKENIZER_JSON: Option<&str> = None;
         },
     };
@@ -252,10 +259,19 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Bert) -> TokenStream 
     let consts = [
         ("VOCAB_SIZE", b.vocab, " Vocabulary size."),
         ("HIDDEN_SIZE", h, " Hidden width."),
+        (
+            "EMBEDDING_SIZE",
+            b.embedding_width,
+            " Width of the embedding tables.",
+        ),
         ("NUM_LAYERS", layers, " Encoder layers."),
         ("NUM_HEADS", heads, " Attention heads."),
         ("INTERMEDIATE_SIZE", inter, " FFN width."),
-        ("TYPE_VOCAB_SIZE", b.type_vocab, " Token types."),
+        (
+            "TYPE_VOCAB_SIZE",
+            b.type_vocab,
+            " Token types (0: the model has none and accepts only type 0).",
+        ),
         ("MAX_SEQ_LEN", b.max_seq_len, " Longest input accepted."),
         (
             "OUTPUT_SIZE",
@@ -267,14 +283,17 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Bert) -> TokenStream 
         let (n, v) = (format_ident!("{}", n), lit(v));
         quote!(#[doc = #d] pub const #n: usize = #v;)
     });
-    let quant_lit = lit(max_quant_in);
+    let normalize = b.normalize;
+    let family = b.family;
     let type_doc = format!(
-        " The `{name}` model: BERT, {layers} layers, hidden {h}, {heads} heads, FFN {inter}, {}, output {:?}{}.",
+        " The `{name}` model: {}, {layers} layers, hidden {h}, {heads} heads, FFN {inter}, {}, output {:?}{}.",
+        b.family_display,
         model.precision.name(),
         b.output,
         if b.normalize { " (L2-normalized)" } else { "" }
     );
     let module_doc = format!(" Generated code and weights of the `{name}` model.");
+    let _ = e_l;
 
     quote! {
         #[doc = #module_doc]
@@ -283,11 +302,11 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Bert) -> TokenStream 
             use ::dynq_runtime as rt;
 
             #(#consts)*
+            /// The encoder family (`[encoder] family`).
+            pub const FAMILY: &str = #family;
             /// Class names of the logits, in order.
             pub const LABELS: [&str; #labels_len] = [#(#labels),*];
             #tokenizer
-            /// Widest input of a quantized layer, padded to the kernels' K block.
-            const QUANT_IN: usize = #quant_lit;
             /// Kernels the weights were packed for.
             const KERNELS: &[rt::KernelId] = #kernels;
             /// How activations are quantized before each integer GEMM.
@@ -295,30 +314,36 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Bert) -> TokenStream 
             const BLOB_ID: &str = #blob_id;
             const BLOB_LEN: usize = #blob_len;
             static BLOB: &rt::blob::Aligned<[u8]> = &rt::blob::Aligned { bytes: *#blob };
-
-            struct Weights {
-                #[doc = #word_doc]
-                embeddings: rt::ops::bert::Embeddings<'static>,
-                layers: [rt::ops::bert::EncoderLayer<'static>; NUM_LAYERS],
-                #head_fields
-            }
+            /// The sizes the encoder driver runs with, as constants.
+            type Dims = rt::ops::bert::ConstDims<#h_l, #heads_l, #i_l>;
 
             #(#layer_fns)*
 
-            fn weights() -> Result<&'static Weights, rt::Error> {
-                static WEIGHTS: ::std::sync::OnceLock<Result<Weights, rt::Error>> = ::std::sync::OnceLock::new();
-                WEIGHTS
+            #(#[doc = #docs])*
+            fn encoder() -> Result<&'static rt::models::encoder::Encoder<'static>, rt::Error> {
+                static ENCODER: ::std::sync::OnceLock<Result<rt::models::encoder::Encoder<'static>, rt::Error>> = ::std::sync::OnceLock::new();
+                ENCODER
                     .get_or_init(|| {
                         let b = rt::blob::Blob::open(&BLOB.bytes, BLOB_ID, BLOB_LEN)?;
-                        Ok(Weights {
+                        Ok(rt::models::encoder::Encoder {
                             embeddings: rt::ops::bert::Embeddings {
                                 word: #word,
                                 position: #position,
+                                positions: #positions,
                                 token_type: #token_type,
                                 norm: #emb_norm,
                             },
-                            layers: [#(#layer_calls),*],
-                            #head_inits
+                            embedding_width: EMBEDDING_SIZE,
+                            projection: #projection,
+                            relative: #relative,
+                            layers: vec![#(#layer_calls),*],
+                            act: #act,
+                            output: #output_kind,
+                            normalize: #normalize,
+                            head: #head,
+                            vocab: VOCAB_SIZE,
+                            type_vocab: TYPE_VOCAB_SIZE,
+                            max_seq_len: MAX_SEQ_LEN,
                         })
                     })
                     .as_ref()
@@ -358,13 +383,7 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Bert) -> TokenStream 
                     input: &rt::BertInput<'_>,
                     out: &mut [f32],
                 ) -> Result<(), rt::Error> {
-                    let len = input.check(VOCAB_SIZE, TYPE_VOCAB_SIZE, MAX_SEQ_LEN)?;
-                    let expected = #output_len;
-                    if out.len() != expected {
-                        return Err(rt::Error::OutputLength { expected, rows: 1, width: expected, found: out.len() });
-                    }
-                    let w = weights()?;
-                    rt::dispatch(Forward { w, ws, input, len, out }, KERNELS)
+                    rt::models::encoder::run(Dims::default(), encoder()?, AQ, KERNELS, input, ws, out)
                 }
 
                 #convenience
@@ -380,48 +399,6 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Bert) -> TokenStream 
                 const TOKENIZER_JSON: Option<&'static str> = TOKENIZER_JSON;
                 fn forward(&self, input: &rt::BertInput<'_>, out: &mut [f32]) -> Result<(), rt::Error> {
                     #ty::forward(self, input, out)
-                }
-            }
-
-            struct Forward<'a> {
-                w: &'static Weights,
-                ws: &'a mut rt::Workspace,
-                input: &'a rt::BertInput<'a>,
-                len: usize,
-                out: &'a mut [f32],
-            }
-
-            impl rt::Job for Forward<'_> {
-                type Output = ();
-
-                #[inline(always)]
-                fn run<K: rt::Kernel>(self, kernel: K) {
-                    let Forward { w, ws, input, len, out } = self;
-                    let threads = rt::kernels::threads();
-                    let buf = ws.buffers(
-                        len * (6 * HIDDEN_SIZE + INTERMEDIATE_SIZE + 1) + rt::ops::bert::scores_len(len, threads),
-                        len * QUANT_IN,
-                        len,
-                    );
-                    let [x, qkv, ctx, tmp, ffn, scores, mask_bias] = rt::split_mut(
-                        buf.f32,
-                        [len * HIDDEN_SIZE, len * 3 * HIDDEN_SIZE, len * HIDDEN_SIZE, len * HIDDEN_SIZE, len * INTERMEDIATE_SIZE, rt::ops::bert::scores_len(len, threads), len],
-                    );
-                    rt::ops::bert::embed::<HIDDEN_SIZE>(&w.embeddings, input, x);
-                    rt::ops::bert::mask_bias(input, len, mask_bias);
-                    let mut s = rt::ops::bert::EncoderScratch {
-                        qkv,
-                        ctx,
-                        tmp,
-                        ffn,
-                        scores,
-                        mask_bias,
-                        quant: rt::ops::QuantScratch { quant: buf.quant, scales: buf.scales, zero_points: buf.zero_points },
-                    };
-                    for layer in &w.layers {
-                        rt::ops::bert::encoder_layer::<K, #h_l, #h3_l, #heads_l, #i_l>(kernel, layer, #act, AQ, len, x, &mut s);
-                    }
-                    #finish
                 }
             }
         }
