@@ -309,3 +309,115 @@ fn token_types_where_they_mean_nothing() {
         .forward(&BertInput::new(&long[..32]), &mut out)
         .unwrap();
 }
+
+/// A copy of a family's checkpoint in a temporary directory, edited: the tensors of `file`
+/// passed through `edit`, and a description written by hand.
+fn edited_checkpoint(
+    family: &str,
+    file: &str,
+    toml: &str,
+    edit: impl Fn(&mut Vec<dynq_tests::RawTensor>),
+) -> (tempfile::TempDir, PathBuf) {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("golden/families")
+        .join(family);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(src.join("config.json"), dir.path().join("config.json")).unwrap();
+    let bytes = std::fs::read(src.join(file)).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<dynq_tests::RawTensor> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, t)| dynq_tests::RawTensor {
+            name,
+            dtype: t.dtype(),
+            shape: t.shape().to_vec(),
+            bytes: t.data().to_vec(),
+        })
+        .collect();
+    tensors.sort_by(|a, b| a.name.cmp(&b.name));
+    edit(&mut tensors);
+    dynq_tests::write_safetensors(&dir.path().join("model.safetensors"), &tensors);
+    let path = dir.path().join("model.toml");
+    std::fs::write(&path, toml).unwrap();
+    (dir, path)
+}
+
+fn generate_error(path: &std::path::Path) -> String {
+    let options = dynq_build::Options::default();
+    match dynq_build::generate(path, &options, dynq_build::Placement::Relative) {
+        Ok(_) => panic!("{} built", path.display()),
+        Err(e) => e.to_string(),
+    }
+}
+
+const BASE_TOML: &str = "[model]\nname = \"m\"\npreset = \"encoder\"\nweights = \"model.safetensors\"\nconfig = \"config.json\"\n\n[encoder]\n";
+
+#[test]
+fn wrong_checkpoints_are_refused_with_the_tensor_named() {
+    // MPNet without its relative position bias.
+    let (dir, toml) = edited_checkpoint("mpnet", "base.safetensors", BASE_TOML, |t| {
+        t.retain(|t| !t.name.contains("relative_attention_bias"))
+    });
+    let e = generate_error(&toml);
+    let d = dir.path().display();
+    assert!(
+        e.starts_with(&format!(
+            "{d}/model.safetensors: tensor `encoder.relative_attention_bias.weight`: not found"
+        )),
+        "{e}"
+    );
+    // A DistilBERT FFN of the wrong width: the expected shape and the config's sizes.
+    let (dir, toml) = edited_checkpoint(
+        "distilbert",
+        "model.safetensors",
+        &format!("{BASE_TOML}prefix = \"distilbert.\"\n"),
+        |t| {
+            let w = t
+                .iter_mut()
+                .find(|t| t.name == "distilbert.transformer.layer.1.ffn.lin1.weight")
+                .unwrap();
+            w.shape = vec![40, 56];
+        },
+    );
+    let e = generate_error(&toml);
+    let d = dir.path().display();
+    assert_eq!(
+        e,
+        format!("{d}/model.safetensors: tensor `distilbert.transformer.layer.1.ffn.lin1.weight`: expected shape [56, 40], found [40, 56] (as {d}/config.json says: vocab_size 103, dim 40, n_layers 2, hidden_dim 56, max_position_embeddings 32)")
+    );
+    // An XLM-R checkpoint saved without its prefix has BERT's tensor names: described as BERT
+    // it is refused (its positions start after the padding id), not run.
+    let (dir, toml) = edited_checkpoint(
+        "xlm-roberta",
+        "base.safetensors",
+        &BASE_TOML
+            .replace("\"encoder\"", "\"bert\"")
+            .replace("[encoder]", "[bert]"),
+        |_| {},
+    );
+    let e = generate_error(&toml);
+    let d = dir.path().display();
+    assert!(
+        e.starts_with(&format!("{d}/config.json: key `model_type`: \"xlm-roberta\" is the XLM-RoBERTa family, but the description says family \"bert\"")),
+        "{e}"
+    );
+    // A tensor inside the encoder that ELECTRA does not have (a rotary table): refused.
+    let (_dir, toml) = edited_checkpoint(
+        "electra",
+        "model.safetensors",
+        &format!("{BASE_TOML}prefix = \"electra.\"\n"),
+        |t| {
+            t.push(dynq_tests::RawTensor::f32(
+                "electra.encoder.layer.0.attention.self.rotary.weight",
+                &[2],
+                &[0.0, 1.0],
+            ))
+        },
+    );
+    let e = generate_error(&toml);
+    assert!(
+        e.contains("tensor `electra.encoder.layer.0.attention.self.rotary.weight`: not part of the ELECTRA encoder"),
+        "{e}"
+    );
+}

@@ -466,7 +466,7 @@ pub(super) fn expand(
             file: weights.path().to_path_buf(),
             tensor: first.clone(),
             message: format!(
-                "not part of a {} encoder as {} describes it ({} such tensor{}){why}: is this checkpoint of another family?",
+                "not part of the {} encoder as {} describes it ({} such tensor{}){why}: is this checkpoint of another family?",
                 f.display,
                 config_path.display(),
                 extra.len(),

@@ -864,7 +864,7 @@ pub fn cases() -> Vec<Case> {
                 t.push(f32t("bert.encoder.relative_attention_bias.weight", &[32, 2], 3));
                 t
             },
-            format!("{DIR}/tiny.safetensors: tensor `bert.encoder.relative_attention_bias.weight`: not part of a BERT encoder as {DIR}/config.json describes it (1 such tensor): is this checkpoint of another family?"),
+            format!("{DIR}/tiny.safetensors: tensor `bert.encoder.relative_attention_bias.weight`: not part of the BERT encoder as {DIR}/config.json describes it (1 such tensor): is this checkpoint of another family?"),
         ),
         Case {
             name: "encoder_unknown_family",
