@@ -170,26 +170,17 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
 
     let aq = act_quant_tokens(model);
     let act = activation_tokens(b.act);
-    let (h_l, heads_l, i_l, e_l) = (lit(h), lit(heads), lit(inter), lit(b.embedding_width));
-    let (output_len, output_doc) = match b.output {
-        BertOutputSpec::LastHiddenState => (
-            quote!(len * HIDDEN_SIZE),
-            "`len * HIDDEN_SIZE` values: every token's last hidden state",
-        ),
-        BertOutputSpec::Logits => (
-            quote!(OUTPUT_SIZE),
-            "`OUTPUT_SIZE` logits, one per label in [`LABELS`]",
-        ),
-        BertOutputSpec::MeanPooled => (
-            quote!(OUTPUT_SIZE),
-            "`OUTPUT_SIZE` values: the mean of the last hidden states over the mask",
-        ),
-        BertOutputSpec::Cls => (
-            quote!(OUTPUT_SIZE),
-            "`OUTPUT_SIZE` values: the first token's last hidden state",
-        ),
+    let (h_l, heads_l, i_l) = (lit(h), lit(heads), lit(inter));
+    let output_doc = match b.output {
+        BertOutputSpec::LastHiddenState => {
+            "`len * HIDDEN_SIZE` values: every token's last hidden state"
+        }
+        BertOutputSpec::Logits => "`OUTPUT_SIZE` logits, one per label in [`LABELS`]",
+        BertOutputSpec::MeanPooled => {
+            "`OUTPUT_SIZE` values: the mean of the last hidden states over the mask"
+        }
+        BertOutputSpec::Cls => "`OUTPUT_SIZE` values: the first token's last hidden state",
     };
-    let _ = output_len;
     let output_kind = match b.output {
         BertOutputSpec::MeanPooled => quote!(rt::BertOutput::MeanPooled),
         BertOutputSpec::Cls => quote!(rt::BertOutput::Cls),
@@ -293,7 +284,6 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
         if b.normalize { " (L2-normalized)" } else { "" }
     );
     let module_doc = format!(" Generated code and weights of the `{name}` model.");
-    let _ = e_l;
 
     quote! {
         #[doc = #module_doc]
