@@ -69,20 +69,35 @@ pub struct Encoder<'a> {
     pub max_seq_len: usize,
 }
 
+/// The `f32` buffers of [`forward`] for `len` tokens on `threads` threads, in the order it
+/// carves them from the workspace: hidden states, Q K V, context, temporary, FFN, scores,
+/// mask bias, relative position bias (MPNet) and unprojected embeddings (ELECTRA).
+fn buffer_lens<D: Dims>(dims: D, e: &Encoder<'_>, len: usize, threads: usize) -> [usize; 9] {
+    let (h, i) = (dims.hidden(), dims.intermediate());
+    let rel = match e.relative {
+        Some(_) => dims.heads() * (2 * len - 1),
+        None => 0,
+    };
+    let emb = match e.projection {
+        Some(_) => len * e.embedding_width,
+        None => 0,
+    };
+    [
+        len * h,
+        len * 3 * h,
+        len * h,
+        len * h,
+        len * i,
+        scores_len(len, threads),
+        len,
+        rel,
+        emb,
+    ]
+}
+
 /// The `f32` values [`forward`] takes from the workspace for `len` tokens on `threads` threads.
 pub fn scratch_len<D: Dims>(dims: D, e: &Encoder<'_>, len: usize, threads: usize) -> usize {
-    let (h, i) = (dims.hidden(), dims.intermediate());
-    let emb = if e.projection.is_some() {
-        len * e.embedding_width
-    } else {
-        0
-    };
-    let rel = if e.relative.is_some() {
-        dims.heads() * (2 * len - 1)
-    } else {
-        0
-    };
-    len * (6 * h + i + 1) + scores_len(len, threads) + emb + rel
+    buffer_lens(dims, e, len, threads).iter().sum()
 }
 
 /// The quantized values [`forward`] takes from the workspace for `len` tokens.
@@ -118,37 +133,10 @@ pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
     observer: &mut O,
 ) {
     let len = input.input_ids.len();
-    let (h, i, heads) = (dims.hidden(), dims.intermediate(), dims.heads());
-    let threads = crate::kernels::threads();
-    let emb_len = if e.projection.is_some() {
-        len * e.embedding_width
-    } else {
-        0
-    };
-    let rel_len = if e.relative.is_some() {
-        heads * (2 * len - 1)
-    } else {
-        0
-    };
-    let buf = ws.buffers(
-        scratch_len(dims, e, len, threads),
-        quant_len(dims, e, len),
-        len,
-    );
-    let [x, qkv, ctx, tmp, ffn, scores, mask, rel, emb] = crate::split_mut(
-        buf.f32,
-        [
-            len * h,
-            len * 3 * h,
-            len * h,
-            len * h,
-            len * i,
-            scores_len(len, threads),
-            len,
-            rel_len,
-            emb_len,
-        ],
-    );
+    let (h, heads) = (dims.hidden(), dims.heads());
+    let lens = buffer_lens(dims, e, len, crate::kernels::threads());
+    let buf = ws.buffers(lens.iter().sum(), quant_len(dims, e, len), len);
+    let [x, qkv, ctx, tmp, ffn, scores, mask, rel, emb] = crate::split_mut(buf.f32, lens);
     let mut quant = QuantScratch {
         quant: buf.quant,
         scales: buf.scales,
