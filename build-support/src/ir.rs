@@ -240,6 +240,9 @@ pub struct Encoder {
     pub act: ActivationSpec,
     /// Longest input accepted.
     pub max_seq_len: usize,
+    /// The padding token id (`pad_token_id`), when the config names one in the vocabulary:
+    /// token ids that end with it and come without a mask are refused.
+    pub pad_id: Option<u32>,
     /// What the model returns.
     pub output: BertOutputSpec,
     /// L2-normalize pooled outputs.

@@ -343,7 +343,7 @@ fn read_inputs(path: &Path, model: &Model) -> Result<Vec<Sample>> {
         Body::Encoder(b) => match &b.tokenizer {
             Some(json) => Some(
                 rt::serve::TextTokenizer::new(json, b.max_seq_len)
-                    .map_err(|e| Error::Options(format!("the model's {e}")))?,
+                    .map_err(|e| Error::Options(format!("the model's tokenizer.json: {e}")))?,
             ),
             None => None,
         },
@@ -365,7 +365,12 @@ fn read_inputs(path: &Path, model: &Model) -> Result<Vec<Sample>> {
                 )))
             }
             Body::Encoder(b) => {
-                let (ids, mask, types) = rt::serve::parse_encoder_line(line, tokenizer.as_ref())
+                let rt::serve::EncoderLine {
+                    input_ids: ids,
+                    attention_mask: mask,
+                    token_type_ids: types,
+                    ..
+                } = rt::serve::parse_encoder_line(line, tokenizer.as_ref())
                     .map_err(|e| at(i + 1, e))?;
                 let input = BertInput {
                     input_ids: &ids,
@@ -374,6 +379,7 @@ fn read_inputs(path: &Path, model: &Model) -> Result<Vec<Sample>> {
                 };
                 input
                     .check(b.vocab, b.type_vocab.max(1), b.max_seq_len)
+                    .and_then(|_| input.check_padding(b.pad_id))
                     .map_err(|e| at(i + 1, e.to_string()))?;
                 Sample::Sequence { ids, mask, types }
             }
@@ -683,6 +689,7 @@ impl<'a> EncoderViews<'a> {
                 vocab: ir.vocab,
                 type_vocab: ir.type_vocab,
                 max_seq_len: ir.max_seq_len,
+                pad_id: ir.pad_id,
             }
         };
         EncoderViews {

@@ -102,4 +102,34 @@ pub enum Error {
         /// Why it cannot run here.
         reason: String,
     },
+    /// A thread count that cannot be used (`DYNQ_THREADS`, [`crate::set_threads`]).
+    #[error("{0}")]
+    Threads(String),
+    /// A tokenizer that cannot be loaded or a text it cannot tokenize.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+    /// A text longer than the model's sequence limit, with [`crate::text::Truncate::Refuse`].
+    #[error("text of {chars} characters is longer than the model's {max} tokens; pass Truncate::AtMax to cut it there")]
+    TextTooLong {
+        /// The model's `max_seq_len`.
+        max: usize,
+        /// Characters in the text.
+        chars: usize,
+    },
+    /// Token ids that end in padding, without an attention mask to say so.
+    #[error("input_ids ends with {count} padding id(s) ({pad_id}) and no attention_mask was given: padding would be read as text; pass the tokenizer's attention_mask (BertInput {{ attention_mask: Some(..), .. }} with `forward`, or `embed_masked`/`classify_masked`), strip the padding, or use the text API (`embed_text`)")]
+    TrailingPadding {
+        /// Trailing padding ids.
+        count: usize,
+        /// The model's padding id.
+        pad_id: u32,
+    },
+    /// One input of a batch call failed.
+    #[error("input {index}: {error}")]
+    Item {
+        /// Its index in the batch.
+        index: usize,
+        /// What went wrong.
+        error: Box<Error>,
+    },
 }

@@ -192,38 +192,117 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
     } else {
         "the model has no token types"
     };
-    let convenience = match b.output {
-        BertOutputSpec::MeanPooled | BertOutputSpec::Cls => {
-            let doc = format!(" Embeds one sequence of token ids (mask all ones, {types_doc}).");
+    // One sequence in, one result out: by ids (padding refused), by ids and mask, and, with a
+    // tokenizer, by text.
+    let text = b.tokenizer.is_some();
+    let (single, ret, make, finish, what) = match b.output {
+        BertOutputSpec::MeanPooled | BertOutputSpec::Cls => (
+            "embed",
+            quote!([f32; OUTPUT_SIZE]),
+            quote!(let mut out = [0.0; OUTPUT_SIZE];),
+            quote!(Ok(out)),
+            "Embeds",
+        ),
+        BertOutputSpec::Logits => (
+            "classify",
+            quote!(([f32; OUTPUT_SIZE], &'static str)),
+            quote!(let mut out = [0.0; OUTPUT_SIZE];),
             quote! {
-                #[doc = #doc]
-                pub fn embed(&self, input_ids: &[u32]) -> Result<[f32; OUTPUT_SIZE], rt::Error> {
-                    let mut out = [0.0; OUTPUT_SIZE];
-                    self.forward(&rt::BertInput::new(input_ids), &mut out)?;
-                    Ok(out)
-                }
-            }
-        }
-        BertOutputSpec::Logits => quote! {
-            /// Classifies one sequence of token ids: the logits and the best label.
-            pub fn classify(&self, input_ids: &[u32]) -> Result<([f32; OUTPUT_SIZE], &'static str), rt::Error> {
-                let mut out = [0.0; OUTPUT_SIZE];
-                self.forward(&rt::BertInput::new(input_ids), &mut out)?;
                 let best = out
                     .iter()
                     .enumerate()
                     .fold(0, |best, (i, v)| if *v > out[best] { i } else { best });
                 Ok((out, LABELS[best]))
+            },
+            "Classifies (the logits and the best label)",
+        ),
+        BertOutputSpec::LastHiddenState => (
+            "encode",
+            quote!(Vec<f32>),
+            quote!(let mut out = vec![0.0; input.input_ids.len() * HIDDEN_SIZE];),
+            quote!(Ok(out)),
+            "Encodes (`len * HIDDEN_SIZE` values)",
+        ),
+    };
+    let (f_ids, f_masked, f_input) = (
+        format_ident!("{single}"),
+        format_ident!("{single}_masked"),
+        format_ident!("{single}_input"),
+    );
+    let (f_text, f_texts) = (
+        format_ident!("{single}_text"),
+        format_ident!("{single}_texts"),
+    );
+    let ids_doc = format!(
+        " {what} one sequence of token ids, with special tokens and without padding (mask all \
+         ones, {types_doc}). Ids that end with the padding id are refused: use \
+         [`Self::{single}_masked`] for padded ids{}.",
+        if text {
+            ", or [`Self::".to_string() + single + "_text`] for text"
+        } else {
+            String::new()
+        }
+    );
+    let masked_doc = format!(
+        " {what} one sequence of token ids with its attention mask (1: token, 0: padding), \
+         as a tokenizer that pads returns them ({types_doc})."
+    );
+    let text_api = if text {
+        let text_doc = format!(
+            " {what} one text, tokenized with the model's tokenizer (padding off, special \
+             tokens added); `truncate` says what happens past [`MAX_SEQ_LEN`] tokens."
+        );
+        let texts_doc = format!(
+            " [`Self::{single}_text`] for each text, in order; an error names the text's index."
+        );
+        quote! {
+            #[doc = #text_doc]
+            pub fn #f_text(&self, text: &str, truncate: rt::text::Truncate) -> Result<#ret, rt::Error> {
+                let t = tokenizer()?.encode(text, truncate)?;
+                self.#f_input(&rt::BertInput {
+                    input_ids: &t.ids,
+                    attention_mask: None,
+                    token_type_ids: Some(&t.type_ids),
+                })
             }
-        },
-        BertOutputSpec::LastHiddenState => quote! {
-            /// Encodes one sequence of token ids: `len * HIDDEN_SIZE` values.
-            pub fn encode(&self, input_ids: &[u32]) -> Result<Vec<f32>, rt::Error> {
-                let mut out = vec![0.0; input_ids.len() * HIDDEN_SIZE];
-                self.forward(&rt::BertInput::new(input_ids), &mut out)?;
-                Ok(out)
+
+            #[doc = #texts_doc]
+            pub fn #f_texts<S: AsRef<str>>(&self, texts: &[S], truncate: rt::text::Truncate) -> Result<Vec<#ret>, rt::Error> {
+                texts
+                    .iter()
+                    .enumerate()
+                    .map(|(index, t)| {
+                        self.#f_text(t.as_ref(), truncate)
+                            .map_err(|e| rt::Error::Item { index, error: Box::new(e) })
+                    })
+                    .collect()
             }
-        },
+        }
+    } else {
+        quote!()
+    };
+    let convenience = quote! {
+        #[doc = #ids_doc]
+        pub fn #f_ids(&self, input_ids: &[u32]) -> Result<#ret, rt::Error> {
+            self.#f_input(&rt::BertInput::new(input_ids))
+        }
+
+        #[doc = #masked_doc]
+        pub fn #f_masked(&self, input_ids: &[u32], attention_mask: &[u32]) -> Result<#ret, rt::Error> {
+            self.#f_input(&rt::BertInput {
+                input_ids,
+                attention_mask: Some(attention_mask),
+                token_type_ids: None,
+            })
+        }
+
+        #text_api
+
+        fn #f_input(&self, input: &rt::BertInput<'_>) -> Result<#ret, rt::Error> {
+            #make
+            self.forward(input, &mut out)?;
+            #finish
+        }
     };
     let labels = &b.labels;
     let labels_len = lit(b.labels.len());
@@ -234,13 +313,28 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
                 .include("include_str", &format!("{}.tokenizer.json", model.name));
             quote! {
                 /// The Hugging Face `tokenizer.json` this model was configured with.
-                pub const TOKENIZER_JSON: Option<&str> = Some(#inc);
+                pub const TOKENIZER_JSON: Option<&str> = Some(TOKENIZER_TEXT);
+                const TOKENIZER_TEXT: &str = #inc;
+                /// The tokenizer, loaded at first use (needs dynq-runtime's `text` feature, on
+                /// by default).
+                fn tokenizer() -> Result<&'static rt::text::Tokenizer, rt::Error> {
+                    static TOKENIZER: ::std::sync::OnceLock<Result<rt::text::Tokenizer, rt::Error>> =
+                        ::std::sync::OnceLock::new();
+                    TOKENIZER
+                        .get_or_init(|| rt::text::Tokenizer::new(TOKENIZER_TEXT, MAX_SEQ_LEN))
+                        .as_ref()
+                        .map_err(Clone::clone)
+                }
             }
         }
         None => quote! {
             /// No tokenizer was configured (`tokenizer` in the description).
             pub const TOKENIZER_JSON: Option<&str> = None;
         },
+    };
+    let pad_id = match b.pad_id {
+        Some(p) => quote!(Some(#p)),
+        None => quote!(None),
     };
     let blob = layout
         .placement
@@ -296,6 +390,8 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
             pub const FAMILY: &str = #family;
             /// Class names of the logits, in order.
             pub const LABELS: [&str; #labels_len] = [#(#labels),*];
+            /// The padding token id (`pad_token_id`): token ids ending with it need a mask.
+            pub const PAD_ID: Option<u32> = #pad_id;
             #tokenizer
             /// Kernels the weights were packed for.
             const KERNELS: &[rt::KernelId] = #kernels;
@@ -334,6 +430,7 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
                             vocab: VOCAB_SIZE,
                             type_vocab: TYPE_VOCAB_SIZE,
                             max_seq_len: MAX_SEQ_LEN,
+                            pad_id: PAD_ID,
                         })
                     })
                     .as_ref()

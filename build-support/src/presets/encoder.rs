@@ -503,6 +503,10 @@ pub(super) fn expand(
         eps: c.layer_norm_eps as f32,
         act,
         max_seq_len,
+        pad_id: c
+            .pad_token_id
+            .filter(|&p| p < v as u64)
+            .and_then(|p| u32::try_from(p).ok()),
         output,
         normalize: section.normalize,
         word,

@@ -230,7 +230,8 @@ pub trait Kernel: Copy + Send + Sync + 'static {
     }
 }
 
-/// Threads that [`for_each_block`] spreads work over (1 without the `rayon` feature).
+/// Threads that [`for_each_block`] spreads work over: the current rayon pool's size with the
+/// `rayon` feature (on by default: all cores, or `DYNQ_THREADS`, or [`set_threads`]), else 1.
 ///
 /// ```
 /// assert!(dynq_runtime::kernels::threads() >= 1);
@@ -244,6 +245,82 @@ pub fn threads() -> usize {
     {
         1
     }
+}
+
+/// Sets how many threads every forward call uses, for the whole process: 1 runs on the calling
+/// thread only. Without a call, the count comes from the `DYNQ_THREADS` environment variable,
+/// else from the machine (rayon's global pool: `RAYON_NUM_THREADS` or the cores).
+///
+/// Results do not depend on the count: the split into blocks never changes what one output
+/// value adds up. It is an error once the pool exists with another count (after the first
+/// forward call, or when the application configured rayon's global pool itself), and always
+/// without the `rayon` feature for counts above 1.
+///
+/// ```no_run
+/// dynq_runtime::set_threads(1).unwrap(); // single-threaded
+/// ```
+pub fn set_threads(n: usize) -> Result<(), Error> {
+    if n == 0 {
+        return Err(Error::Threads(
+            "thread count: expected 1 or more, found 0".into(),
+        ));
+    }
+    #[cfg(feature = "rayon")]
+    {
+        if rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .is_ok()
+        {
+            return Ok(());
+        }
+        let have = rayon::current_num_threads();
+        if have == n {
+            return Ok(());
+        }
+        Err(Error::Threads(format!(
+            "cannot use {n} threads: the thread pool already runs {have} (set the count before \
+             the first forward call)"
+        )))
+    }
+    #[cfg(not(feature = "rayon"))]
+    {
+        if n == 1 {
+            return Ok(());
+        }
+        Err(Error::Threads(format!(
+            "cannot use {n} threads: dynq-runtime was built without its `rayon` feature"
+        )))
+    }
+}
+
+/// Applies `DYNQ_THREADS` once, before the first forward call makes the pool; a value that is
+/// not a count is an error of every forward call.
+fn threads_from_env() -> Result<(), Error> {
+    static APPLIED: OnceLock<Result<(), Error>> = OnceLock::new();
+    APPLIED
+        .get_or_init(|| match std::env::var("DYNQ_THREADS") {
+            Ok(v) if !v.trim().is_empty() => {
+                let n = v
+                    .trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&n| n > 0)
+                    .ok_or_else(|| {
+                        Error::Threads(format!(
+                            "DYNQ_THREADS={v:?}: expected a thread count (1 or more)"
+                        ))
+                    })?;
+                if let Err(e) = set_threads(n) {
+                    // The application made rayon's pool first: its count stands. A thread count
+                    // never changes results, so this is worth a warning, not a failed forward.
+                    eprintln!("dynq: DYNQ_THREADS={v} ignored: {e}");
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        })
+        .clone()
 }
 
 /// Panics (a bug in the caller, never user input) unless every slice is long enough.
@@ -511,6 +588,7 @@ where
     J: Job + Send,
     J::Output: Send,
 {
+    threads_from_env()?;
     #[cfg(feature = "rayon")]
     if threads() > 1 {
         let team = team::Team::new();

@@ -67,6 +67,9 @@ pub struct Encoder<'a> {
     pub type_vocab: usize,
     /// Longest input accepted.
     pub max_seq_len: usize,
+    /// The padding token id: ids that end with it are refused unless a mask comes with them
+    /// (padding read as text gives a wrong result, not an error).
+    pub pad_id: Option<u32>,
 }
 
 /// The `f32` buffers of [`forward`] for `len` tokens on `threads` threads, in the order it
@@ -223,7 +226,16 @@ pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
     }
 }
 
-/// Checks `input` against the model's sizes and `out` against [`output_len`], then runs
+/// Checks `input` against the model: ids, types and mask in range, the length, and no
+/// trailing padding ids without a mask (what a padding tokenizer produces: read as text, it
+/// would give a wrong result, not an error). Returns the length.
+pub fn check(e: &Encoder<'_>, input: &BertInput<'_>) -> Result<usize, Error> {
+    let len = input.check(e.vocab, e.type_vocab.max(1), e.max_seq_len)?;
+    input.check_padding(e.pad_id)?;
+    Ok(len)
+}
+
+/// Checks `input` against the model ([`check`]) and `out` against [`output_len`], then runs
 /// [`forward`] on the best kernel in `kernels` with the workspace `ws`: what generated code's
 /// `forward` does.
 pub fn run<D: Dims + Send>(
@@ -235,7 +247,7 @@ pub fn run<D: Dims + Send>(
     ws: &mut Workspace,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    let len = input.check(e.vocab, e.type_vocab.max(1), e.max_seq_len)?;
+    let len = check(e, input)?;
     let expected = output_len(dims, e, len);
     if out.len() != expected {
         return Err(Error::OutputLength {

@@ -41,6 +41,33 @@ impl<'a> BertInput<'a> {
         }
     }
 
+    /// Refuses ids that end with the padding id `pad_id` when no mask comes with them: what a
+    /// tokenizer that pads produces, and read as text it gives a wrong result, not an error.
+    ///
+    /// ```
+    /// use dynq_runtime::BertInput;
+    /// assert!(BertInput::new(&[101, 7, 102]).check_padding(Some(0)).is_ok());
+    /// let e = BertInput::new(&[101, 7, 102, 0, 0]).check_padding(Some(0)).unwrap_err();
+    /// assert!(e.to_string().starts_with("input_ids ends with 2 padding id(s) (0)"));
+    /// let mask = [1, 1, 1, 0, 0];
+    /// let masked = BertInput { attention_mask: Some(&mask), ..BertInput::new(&[101, 7, 102, 0, 0]) };
+    /// assert!(masked.check_padding(Some(0)).is_ok());
+    /// ```
+    pub fn check_padding(&self, pad_id: Option<u32>) -> Result<(), Error> {
+        if let (Some(pad_id), None) = (pad_id, self.attention_mask) {
+            let count = self
+                .input_ids
+                .iter()
+                .rev()
+                .take_while(|&&id| id == pad_id)
+                .count();
+            if count > 0 {
+                return Err(Error::TrailingPadding { count, pad_id });
+            }
+        }
+        Ok(())
+    }
+
     /// Checks the sequence against the model's sizes; returns its length.
     pub fn check(&self, vocab: usize, type_vocab: usize, max_len: usize) -> Result<usize, Error> {
         let len = self.input_ids.len();
