@@ -492,9 +492,24 @@ fn check_lines(input: &[u8]) -> Result<(), String> {
         Err(e) => Err(format!("error does not name the line: {e:?}")),
     };
     let mut out = Vec::new();
-    named(serve::serve_dense(&GoldenMlp, input, &mut out))?;
-    named(serve::serve_encoder(&TinyBertLogits, input, &mut out))?;
-    named(serve::serve_recurrent(&Vowels, input, &mut out))?;
+    named(serve::serve_dense(
+        &GoldenMlp,
+        &serve::ServeOptions::default(),
+        input,
+        &mut out,
+    ))?;
+    named(serve::serve_encoder(
+        &TinyBertLogits,
+        &serve::ServeOptions::default(),
+        input,
+        &mut out,
+    ))?;
+    named(serve::serve_recurrent(
+        &Vowels,
+        &serve::ServeOptions::default(),
+        input,
+        &mut out,
+    ))?;
     let gru = RnnShape {
         cell: Cell::Gru,
         input_size: 12,

@@ -315,11 +315,16 @@ fn bad_calls_are_errors_not_panics() {
 
 #[test]
 fn json_lines_have_pytorch_shapes() {
-    use dynq_runtime::serve::serve_recurrent;
+    use dynq_runtime::serve::{serve_recurrent, ServeOptions};
     let serve = |input: &str| {
         let mut out = Vec::new();
-        serve_recurrent(&GoldenLstmDF32, input.as_bytes(), &mut out)
-            .map(|_| String::from_utf8(out).unwrap())
+        serve_recurrent(
+            &GoldenLstmDF32,
+            &ServeOptions::default(),
+            input.as_bytes(),
+            &mut out,
+        )
+        .map(|_| String::from_utf8(out).unwrap())
     };
     let s = &sequences::<GoldenLstmD>("lstm_d")[5];
     let rows = |v: &[f32], w: usize| {
@@ -379,6 +384,7 @@ fn json_lines_have_pytorch_shapes() {
     let mut out = Vec::new();
     let e = serve_recurrent(
         &GoldenGruA,
+        &ServeOptions::default(),
         format!("{{\"input\": [{row10}], \"c0\": [[1]]}}\n").as_bytes(),
         &mut out,
     )

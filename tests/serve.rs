@@ -1,7 +1,7 @@
 //! The JSON-lines driver of standalone encoder binaries, `{"text": ...}` included, over a stub
 //! model that echoes what it was given (the real models are covered by the CLI tests).
 
-use dynq_runtime::serve::serve_encoder;
+use dynq_runtime::serve::{serve_encoder, ServeOptions};
 use dynq_runtime::{BertInput, BertOutput, EncoderModel, Error};
 
 struct Echo;
@@ -26,8 +26,12 @@ impl EncoderModel for Echo {
 }
 
 fn serve(input: &str) -> Result<String, String> {
+    serve_with(&ServeOptions::default(), input)
+}
+
+fn serve_with(options: &ServeOptions, input: &str) -> Result<String, String> {
     let mut out = Vec::new();
-    serve_encoder(&Echo, input.as_bytes(), &mut out)?;
+    serve_encoder(&Echo, options, input.as_bytes(), &mut out)?;
     Ok(String::from_utf8(out).unwrap())
 }
 
@@ -39,9 +43,77 @@ fn text_is_tokenized_without_padding_and_truncated() {
     let long = "word ".repeat(50);
     let out = serve(&format!("{{\"text\": \"{long}\"}}\n")).unwrap();
     assert_eq!(
-        out, "{\"embedding\":[8.0,101.0,102.0]}\n",
-        "truncated at MAX_SEQ_LEN with [SEP] kept"
+        out, "{\"embedding\":[8.0,101.0,102.0],\"truncated\":true}\n",
+        "truncated at MAX_SEQ_LEN with [SEP] kept, and said so"
     );
+    // Exactly MAX_SEQ_LEN tokens is not a truncation: [CLS] + 6 words + [SEP].
+    let out = serve("{\"text\": \"word word word word word word\"}\n").unwrap();
+    assert_eq!(out, "{\"embedding\":[8.0,101.0,102.0]}\n");
+    let strict = ServeOptions {
+        no_truncate: true,
+        ..ServeOptions::default()
+    };
+    let e = serve_with(
+        &strict,
+        &format!("{{\"input_ids\": [1]}}\n{{\"text\": \"{long}\"}}\n"),
+    )
+    .unwrap_err();
+    assert_eq!(
+        e,
+        "line 2: `text`: longer than the model's 8 tokens (--no-truncate)"
+    );
+}
+
+#[test]
+fn overlong_lines_are_refused_without_reading_them_whole() {
+    let small = ServeOptions {
+        max_line_bytes: 24,
+        ..ServeOptions::default()
+    };
+    // 24 bytes exactly pass, with \n or \r\n.
+    let ok = "{\"input_ids\": [1, 2345]}";
+    assert_eq!(ok.len(), 24);
+    let out = serve_with(&small, &format!("{ok}\r\n{ok}\n{ok}")).unwrap();
+    assert_eq!(out.lines().count(), 3);
+    let long = "{\"input_ids\": [1, 23456]}";
+    let e = serve_with(&small, &format!("{ok}\n{long}\n{ok}\n")).unwrap_err();
+    assert_eq!(
+        e,
+        "line 2: longer than 24 bytes; split the input or raise --max-line-bytes"
+    );
+    // A 10 MB line with the default limit: refused at once.
+    let huge = format!("{{\"text\": \"{}\"}}\n", "word ".repeat(2_000_000));
+    let t = std::time::Instant::now();
+    let e = serve(&huge).unwrap_err();
+    assert_eq!(
+        e,
+        "line 1: longer than 1048576 bytes; split the input or raise --max-line-bytes"
+    );
+    assert!(t.elapsed().as_secs() < 5);
+    let mut out = Vec::new();
+    let e = serve_encoder(&Echo, &small, &b"{\"text\": \"\xff\"}\n"[..], &mut out).unwrap_err();
+    assert!(e.starts_with("line 1: not UTF-8 text"), "{e}");
+}
+
+#[test]
+fn a_closed_output_ends_the_run_quietly() {
+    /// A writer whose reader goes away after `0` lines.
+    struct Closed(usize);
+    impl std::io::Write for Closed {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if self.0 == 0 {
+                return Err(std::io::ErrorKind::BrokenPipe.into());
+            }
+            self.0 -= b.iter().filter(|&&c| c == b'\n').count();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let input = "{\"input_ids\": [1]}\n".repeat(5);
+    let n = serve_encoder(&Echo, &ServeOptions::default(), input.as_bytes(), Closed(1)).unwrap();
+    assert_eq!(n, 1);
 }
 
 #[test]

@@ -58,8 +58,9 @@ fn detect_family(config_path: &Path) -> Result<&'static Family> {
 }
 
 /// Writes the description of an encoder checkpoint to be saved at `toml_path` (paths in it
-/// are relative to that file's directory, which must exist), and checks it as `dynq check`
-/// would.
+/// are relative to that file's directory, which must exist), or, with `None`, to be printed
+/// (paths in it absolute, so that it works wherever it is saved), and checks it as
+/// `dynq check` would.
 ///
 /// Detects the family from the config's `model_type` (or `architectures`), the tensor prefix
 /// (the family's, such as `bert.` or `roberta.`, for `*For*` checkpoints; none for base models
@@ -73,7 +74,7 @@ fn detect_family(config_path: &Path) -> Result<&'static Family> {
 /// let d = dynq_build::init::describe(
 ///     Path::new("models/minilm/config.json"),
 ///     Path::new("models/minilm/model.safetensors"),
-///     Path::new("models/minilm/minilm.toml"),
+///     Some(Path::new("models/minilm/minilm.toml")),
 ///     None,
 /// ).unwrap();
 /// assert_eq!((d.family, d.prefix.as_str()), ("bert", ""));
@@ -81,7 +82,7 @@ fn detect_family(config_path: &Path) -> Result<&'static Family> {
 pub fn describe(
     config_path: &Path,
     weights_path: &Path,
-    toml_path: &Path,
+    toml_path: Option<&Path>,
     name: Option<&str>,
 ) -> Result<Described> {
     let f = detect_family(config_path)?;
@@ -138,17 +139,23 @@ pub fn describe(
         .filter(|&n| n > 0 && n <= reach);
     let tokenizer = Some(config_dir.join("tokenizer.json")).filter(|p| p.is_file());
 
+    // Printed (no file): absolute paths, and a check as if saved in the current directory.
+    let printed = toml_path.is_none();
+    let toml_path = toml_path.unwrap_or(Path::new("model.toml"));
     let toml_dir = match toml_path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
     let rel = |p: &Path| -> Result<String> {
-        let base = toml_dir
-            .canonicalize()
-            .map_err(|e| Error::io(&toml_dir, "cannot open the output directory", e))?;
         let target = p
             .canonicalize()
             .map_err(|e| Error::io(p, "cannot resolve", e))?;
+        if printed {
+            return Ok(quoted(&target.to_string_lossy()));
+        }
+        let base = toml_dir
+            .canonicalize()
+            .map_err(|e| Error::io(&toml_dir, "cannot open the output directory", e))?;
         Ok(quoted(&relative(&base, &target)))
     };
     let name = match name {
@@ -159,8 +166,13 @@ pub fn describe(
         p.file_name()
             .map_or(String::new(), |f| f.to_string_lossy().into_owned())
     };
+    let paths_note = if printed {
+        "# Paths are absolute (`dynq init -o FILE` writes them relative to FILE).\n"
+    } else {
+        ""
+    };
     let mut toml = format!(
-        "# Written by `dynq init` from {} and {}.\n[model]\nname = {}\npreset = \"encoder\"\nweights = {}\nconfig = {}\n\n[encoder]\n",
+        "# Written by `dynq init` from {} and {}.\n{paths_note}[model]\nname = {}\npreset = \"encoder\"\nweights = {}\nconfig = {}\n\n[encoder]\n",
         origin(config_path),
         origin(weights_path),
         quoted(&name),

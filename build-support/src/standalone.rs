@@ -9,11 +9,56 @@ use std::process::Command;
 use crate::error::{Error, Result};
 use crate::{generate, write_if_changed, Options, Placement};
 
-/// Where this checkout's `dynq-runtime` is (the standalone project depends on it by path).
-pub fn default_runtime_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+/// Where this checkout's `dynq-runtime` is, when `dynq` runs from a checkout of the workspace
+/// (the standalone project then depends on it by path). `None` for an installed `dynq`: the
+/// project depends on the crates.io release of the same version.
+pub fn default_runtime_path() -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
-        .join("dynq-runtime")
+        .join("dynq-runtime");
+    path.join("Cargo.toml").is_file().then_some(path)
+}
+
+/// The file that marks a directory as written by `dynq build` (safe to write into again).
+pub const MARKER: &str = ".dynq-build";
+
+/// The Cargo target directory all standalone builds share unless told otherwise:
+/// `<user cache dir>/dynq/target` (`~/.cache/dynq/target` on Linux), so that the runtime and its
+/// dependencies are compiled once per machine, not once per model. `None` when the system has
+/// no cache directory.
+pub fn shared_target_dir() -> Option<PathBuf> {
+    dirs::cache_dir().map(|d| d.join("dynq").join("target"))
+}
+
+/// Refuses an output directory that holds files `dynq build` did not write (without `force`):
+/// only a new or empty directory, or one with the marker of an earlier build, is written into.
+fn check_out_dir(dir: &Path, force: bool) -> Result<()> {
+    if force || dir.join(MARKER).is_file() {
+        return Ok(());
+    }
+    let Ok(mut entries) = std::fs::read_dir(dir) else {
+        if dir.exists() {
+            return Err(Error::Options(format!(
+                "{}: exists and is not a directory; choose another output directory",
+                dir.display()
+            )));
+        }
+        return Ok(());
+    };
+    match entries.next() {
+        None => Ok(()),
+        Some(entry) => {
+            let found = entry
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .unwrap_or_default();
+            Err(Error::Options(format!(
+                "{}: the output directory is not empty (it holds `{found}`) and was not written by \
+                 `dynq build` (no {MARKER} file); choose a new or empty directory, or pass --force \
+                 to write Cargo.toml, src/ and the executable into it anyway",
+                dir.display()
+            )))
+        }
+    }
 }
 
 /// Settings of one standalone build.
@@ -25,10 +70,12 @@ pub struct StandaloneBuild {
     pub out_dir: PathBuf,
     /// Generation options.
     pub options: Options,
-    /// `dynq-runtime` to depend on.
-    pub runtime_path: PathBuf,
-    /// Cargo target directory for the compile (default `<out_dir>/target`).
+    /// `dynq-runtime` to depend on by path; `None`: the crates.io release of this version.
+    pub runtime_path: Option<PathBuf>,
+    /// Cargo target directory for the compile (default [`shared_target_dir`]).
     pub target_dir: Option<PathBuf>,
+    /// Write into `out_dir` even if it holds files an earlier build did not write.
+    pub force: bool,
     /// Print cargo's output.
     pub verbose: bool,
 }
@@ -42,33 +89,46 @@ impl StandaloneBuild {
     }
 
     /// Generates the model and writes the Cargo project into `out_dir`; returns the binary's
-    /// name. Nothing is written when the description or the weights are at fault.
+    /// name. Nothing is written when the description or the weights are at fault, or when
+    /// `out_dir` holds files an earlier build did not write (unless `force`).
     pub fn write_project(&self) -> Result<String> {
+        check_out_dir(&self.out_dir, self.force)?;
         let g = generate(&self.toml, &self.options, Placement::Relative)?;
         let spec_name = crate::spec::SpecFile::load(&self.toml)?
             .spec
             .model
             .name
             .into_inner();
-        let runtime = self
-            .runtime_path
-            .canonicalize()
-            .map_err(|e| Error::io(&self.runtime_path, "cannot find dynq-runtime", e))?;
+        let runtime = match &self.runtime_path {
+            Some(p) => Some(
+                p.canonicalize()
+                    .map_err(|e| Error::io(p, "cannot find dynq-runtime", e))?,
+            ),
+            None => None,
+        };
+        let runtime_dep = match &runtime {
+            Some(p) => format!("path = {:?}", p.display().to_string()),
+            None => format!("version = \"={}\"", env!("CARGO_PKG_VERSION")),
+        };
         let src = self.out_dir.join("src");
         std::fs::create_dir_all(&src).map_err(|e| Error::io(&src, "cannot create directory", e))?;
+        write_if_changed(
+            &self.out_dir.join(MARKER),
+            b"Written by `dynq build`: it may replace the files in this directory.\n",
+        )?;
         let package = format!("dynq-standalone-{}", spec_name.replace('_', "-"));
-        let (features, serve) = match &g.model.body {
-            crate::ir::Body::Mlp { .. } => ("serve", "dense_main"),
-            crate::ir::Body::Encoder(b) if b.tokenizer.is_some() => ("text", "encoder_main"),
-            crate::ir::Body::Encoder(_) => ("serve", "encoder_main"),
-            crate::ir::Body::Rnn(_) => ("serve", "recurrent_main"),
+        // One feature set for every model: the runtime compiled for one standalone binary
+        // serves the next from the shared target directory.
+        let serve = match &g.model.body {
+            crate::ir::Body::Mlp { .. } => "dense_main",
+            crate::ir::Body::Encoder(_) => "encoder_main",
+            crate::ir::Body::Rnn(_) => "recurrent_main",
         };
         let manifest = format!(
             "# @generated by dynq build. Do not edit.\n[package]\nname = \"{package}\"\nversion = \"0.1.0\"\nedition = \"2021\"\npublish = false\n\n\
              [[bin]]\nname = \"{spec_name}\"\npath = \"src/main.rs\"\n\n\
-             [dependencies]\ndynq-runtime = {{ path = {:?}, features = [\"{features}\"] }}\n\n\
+             [dependencies]\ndynq-runtime = {{ {runtime_dep}, features = [\"serve\"] }}\n\n\
              [profile.release]\ncodegen-units = 1\npanic = \"abort\"\n\n[workspace]\n",
-            runtime.display().to_string()
         );
         let main = format!(
             "// @generated by dynq build. Do not edit.\n//! Standalone `{spec_name}`: JSON lines in, JSON lines out.\n\n\
@@ -80,10 +140,11 @@ impl StandaloneBuild {
         write_if_changed(&src.join("main.rs"), main.as_bytes())?;
         g.write_files(&src)?;
         // Reuse the checkout's lock file so the compile picks the versions already tested.
-        let lock = runtime.join("..").join("Cargo.lock");
-        if lock.is_file() && !self.out_dir.join("Cargo.lock").exists() {
-            std::fs::copy(&lock, self.out_dir.join("Cargo.lock"))
-                .map_err(|e| Error::io(&lock, "cannot copy", e))?;
+        if let Some(lock) = runtime.map(|r| r.join("..").join("Cargo.lock")) {
+            if lock.is_file() && !self.out_dir.join("Cargo.lock").exists() {
+                std::fs::copy(&lock, self.out_dir.join("Cargo.lock"))
+                    .map_err(|e| Error::io(&lock, "cannot copy", e))?;
+            }
         }
         Ok(spec_name)
     }
@@ -94,6 +155,7 @@ impl StandaloneBuild {
         let target = self
             .target_dir
             .clone()
+            .or_else(shared_target_dir)
             .unwrap_or_else(|| self.out_dir.join("target"));
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);

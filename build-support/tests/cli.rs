@@ -20,6 +20,22 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// Runs `cmd` with its stdout a pipe whose reader is already closed (as `... | head` leaves
+/// it): every write fails with a broken pipe.
+fn run_with_closed_stdout(cmd: &mut Command, stdin: &str) -> Output {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The child may stop reading early: a failed write of its input is fine.
+    let _ = child.stdin.take().unwrap().write_all(stdin.as_bytes());
+    child.wait_with_output().unwrap()
+}
+
 fn run_with_stdin(exe: &Path, stdin: &str) -> Output {
     let mut child = Command::new(exe)
         .stdin(Stdio::piped())
@@ -93,6 +109,8 @@ fn build_makes_a_working_standalone_binary() {
     };
     let int8 = build("int8", &dir.path().join("int8"));
     let f32 = build("f32", &dir.path().join("f32"));
+    // A directory an earlier build wrote (it has the marker) is written into again.
+    assert_eq!(build("int8", &dir.path().join("int8")), int8);
 
     // Two test images from the committed test set.
     let csv = std::fs::read_to_string(root().join("examples/digits/digits_test.csv")).unwrap();
@@ -198,6 +216,103 @@ fn build_makes_a_working_standalone_binary() {
         let o = run_with_stdin(&int8, stdin);
         assert_eq!(o.status.code(), Some(1), "{stdin}");
         assert_eq!(text(&o.stderr), expected);
+    }
+
+    // Flags: --help on stdout with status 0, a bad flag a usage error, --threads 1 the same
+    // bits, an overlong line refused.
+    let o = Command::new(&int8).arg("--help").output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    let help = text(&o.stdout);
+    assert!(help.contains("{\"input\": [64 numbers]}"), "{help}");
+    assert!(
+        help.contains("--threads <N>") && help.contains("--max-line-bytes"),
+        "{help}"
+    );
+    assert!(o.stderr.is_empty());
+    let o = Command::new(&int8).arg("--bogus").output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("--bogus"), "{}", text(&o.stderr));
+    let one = Command::new(&int8)
+        .args(["--threads", "1"])
+        .stdin(std::fs::File::open(write_tmp(&dir, "in.jsonl", &input)).unwrap())
+        .output()
+        .unwrap();
+    assert!(one.status.success(), "{}", text(&one.stderr));
+    assert_eq!(
+        text(&one.stdout),
+        text(&auto.stdout),
+        "--threads 1 changes bits"
+    );
+    let o = Command::new(&int8)
+        .args(["--max-line-bytes", "100"])
+        .stdin(std::fs::File::open(write_tmp(&dir, "in.jsonl", &input)).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        text(&o.stderr),
+        "digits: line 1: longer than 100 bytes; split the input or raise --max-line-bytes\n"
+    );
+
+    // A reader that went away (`digits < big.jsonl | head -1`): a quiet stop, status 0.
+    let many = input.repeat(2000);
+    let o = run_with_closed_stdout(&mut Command::new(&int8), &many);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(o.stderr.is_empty(), "{}", text(&o.stderr));
+}
+
+fn write_tmp(dir: &tempfile::TempDir, name: &str, contents: &str) -> PathBuf {
+    let p = dir.path().join(name);
+    std::fs::write(&p, contents).unwrap();
+    p
+}
+
+#[test]
+fn build_never_writes_into_a_directory_it_did_not_make() {
+    let dir = tempfile::tempdir().unwrap();
+    let cargo = dir.path().join("Cargo.toml");
+    std::fs::write(&cargo, "[package]\nname = \"mine\"\n").unwrap();
+    let o = dynq()
+        .args(["build", "-o"])
+        .arg(dir.path())
+        .arg(digits_toml())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = text(&o.stderr);
+    assert!(
+        err.contains("the output directory is not empty (it holds `Cargo.toml`) and was not written by `dynq build`"),
+        "{err}"
+    );
+    assert!(err.contains("--force"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&cargo).unwrap(),
+        "[package]\nname = \"mine\"\n"
+    );
+    let names: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert_eq!(names.len(), 1, "nothing written");
+    // A file in the way of the directory.
+    let o = dynq()
+        .args(["build", "-o"])
+        .arg(&cargo)
+        .arg(digits_toml())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("exists and is not a directory"));
+}
+
+#[test]
+fn a_closed_stdout_is_not_an_error() {
+    for args in [
+        vec!["inspect".into(), golden("mlp.safetensors")],
+        vec!["check".into(), digits_toml()],
+        vec!["expand".into(), digits_toml()],
+        vec!["report".into(), digits_toml()],
+    ] {
+        let o = run_with_closed_stdout(dynq().args(&args), "");
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", text(&o.stderr));
+        assert!(o.stderr.is_empty(), "{args:?}: {}", text(&o.stderr));
     }
 }
 
@@ -710,4 +825,33 @@ fn init_writes_a_description_that_checks() {
     ]);
     assert_eq!(code, Some(1));
     assert!(err.contains("mlp.safetensors: not a BERT checkpoint: expected `embeddings.word_embeddings.weight` or `bert.embeddings.word_embeddings.weight`, found 7 tensors: net.0.bias"), "{err}");
+}
+
+/// The README's example is the template application CI builds and runs, word for word, and its
+/// dependency snippet's path form is what the template depends on.
+#[test]
+fn readme_example_is_the_template() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let block = |lang: &str| {
+        let start = readme
+            .find(&format!("```{lang}\n"))
+            .unwrap_or_else(|| panic!("no ```{lang} block"))
+            + lang.len()
+            + 4;
+        readme[start..start + readme[start..].find("```").unwrap()].to_string()
+    };
+    let main = std::fs::read_to_string(root().join("examples/template/src/main.rs")).unwrap();
+    assert_eq!(block("rust"), main, "README's first rust block");
+    let manifest = std::fs::read_to_string(root().join("examples/template/Cargo.toml")).unwrap();
+    let deps = block("toml");
+    for krate in ["dynq-runtime", "dynq-macros"] {
+        assert!(
+            deps.contains(&format!("# {krate} = {{ path = \"dynq/{krate}\" }}")),
+            "{deps}"
+        );
+        assert!(
+            manifest.contains(&format!("{krate} = {{ path = \"../../{krate}\" }}")),
+            "{manifest}"
+        );
+    }
 }

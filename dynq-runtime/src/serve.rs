@@ -1,9 +1,11 @@
 //! JSON-lines driver for standalone binaries (feature `serve`).
 //!
 //! One JSON object per input line, one per output line, in order. A bad line stops the run with
-//! a message naming the line number on stderr and a non-zero exit; nothing panics.
+//! a message naming the line number on stderr and a non-zero exit; nothing panics. A line
+//! longer than [`ServeOptions::max_line_bytes`] is refused without being read into memory
+//! whole, and a reader that closes the output (`... | head`) ends the run quietly.
 
-use std::io::{BufRead, Write};
+use std::io::{BufRead, ErrorKind, Write};
 use std::process::ExitCode;
 
 use serde_json::{Map, Value};
@@ -197,6 +199,7 @@ pub fn format_recurrent_output(
 /// of sequences or the error message (naming the line).
 pub fn serve_recurrent<M: crate::RecurrentModel>(
     model: &M,
+    options: &ServeOptions,
     input: impl BufRead,
     output: impl Write,
 ) -> Result<usize, String> {
@@ -206,7 +209,7 @@ pub fn serve_recurrent<M: crate::RecurrentModel>(
         crate::ops::rnn::Cell::Lstm => state,
         crate::ops::rnn::Cell::Gru => 0,
     };
-    serve_lines(input, output, |line| {
+    serve_lines(options, input, output, |_, line| {
         let l = parse_recurrent_line(line, &shape)?;
         let mut out = vec![0.0f32; l.steps * shape.output_size()];
         let (mut h_n, mut c_n) = (vec![0.0f32; state], vec![0.0f32; cell_state]);
@@ -233,44 +236,169 @@ pub fn serve_recurrent<M: crate::RecurrentModel>(
     })
 }
 
+/// How a server reads its input: the flags every standalone binary takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// The longest input line accepted, in bytes (`--max-line-bytes`); a longer line is an
+    /// error that names it, found without holding more than this many bytes of it.
+    pub max_line_bytes: usize,
+    /// Refuse a text longer than the model's `max_seq_len` tokens (`--no-truncate`) instead of
+    /// cutting it there (reported by `"truncated": true` and a warning on stderr).
+    pub no_truncate: bool,
+}
+
+/// [`ServeOptions::max_line_bytes`]' default: 1 MiB (`--max-line-bytes`' default, 1048576).
+pub const DEFAULT_MAX_LINE_BYTES: usize = 1 << 20;
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            no_truncate: false,
+        }
+    }
+}
+
+/// Reads the next line (without its `\n` or `\r\n`) into `buf`, at most `limit` bytes of it:
+/// `Ok(None)` at the end of the input, `Ok(Some(false))` for a line that fits, and
+/// `Ok(Some(true))` for a longer one, whose rest is skipped unread into memory.
+fn read_line_limited(
+    input: &mut impl BufRead,
+    limit: usize,
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Option<bool>> {
+    buf.clear();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(2);
+    if std::io::Read::take(&mut *input, cap).read_until(b'\n', buf)? == 0 {
+        return Ok(None);
+    }
+    let ended = buf.last() == Some(&b'\n');
+    if ended {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    }
+    if buf.len() <= limit {
+        return Ok(Some(false));
+    }
+    if !ended {
+        // Skip the rest of the overlong line, a buffer at a time.
+        loop {
+            let chunk = input.fill_buf()?;
+            if chunk.is_empty() {
+                break;
+            }
+            match chunk.iter().position(|&b| b == b'\n') {
+                Some(p) => {
+                    input.consume(p + 1);
+                    break;
+                }
+                None => {
+                    let n = chunk.len();
+                    input.consume(n);
+                }
+            }
+        }
+    }
+    Ok(Some(true))
+}
+
 /// The loop every server shares: one output line per non-blank input line, flushed at once;
-/// the first error stops it, prefixed with its line number.
+/// the first error stops it, prefixed with its line number. A closed output ends it quietly
+/// (the reader is gone), with the count of lines written.
 fn serve_lines(
-    input: impl BufRead,
+    options: &ServeOptions,
+    mut input: impl BufRead,
     mut output: impl Write,
-    mut each: impl FnMut(&str) -> Result<String, String>,
+    mut each: impl FnMut(usize, &str) -> Result<String, String>,
 ) -> Result<usize, String> {
     let mut count = 0;
-    for (i, line) in input.lines().enumerate() {
-        let n = i + 1;
-        let line = line.map_err(|e| format!("line {n}: cannot read: {e}"))?;
+    let mut buf = Vec::new();
+    for n in 1.. {
+        let too_long = read_line_limited(&mut input, options.max_line_bytes, &mut buf)
+            .map_err(|e| format!("line {n}: cannot read: {e}"))?;
+        match too_long {
+            None => break,
+            Some(true) => {
+                return Err(format!(
+                    "line {n}: longer than {} bytes; split the input or raise --max-line-bytes",
+                    options.max_line_bytes
+                ))
+            }
+            Some(false) => {}
+        }
+        let line =
+            std::str::from_utf8(&buf).map_err(|e| format!("line {n}: not UTF-8 text ({e})"))?;
         if line.trim().is_empty() {
             continue;
         }
-        let out = each(&line).map_err(|e| format!("line {n}: {e}"))?;
-        writeln!(output, "{out}")
-            .and_then(|()| output.flush())
-            .map_err(|e| format!("line {n}: cannot write output: {e}"))?;
-        count += 1;
+        let out = each(n, line).map_err(|e| format!("line {n}: {e}"))?;
+        match writeln!(output, "{out}").and_then(|()| output.flush()) {
+            Ok(()) => count += 1,
+            Err(e) if e.kind() == ErrorKind::BrokenPipe => break,
+            Err(e) => return Err(format!("line {n}: cannot write output: {e}")),
+        }
     }
     Ok(count)
 }
 
-/// The `main` every standalone binary shares: any argument prints `usage` (exit 2); otherwise
-/// stdin is served to stdout and an error goes to stderr, prefixed with the model's name.
+/// The `main` every standalone binary shares: parses the flags (`--help` prints `about` and
+/// them on stdout; a bad flag is an error on stderr, exit 2), sets the thread count, then
+/// serves stdin to stdout; an error goes to stderr, prefixed with the model's name.
 fn stdio_main(
-    name: &str,
-    usage: impl FnOnce() -> String,
+    name: &'static str,
+    about: String,
+    text: bool,
     serve: impl FnOnce(
+        &ServeOptions,
         std::io::StdinLock<'static>,
         std::io::StdoutLock<'static>,
     ) -> Result<usize, String>,
 ) -> ExitCode {
-    if std::env::args().len() > 1 {
-        eprintln!("{}", usage());
-        return ExitCode::from(2);
+    use clap::{value_parser, Arg, ArgAction};
+    let mut cmd = clap::Command::new(name)
+        .about(about)
+        .arg(
+            Arg::new("threads")
+                .long("threads")
+                .value_name("N")
+                .env("DYNQ_THREADS")
+                .value_parser(value_parser!(u16).range(1..))
+                .help("Threads per forward call [default: all cores]"),
+        )
+        .arg(
+            Arg::new("max_line_bytes")
+                .long("max-line-bytes")
+                .value_name("BYTES")
+                .default_value("1048576")
+                .value_parser(value_parser!(u64).range(1..))
+                .help("Refuse input lines longer than this"),
+        );
+    if text {
+        cmd = cmd.arg(
+            Arg::new("no_truncate")
+                .long("no-truncate")
+                .action(ArgAction::SetTrue)
+                .help("Refuse a text longer than the model's maximum instead of truncating it"),
+        );
     }
-    match serve(std::io::stdin().lock(), std::io::stdout().lock()) {
+    let m = cmd.get_matches();
+    if let Some(&n) = m.get_one::<u16>("threads") {
+        if let Err(e) = crate::set_threads(n.into()) {
+            eprintln!("{name}: --threads {n}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    let options = ServeOptions {
+        max_line_bytes: m
+            .get_one::<u64>("max_line_bytes")
+            .map_or(DEFAULT_MAX_LINE_BYTES, |&b| {
+                usize::try_from(b).unwrap_or(usize::MAX)
+            }),
+        no_truncate: text && m.get_flag("no_truncate"),
+    };
+    match serve(&options, std::io::stdin().lock(), std::io::stdout().lock()) {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{name}: {e}");
@@ -281,25 +409,26 @@ fn stdio_main(
 
 /// `main` of a standalone recurrent binary: stdin to stdout, errors to stderr.
 pub fn recurrent_main<M: crate::RecurrentModel>(model: &M) -> ExitCode {
-    let usage = || {
-        let s = M::SHAPE;
-        let lstm = s.cell == crate::ops::rnn::Cell::Lstm;
-        let (c, cn) = if lstm {
-            (", \"c0\"", ", \"c_n\"")
-        } else {
-            ("", "")
-        };
-        format!(
-            "usage: {0} < input.jsonl\n\nReads one sequence per line, {{\"input\": [[{1} numbers], ...]}} (optional \"h0\"{c}:\n\
-             {2} rows of {3} numbers), and writes one per line, {{\"output\": [[{4} numbers], ...], \"h_n\"{cn}}}.",
-            M::NAME,
-            s.input_size,
-            s.num_layers * s.directions,
-            s.hidden_size,
-            s.output_size(),
-        )
+    let s = M::SHAPE;
+    let lstm = s.cell == crate::ops::rnn::Cell::Lstm;
+    let (c, cn) = if lstm {
+        (", \"c0\"", ", \"c_n\"")
+    } else {
+        ("", "")
     };
-    stdio_main(M::NAME, usage, |i, o| serve_recurrent(model, i, o))
+    let about = format!(
+        "The `{0}` model: reads one sequence per line on stdin, {{\"input\": [[{1} numbers], ...]}}\n\
+         (optional \"h0\"{c}: {2} rows of {3} numbers), and writes one per line on stdout,\n\
+         {{\"output\": [[{4} numbers], ...], \"h_n\"{cn}}}.\n\nUsage: {0} < input.jsonl > output.jsonl",
+        M::NAME,
+        s.input_size,
+        s.num_layers * s.directions,
+        s.hidden_size,
+        s.output_size(),
+    );
+    stdio_main(M::NAME, about, false, |opt, i, o| {
+        serve_recurrent(model, opt, i, o)
+    })
 }
 
 fn kind(v: &Value) -> &'static str {
@@ -331,11 +460,12 @@ pub fn format_dense_output(row: &[f32]) -> String {
 /// message (naming the line).
 pub fn serve_dense<M: DenseModel>(
     model: &M,
+    options: &ServeOptions,
     input: impl BufRead,
     output: impl Write,
 ) -> Result<usize, String> {
     let mut out = vec![0.0f32; M::OUTPUT_SIZE];
-    serve_lines(input, output, |line| {
+    serve_lines(options, input, output, |_, line| {
         let row = parse_dense_line(line, M::INPUT_SIZE)?;
         model
             .forward(&row, 1, &mut out)
@@ -346,62 +476,54 @@ pub fn serve_dense<M: DenseModel>(
 
 /// `main` of a standalone dense-model binary: stdin to stdout, errors to stderr.
 pub fn dense_main<M: DenseModel>(model: &M) -> ExitCode {
-    let usage = || {
-        format!(
-            "usage: {0} < input.jsonl\n\nReads one JSON object per line, {{\"input\": [{1} numbers]}}, and writes one\n\
-             per line, {{\"output\": [{2} numbers]}}, from the `{0}` model ({1} -> {2}).",
-            M::NAME,
-            M::INPUT_SIZE,
-            M::OUTPUT_SIZE
-        )
-    };
-    stdio_main(M::NAME, usage, |i, o| serve_dense(model, i, o))
+    let about = format!(
+        "The `{0}` model ({1} -> {2}): reads one JSON object per line on stdin,\n\
+         {{\"input\": [{1} numbers]}}, and writes one per line on stdout, {{\"output\": [{2} numbers]}}.\n\n\
+         Usage: {0} < input.jsonl > output.jsonl",
+        M::NAME,
+        M::INPUT_SIZE,
+        M::OUTPUT_SIZE
+    );
+    stdio_main(M::NAME, about, false, |opt, i, o| {
+        serve_dense(model, opt, i, o)
+    })
 }
 
-/// Turns `{"text": ...}` into token ids with a model's `tokenizer.json` (feature `text`;
-/// without it, every text is an error that says so).
+/// Turns `{"text": ...}` into token ids: the model's tokenizer (feature `text`).
 #[cfg(feature = "text")]
-pub struct TextTokenizer(tokenizers::Tokenizer);
+pub use crate::text::Tokenizer as TextTokenizer;
 
-#[cfg(feature = "text")]
-impl TextTokenizer {
-    /// Loads `tokenizer.json` text; sequences are truncated to `max_len` tokens.
-    pub fn new(json: &str, max_len: usize) -> Result<Self, String> {
-        let mut t: tokenizers::Tokenizer =
-            json.parse().map_err(|e| format!("tokenizer.json: {e}"))?;
-        t.with_padding(None);
-        t.with_truncation(Some(tokenizers::TruncationParams {
-            max_length: max_len,
-            ..Default::default()
-        }))
-        .map_err(|e| format!("tokenizer: {e}"))?;
-        Ok(TextTokenizer(t))
-    }
-
-    /// Token ids and token type ids of `text`, with the special tokens.
-    pub fn encode(&self, text: &str) -> Result<(Vec<u32>, Vec<u32>), String> {
-        let e = self
-            .0
-            .encode(text, true)
-            .map_err(|e| format!("`text`: cannot tokenize: {e}"))?;
-        Ok((e.get_ids().to_vec(), e.get_type_ids().to_vec()))
-    }
-}
-
-/// Turns `{"text": ...}` into token ids with a model's `tokenizer.json` (feature `text`;
-/// without it, every text is an error that says so).
+/// Without the `text` feature there is no tokenizer, and every `{"text": ...}` is an error
+/// that says so.
 #[cfg(not(feature = "text"))]
+#[derive(Debug)]
 pub struct TextTokenizer;
 
 #[cfg(not(feature = "text"))]
 impl TextTokenizer {
-    /// Loads `tokenizer.json` text; sequences are truncated to `max_len` tokens.
-    pub fn new(_json: &str, _max_len: usize) -> Result<Self, String> {
+    /// A tokenizer that refuses every text.
+    pub fn new(_json: &str, _max_len: usize) -> Result<Self, crate::Error> {
         Ok(TextTokenizer)
     }
+}
 
-    /// Token ids and token type ids of `text`, with the special tokens.
-    pub fn encode(&self, _text: &str) -> Result<(Vec<u32>, Vec<u32>), String> {
+/// Token ids of a `{"text": ...}` line, cut at the tokenizer's maximum (and said so).
+fn encode_text(t: &TextTokenizer, text: &str) -> Result<EncoderLine, String> {
+    #[cfg(feature = "text")]
+    {
+        let t = t
+            .encode(text, crate::text::Truncate::AtMax)
+            .map_err(|e| format!("`text`: {e}"))?;
+        Ok(EncoderLine {
+            input_ids: t.ids,
+            attention_mask: None,
+            token_type_ids: Some(t.type_ids),
+            truncated: t.truncated,
+        })
+    }
+    #[cfg(not(feature = "text"))]
+    {
+        let _ = (t, text);
         Err("`text` input needs dynq-runtime's `text` feature".into())
     }
 }
@@ -428,16 +550,25 @@ fn id_array(map: &Map<String, Value>, key: &'static str) -> Result<Option<Vec<u3
         .map(Some)
 }
 
-/// One input line of an encoder model, parsed: ids, mask, token types.
-pub type EncoderLine = (Vec<u32>, Option<Vec<u32>>, Option<Vec<u32>>);
+/// One input line of an encoder model, parsed (see [`parse_encoder_line`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncoderLine {
+    /// Token ids.
+    pub input_ids: Vec<u32>,
+    /// `attention_mask`, if given.
+    pub attention_mask: Option<Vec<u32>>,
+    /// `token_type_ids`, if given (from the tokenizer for `text`).
+    pub token_type_ids: Option<Vec<u32>>,
+    /// A `text` cut at the model's maximum length.
+    pub truncated: bool,
+}
 
 /// Parses one input line of an encoder model: `{"input_ids": [...], "attention_mask": [...],
 /// "token_type_ids": [...]}` (the last two optional) or `{"text": "..."}`.
 ///
 /// ```
-/// let (ids, mask, types) =
-///     dynq_runtime::serve::parse_encoder_line(r#"{"input_ids": [101, 7, 102]}"#, None).unwrap();
-/// assert_eq!((ids, mask, types), (vec![101, 7, 102], None, None));
+/// let l = dynq_runtime::serve::parse_encoder_line(r#"{"input_ids": [101, 7, 102]}"#, None).unwrap();
+/// assert_eq!((l.input_ids, l.attention_mask, l.token_type_ids), (vec![101, 7, 102], None, None));
 /// ```
 pub fn parse_encoder_line(
     line: &str,
@@ -467,15 +598,15 @@ pub fn parse_encoder_line(
         let Some(t) = tokenizer else {
             return Err("`text`: this model has no tokenizer; send `input_ids`".into());
         };
-        let (ids, types) = t.encode(text)?;
-        return Ok((ids, None, Some(types)));
+        return encode_text(t, text);
     }
     let ids = id_array(&map, "input_ids")?.ok_or("missing key `input_ids` (or `text`)")?;
-    Ok((
-        ids,
-        id_array(&map, "attention_mask")?,
-        id_array(&map, "token_type_ids")?,
-    ))
+    Ok(EncoderLine {
+        input_ids: ids,
+        attention_mask: id_array(&map, "attention_mask")?,
+        token_type_ids: id_array(&map, "token_type_ids")?,
+        truncated: false,
+    })
 }
 
 fn floats(v: &[f32]) -> Value {
@@ -483,25 +614,42 @@ fn floats(v: &[f32]) -> Value {
 }
 
 /// Serves an encoder model over `input`/`output`; returns the number of sequences or the
-/// error message (naming the line).
+/// error message (naming the line). A `text` longer than the model's `max_seq_len` tokens is
+/// cut there, with `"truncated": true` in its output line and a warning on stderr, or refused
+/// with [`ServeOptions::no_truncate`].
 pub fn serve_encoder<M: crate::EncoderModel>(
     model: &M,
+    options: &ServeOptions,
     input: impl BufRead,
     output: impl Write,
 ) -> Result<usize, String> {
     use crate::BertOutput;
     let tokenizer = match M::TOKENIZER_JSON {
-        Some(json) => Some(TextTokenizer::new(json, M::MAX_SEQ_LEN)?),
+        Some(json) => Some(TextTokenizer::new(json, M::MAX_SEQ_LEN).map_err(|e| e.to_string())?),
         None => None,
     };
-    serve_lines(input, output, |line| {
-        let (ids, mask, types) = parse_encoder_line(line, tokenizer.as_ref())?;
+    serve_lines(options, input, output, |n, line| {
+        let l = parse_encoder_line(line, tokenizer.as_ref())?;
+        if l.truncated {
+            if options.no_truncate {
+                return Err(format!(
+                    "`text`: longer than the model's {} tokens (--no-truncate)",
+                    M::MAX_SEQ_LEN
+                ));
+            }
+            let _ = writeln!(
+                std::io::stderr(),
+                "{}: warning: line {n}: text truncated to {} tokens",
+                M::NAME,
+                M::MAX_SEQ_LEN
+            );
+        }
         let bert = crate::BertInput {
-            input_ids: &ids,
-            attention_mask: mask.as_deref(),
-            token_type_ids: types.as_deref(),
+            input_ids: &l.input_ids,
+            attention_mask: l.attention_mask.as_deref(),
+            token_type_ids: l.token_type_ids.as_deref(),
         };
-        let mut out = vec![0.0f32; M::output_len(ids.len())];
+        let mut out = vec![0.0f32; M::output_len(l.input_ids.len())];
         model.forward(&bert, &mut out).map_err(|e| e.to_string())?;
         let mut map = Map::new();
         match M::OUTPUT {
@@ -521,24 +669,28 @@ pub fn serve_encoder<M: crate::EncoderModel>(
                 );
             }
         }
+        if l.truncated {
+            map.insert("truncated".into(), Value::Bool(true));
+        }
         Ok(Value::Object(map).to_string())
     })
 }
 
 /// `main` of a standalone encoder binary: stdin to stdout, errors to stderr.
 pub fn encoder_main<M: crate::EncoderModel>(model: &M) -> ExitCode {
-    let usage = || {
-        let text = if M::TOKENIZER_JSON.is_some() {
-            " or {\"text\": \"...\"}"
-        } else {
-            ""
-        };
-        format!(
-            "usage: {0} < input.jsonl\n\nReads one JSON object per line, {{\"input_ids\": [...], \"attention_mask\": [...],\n\
-             \"token_type_ids\": [...]}}{text} (up to {1} tokens), and writes one per line.",
-            M::NAME,
-            M::MAX_SEQ_LEN
-        )
+    let text = if M::TOKENIZER_JSON.is_some() {
+        " or {\"text\": \"...\"}"
+    } else {
+        ""
     };
-    stdio_main(M::NAME, usage, |i, o| serve_encoder(model, i, o))
+    let about = format!(
+        "The `{0}` model: reads one JSON object per line on stdin, {{\"input_ids\": [...],\n\
+         \"attention_mask\": [...], \"token_type_ids\": [...]}}{text} (up to {1} tokens), and\n\
+         writes one per line on stdout.\n\nUsage: {0} < input.jsonl > output.jsonl",
+        M::NAME,
+        M::MAX_SEQ_LEN
+    );
+    stdio_main(M::NAME, about, M::TOKENIZER_JSON.is_some(), |opt, i, o| {
+        serve_encoder(model, opt, i, o)
+    })
 }

@@ -13,16 +13,21 @@
 //! unquantized build of the same model, compiled in only with the `f32-model` feature: it
 //! triples the binary (the f32 weights), and the INT8 build is what this example is for.
 //!
+//! A text longer than 256 tokens (what sentence-transformers keeps) is cut there with a warning
+//! on stderr, or refused with `--no-truncate`; an input line over `--max-line-bytes` (1 MiB)
+//! is refused. `--threads N` (or `DYNQ_THREADS`) sets the threads per forward; all cores
+//! by default.
+//!
 //! `--bench S [--runs N]` times one forward on exactly S tokens (real sentences from the STS set
 //! compiled into this binary, concatenated and cut) after 10 warm-up runs, and prints one JSON
 //! line: `{"engine": "dynq", "variant": "int8", "seq_len": S, "threads": 1, "median_ms": ..,
 //! "min_ms": ..}` (the format of `bench/peers.sh`).
 
 use std::collections::HashMap;
-use std::io::{BufRead, Write};
+use std::io::{BufRead, ErrorKind, Write};
 use std::process::ExitCode;
 
-use tokenizers::{Tokenizer, TruncationParams};
+use dynq_runtime::text::{Tokenizer, Truncate};
 
 dynq_macros::dynq_model!("../models/minilm/minilm.toml");
 #[cfg(feature = "f32-model")]
@@ -84,40 +89,58 @@ impl Precision {
 struct Embedder {
     tokenizer: Tokenizer,
     precision: Precision,
+    /// Refuse texts over TRUNCATE_AT tokens instead of cutting them.
+    no_truncate: bool,
 }
 
 impl Embedder {
-    fn new(precision: Precision) -> Result<Self, String> {
+    fn new(precision: Precision, no_truncate: bool) -> Result<Self, String> {
         let json = minilm::TOKENIZER_JSON.ok_or("the model was generated without a tokenizer")?;
-        let mut tokenizer: Tokenizer = json.parse().map_err(|e| format!("tokenizer.json: {e}"))?;
-        // The shipped tokenizer.json pads and truncates to 128: inputs here are unpadded and
-        // truncated where sentence-transformers truncates them.
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: TRUNCATE_AT,
-                ..TruncationParams::default()
-            }))
-            .map_err(|e| format!("tokenizer truncation: {e}"))?;
+        // Padding off whatever tokenizer.json says (the shipped one pads to 128).
+        let tokenizer = Tokenizer::new(json, minilm::MAX_SEQ_LEN).map_err(|e| e.to_string())?;
         Ok(Embedder {
             tokenizer,
             precision,
+            no_truncate,
         })
     }
 
+    /// Token ids of `text`, cut at TRUNCATE_AT tokens with a warning (or refused).
     fn ids(&self, text: &str) -> Result<Vec<u32>, String> {
-        let enc = self
+        let t = self
             .tokenizer
-            .encode(text, true)
-            .map_err(|e| format!("tokenizing {text:?}: {e}"))?;
-        Ok(enc.get_ids().to_vec())
+            .encode(text, Truncate::At(TRUNCATE_AT))
+            .map_err(|e| format!("{}: {e}", preview(text)))?;
+        if t.truncated {
+            if self.no_truncate {
+                return Err(format!(
+                    "{}: longer than {TRUNCATE_AT} tokens (--no-truncate)",
+                    preview(text)
+                ));
+            }
+            eprintln!(
+                "warning: {}: truncated to {TRUNCATE_AT} tokens",
+                preview(text)
+            );
+        }
+        Ok(t.ids)
     }
 
     fn embed(&self, text: &str) -> Result<Embedding, String> {
         let ids = self.ids(text)?;
         self.precision
             .embed(&ids)
-            .map_err(|e| format!("{text:?}: {e}"))
+            .map_err(|e| format!("{}: {e}", preview(text)))
+    }
+}
+
+/// The start of a text, for messages.
+fn preview(text: &str) -> String {
+    let cut: String = text.chars().take(40).collect();
+    if cut.len() < text.len() {
+        format!("{cut:?}...")
+    } else {
+        format!("{cut:?}")
     }
 }
 
@@ -213,18 +236,18 @@ fn bench_ids(e: &Embedder, len: usize) -> Result<Vec<u32>, String> {
         The stock market fell sharply on Tuesday after the central bank raised interest rates again. \
         Three children are building a sandcastle on the beach near the old lighthouse. \
         Scientists have discovered a new species of frog in the rainforests of South America. ";
-    let mut body = Vec::new();
-    while body.len() < len {
-        let enc = e
-            .tokenizer
-            .encode(TEXT, false)
-            .map_err(|err| format!("{err}"))?;
-        body.extend_from_slice(enc.get_ids());
-    }
-    let cls = e.ids("")?;
-    let mut ids = vec![cls[0]];
-    ids.extend_from_slice(&body[..len.saturating_sub(2)]);
-    ids.push(*cls.last().ok_or("no [SEP]")?);
+    let sentence = e
+        .tokenizer
+        .encode(TEXT, Truncate::Refuse)
+        .map_err(|err| err.to_string())?
+        .ids;
+    let (cls, sep, words) = match sentence.as_slice() {
+        [cls, words @ .., sep] => (*cls, *sep, words),
+        _ => return Err("the tokenizer adds no special tokens".into()),
+    };
+    let mut ids = vec![cls];
+    ids.extend(words.iter().cycle().take(len.saturating_sub(2)));
+    ids.push(sep);
     ids.truncate(len);
     Ok(ids)
 }
@@ -272,54 +295,120 @@ fn print_embedding(out: &mut impl Write, v: &[f32]) -> std::io::Result<()> {
     writeln!(out, "{line}")
 }
 
-fn run() -> Result<(), String> {
+/// How the program stopped early.
+enum Stop {
+    Failed(String),
+    /// stdout's reader went away (`embed ... | head -1`): not an error.
+    ClosedPipe,
+}
+
+impl From<String> for Stop {
+    fn from(e: String) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+fn write_err(err: std::io::Error) -> Stop {
+    if err.kind() == ErrorKind::BrokenPipe {
+        Stop::ClosedPipe
+    } else {
+        Stop::Failed(format!("stdout: {err}"))
+    }
+}
+
+/// The next line of `input`, refused when longer than `limit` bytes (without reading more
+/// than that of it).
+fn next_line(input: &mut impl BufRead, limit: usize, n: usize) -> Result<Option<String>, String> {
+    let mut buf = Vec::new();
+    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(2);
+    let read = std::io::Read::take(&mut *input, cap)
+        .read_until(b'\n', &mut buf)
+        .map_err(|err| format!("stdin: {err}"))?;
+    if read == 0 {
+        return Ok(None);
+    }
+    if buf.last() == Some(&b'\n') {
+        buf.pop();
+        if buf.last() == Some(&b'\r') {
+            buf.pop();
+        }
+    }
+    if buf.len() > limit {
+        return Err(format!(
+            "stdin line {n}: longer than {limit} bytes; split it or raise --max-line-bytes"
+        ));
+    }
+    String::from_utf8(buf)
+        .map(Some)
+        .map_err(|_| format!("stdin line {n}: not UTF-8 text"))
+}
+
+fn parse_count(flag: &str, v: Option<String>) -> Result<usize, String> {
+    let v = v.ok_or(format!("{flag} needs a number"))?;
+    v.parse::<usize>()
+        .ok()
+        .filter(|&n| n > 0)
+        .ok_or(format!("{flag}: {v:?} is not a positive number"))
+}
+
+const USAGE: &str =
+    "usage: embed [--precision int8|f32] [--threads N] [--no-truncate] [--max-line-bytes N]
+             [--pairs FILE | --bench SEQ_LEN [--runs N]] [TEXT ...]
+
+Embeds each TEXT (or each line of stdin) with all-MiniLM-L6-v2: one JSON array per line.
+  --precision int8|f32   the INT8 build (default) or the f32 one (needs --features f32-model)
+  --threads N            threads per forward (default: DYNQ_THREADS, else all cores)
+  --no-truncate          refuse texts over 256 tokens instead of truncating them
+  --max-line-bytes N     refuse stdin lines longer than N bytes (default 1048576)
+  --pairs FILE           STS Spearman of score<TAB>sentence1<TAB>sentence2 lines
+  --bench SEQ_LEN        time one forward on SEQ_LEN tokens (--runs N, default 50)";
+
+fn run() -> Result<(), Stop> {
     let mut precision = Precision::Int8;
     let mut pairs_file = None;
     let (mut bench_len, mut runs) = (None, 50usize);
+    let (mut no_truncate, mut max_line) = (false, 1usize << 20);
     let mut texts = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--precision" => precision = Precision::parse(args.next().as_deref())?,
-            "--pairs" => pairs_file = Some(args.next().ok_or("--pairs needs a file")?),
-            "--bench" => {
-                let v = args.next().ok_or("--bench needs a sequence length")?;
-                bench_len = Some(
-                    v.parse::<usize>()
-                        .map_err(|_| format!("--bench: {v:?} is not a number"))?,
-                );
+            "--pairs" => pairs_file = Some(args.next().ok_or("--pairs needs a file".to_string())?),
+            "--bench" => bench_len = Some(parse_count("--bench", args.next())?),
+            "--runs" => runs = parse_count("--runs", args.next())?,
+            "--threads" => {
+                let n = parse_count("--threads", args.next())?;
+                dynq_runtime::set_threads(n).map_err(|e| format!("--threads: {e}"))?;
             }
-            "--runs" => {
-                let v = args.next().ok_or("--runs needs a number")?;
-                runs = v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or(format!("--runs: {v:?} is not a positive number"))?;
-            }
+            "--no-truncate" => no_truncate = true,
+            "--max-line-bytes" => max_line = parse_count("--max-line-bytes", args.next())?,
             "-h" | "--help" => {
-                println!("usage: embed [--precision int8|f32] [--pairs FILE | --bench SEQ_LEN [--runs N]] [TEXT ...]");
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{USAGE}").map_err(write_err)?;
                 if !cfg!(feature = "f32-model") {
-                    println!("(--precision f32 needs a binary built with `--features f32-model`)");
+                    writeln!(out, "(this binary was built without --features f32-model)")
+                        .map_err(write_err)?;
                 }
                 return Ok(());
             }
             _ => texts.push(a),
         }
     }
-    let e = Embedder::new(precision)?;
+    let e = Embedder::new(precision, no_truncate)?;
     if let Some(len) = bench_len {
-        return bench(&e, len, runs);
+        return Ok(bench(&e, len, runs)?);
     }
     if let Some(path) = pairs_file {
-        return pairs(&e, &path);
+        return Ok(pairs(&e, &path)?);
     }
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
-    let write_err = |err: std::io::Error| format!("stdout: {err}");
     if texts.is_empty() {
-        for line in std::io::stdin().lock().lines() {
-            let line = line.map_err(|err| format!("stdin: {err}"))?;
+        let mut input = std::io::stdin().lock();
+        for n in 1.. {
+            let Some(line) = next_line(&mut input, max_line, n)? else {
+                break;
+            };
             print_embedding(&mut out, &e.embed(&line)?).map_err(write_err)?;
         }
     } else {
@@ -332,8 +421,8 @@ fn run() -> Result<(), String> {
 
 fn main() -> ExitCode {
     match run() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Ok(()) | Err(Stop::ClosedPipe) => ExitCode::SUCCESS,
+        Err(Stop::Failed(e)) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }

@@ -1,5 +1,7 @@
 //! The `dynq` command-line tool.
 
+use std::fmt::Display;
+use std::io::{ErrorKind, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -10,7 +12,7 @@ use dynq_build::{Options, Placement, Precision};
 /// Turn a trained network (TOML description + safetensors weights) into a specialized INT8
 /// Rust function or a standalone inference executable.
 ///
-/// A typical session with a Hugging Face BERT checkpoint: `dynq inspect` its weights,
+/// A typical session with a Hugging Face encoder checkpoint: `dynq inspect` its weights,
 /// `dynq init` a description, `dynq check` it, `dynq report` where INT8 loses accuracy, then
 /// `dynq build` an executable (or use the description with the `dynq_model!` macro).
 #[derive(Parser, Debug)]
@@ -45,9 +47,10 @@ enum Cmd {
         /// The weights file.
         weights: PathBuf,
     },
-    /// Write a model description (TOML) for a Hugging Face BERT checkpoint.
+    /// Write a model description (TOML) for a Hugging Face encoder checkpoint (BERT, RoBERTa,
+    /// XLM-RoBERTa, DistilBERT, MPNet, ELECTRA).
     ///
-    /// Detects the tensor prefix (`bert.` or none), the output (`logits` when the weights have a
+    /// Detects the family from `model_type`, the tensor prefix (`bert.`, `roberta.`, ... or none), the output (`logits` when the weights have a
     /// classifier and the config names its labels, else `mean_pooled`) and a `tokenizer.json`
     /// next to the config, then checks the result as `dynq check` would.
     #[command(
@@ -60,7 +63,8 @@ enum Cmd {
         /// The checkpoint's weights.
         #[arg(long, value_name = "MODEL.SAFETENSORS")]
         weights: PathBuf,
-        /// Where to write the description (default: print it); paths inside are relative to it.
+        /// Where to write the description; paths inside are relative to it. Without it the
+        /// description is printed, with absolute paths.
         #[arg(short, long, value_name = "MODEL.TOML")]
         out: Option<PathBuf>,
         /// The model's name (default: from the output file or the checkpoint's directory).
@@ -121,17 +125,25 @@ enum Cmd {
     Build {
         /// The model description.
         model: PathBuf,
-        /// Output directory (the generated Cargo project and the executable).
+        /// Output directory (the generated Cargo project and the executable). It must be empty,
+        /// new, or one an earlier `dynq build` wrote (it holds a `.dynq-build` marker).
         #[arg(short, long)]
         out: PathBuf,
+        /// Write into DIR even if it holds files `dynq build` did not write (its Cargo.toml,
+        /// src/main.rs and the executable are replaced).
+        #[arg(long)]
+        force: bool,
         /// Numeric precision of the generated model.
         #[arg(long, value_enum, default_value = "int8")]
         precision: PrecisionArg,
-        /// The dynq-runtime crate to depend on (default: the one of this checkout).
+        /// The dynq-runtime crate to depend on, by path (default: the one of this checkout, or
+        /// the crates.io release of this version for an installed `dynq`).
         #[arg(long)]
         runtime: Option<PathBuf>,
-        /// Cargo target directory for the compile (default: DIR/target).
-        #[arg(long)]
+        /// Cargo target directory for the compile (default: one shared by all `dynq build`s,
+        /// under the user's cache directory, so the runtime is compiled once; `DYNQ_TARGET_DIR`
+        /// sets it too).
+        #[arg(long, env = "DYNQ_TARGET_DIR")]
         target_dir: Option<PathBuf>,
         /// Show cargo's output.
         #[arg(short, long)]
@@ -139,9 +151,38 @@ enum Cmd {
     },
 }
 
-fn run(cli: Cli) -> dynq_build::Result<()> {
+/// Why a command stopped early.
+enum Stop {
+    /// An error to report.
+    Failed(dynq_build::Error),
+    /// Standard output was closed by its reader (`dynq report ... | head`): not an error.
+    ClosedPipe,
+}
+
+impl From<dynq_build::Error> for Stop {
+    fn from(e: dynq_build::Error) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+/// Prints `text` on standard output; a closed pipe stops the command quietly instead of
+/// panicking as `print!` would.
+fn emit(text: impl Display) -> Result<(), Stop> {
+    let mut out = std::io::stdout().lock();
+    match write!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Err(Stop::ClosedPipe),
+        Err(source) => Err(Stop::Failed(dynq_build::Error::Io {
+            path: "<stdout>".into(),
+            action: "cannot write",
+            source,
+        })),
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Stop> {
     match cli.command {
-        Cmd::Inspect { weights } => print!("{}", dynq_build::inspect::inspect(&weights)?),
+        Cmd::Inspect { weights } => emit(dynq_build::inspect::inspect(&weights)?)?,
         Cmd::Init {
             hf_config,
             weights,
@@ -153,8 +194,8 @@ fn run(cli: Cli) -> dynq_build::Result<()> {
                 // Refuse before the work, not after it.
                 dynq_build::init::write_new(out, "", false)?;
             }
-            let toml_path = out.clone().unwrap_or_else(|| PathBuf::from("model.toml"));
-            let d = dynq_build::init::describe(&hf_config, &weights, &toml_path, name.as_deref())?;
+            let d =
+                dynq_build::init::describe(&hf_config, &weights, out.as_deref(), name.as_deref())?;
             match out {
                 Some(out) => {
                     dynq_build::init::write_new(&out, &d.toml, force)?;
@@ -169,10 +210,10 @@ fn run(cli: Cli) -> dynq_build::Result<()> {
                         out.display()
                     );
                 }
-                None => print!("{}", d.toml),
+                None => emit(&d.toml)?,
             }
         }
-        Cmd::Check { model } => print!("{}", dynq_build::summary::check(&model)?),
+        Cmd::Check { model } => emit(dynq_build::summary::check(&model)?)?,
         Cmd::Expand {
             model,
             precision,
@@ -184,8 +225,8 @@ fn run(cli: Cli) -> dynq_build::Result<()> {
             };
             let g = dynq_build::generate(&model, &options, Placement::Relative)?;
             match out {
-                Some(dir) => println!("{}", g.write_files(&dir)?.display()),
-                None => print!("{}", g.code),
+                Some(dir) => emit(format_args!("{}\n", g.write_files(&dir)?.display()))?,
+                None => emit(&g.code)?,
             }
         }
         Cmd::Report {
@@ -197,7 +238,7 @@ fn run(cli: Cli) -> dynq_build::Result<()> {
             if let Some(plot) = &plot {
                 report.plot_svg(plot)?;
             }
-            print!("{report}");
+            emit(&report)?;
             if let Some(plot) = &plot {
                 eprintln!("dynq: wrote {}", plot.display());
             }
@@ -206,6 +247,7 @@ fn run(cli: Cli) -> dynq_build::Result<()> {
             model,
             out,
             precision,
+            force,
             runtime,
             target_dir,
             verbose,
@@ -217,14 +259,15 @@ fn run(cli: Cli) -> dynq_build::Result<()> {
                     precision: precision.into(),
                     ..Options::default()
                 },
-                runtime_path: runtime.unwrap_or_else(default_runtime_path),
+                runtime_path: runtime.or_else(default_runtime_path),
                 target_dir,
+                force,
                 verbose,
             };
             let name = build.write_project()?;
             eprintln!("dynq: compiling the standalone binary (release)...");
             let exe = build.compile(&name)?;
-            println!("{}", exe.display());
+            emit(format_args!("{}\n", exe.display()))?;
         }
     }
     Ok(())
@@ -233,8 +276,8 @@ fn run(cli: Cli) -> dynq_build::Result<()> {
 fn main() -> ExitCode {
     dynq_build::progress::enable();
     match run(Cli::parse()) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Ok(()) | Err(Stop::ClosedPipe) => ExitCode::SUCCESS,
+        Err(Stop::Failed(e)) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
