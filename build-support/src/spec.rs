@@ -248,9 +248,10 @@ pub enum ActivationGranularity {
 #[serde(rename_all = "snake_case")]
 pub enum SchemeSpec {
     /// int8, zero point 0.
-    #[default]
     Symmetric,
-    /// uint8 with a zero point.
+    /// uint8 with a zero point: the default for every preset (skewed activations, such as
+    /// GELU, ReLU and sigmoid outputs or inputs with an outlier feature, keep their range).
+    #[default]
     Asymmetric,
 }
 
@@ -670,7 +671,7 @@ layers = [
         let q = &f.spec.quantize;
         assert_eq!(q.weights, WeightGranularity::PerChannel);
         assert_eq!(q.activations, ActivationGranularity::PerToken);
-        assert_eq!(q.scheme, SchemeSpec::Symmetric);
+        assert_eq!(q.scheme, SchemeSpec::Asymmetric);
         assert!(q.keep_f32.is_empty());
         assert_eq!(q.embedding_storage(), EmbeddingStorage::F16);
         assert_eq!(f.weights_path(), Path::new("dir/digits.safetensors"));
