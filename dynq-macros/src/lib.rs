@@ -2,16 +2,13 @@
 //!
 //! A thin shell over `dynq-build`: it parses its arguments, asks `dynq_build::cache` for the
 //! generated source (re-quantizing only when the TOML, the weights or the options change), and
-//! turns any error into `compile_error!` at the call's span.
+//! turns any error into `compile_error!` at the call's span. See [`dynq_model!`] for the API it
+//! generates, preset by preset.
 //!
-//! ```ignore
-//! dynq_macros::dynq_model!("models/digits.toml");                      // INT8, type `Digits`
-//! dynq_macros::dynq_model!("models/digits.toml", precision = "f32");   // f32, type `DigitsF32`
-//! dynq_macros::dynq_model!("models/digits.toml", name = "digits_v2");  // type `DigitsV2`
-//! ```
-//!
-//! The path is relative to the calling crate's `CARGO_MANIFEST_DIR`. The crate must depend on
-//! `dynq-runtime`, which the generated code calls.
+//! The calling crate must depend on `dynq-runtime`, which the generated code calls (and
+//! nothing else). Debug builds of its kernels run about 60x slower than release; set
+//! `[profile.dev.package.dynq-runtime] opt-level = 3` (and `[profile.dev.build-override]
+//! opt-level = 3` so that the build-time quantization is fast too).
 
 use std::path::PathBuf;
 
@@ -60,9 +57,102 @@ impl Parse for Args {
 
 /// Generates a model from a TOML description: `dynq_model!("path/model.toml")`.
 ///
-/// Options: `precision = "int8" | "f32"` and `name = "snake_case_name"`. The expansion is a
-/// module named after the model plus a `pub use` of its type, for example `pub mod digits` and
-/// `Digits` with `forward(&self, input: &[f32], rows: usize, out: &mut [f32])`.
+/// The path is relative to the calling crate's `Cargo.toml`. Options: `precision = "int8" |
+/// "f32"` (default `int8`; `f32` is the unquantized reference, its type named `...F32`) and
+/// `name = "snake_case_name"` (to generate one description twice). The expansion is a module
+/// named after the model (constants such as `OUTPUT_SIZE`, `MAX_SEQ_LEN`, `LABELS`,
+/// `TOKENIZER_JSON`) and a `pub use` of its unit-struct type. Errors in the description or the
+/// weights are `compile_error!`s at the call. Every call below is compiled and run as a doc
+/// test on the tiny models of this crate's `doc-models/`.
+///
+/// # Encoders (`preset = "encoder"`): text in, embedding or label out
+///
+/// With `tokenizer = "tokenizer.json"` in the description (as `dynq init` writes it) the type
+/// takes text. Tokenization adds the special tokens and never pads (even when the
+/// tokenizer.json says to); [`Truncate`](https://docs.rs/dynq-runtime/latest/dynq_runtime/text/enum.Truncate.html)
+/// says what happens to a text longer than the model's `MAX_SEQ_LEN`.
+///
+/// ```
+/// use dynq_runtime::text::Truncate;
+/// dynq_macros::dynq_model!("doc-models/embedder.toml"); // output = "mean_pooled"
+///
+/// # fn main() -> Result<(), dynq_runtime::Error> {
+/// let v: [f32; Embedder::OUTPUT_SIZE] = Embedder.embed_text("Rust is fast.", Truncate::AtMax)?;
+/// let all = Embedder.embed_texts(&["one text", "another"], Truncate::Refuse)?;
+/// assert_eq!((v.len(), all.len()), (32, 2));
+/// // Too long for the model: refused, or cut as asked.
+/// let long = "word ".repeat(40);
+/// assert!(Embedder.embed_text(&long, Truncate::Refuse).is_err());
+/// assert!(Embedder.embed_text(&long, Truncate::At(8)).is_ok());
+///
+/// // Token ids from your own tokenizer: unpadded, or padded with their mask.
+/// let ids = [2, 27, 15, 28, 5, 3]; // [CLS] rust is fast . [SEP]
+/// assert_eq!(Embedder.embed(&ids)?, v);
+/// let (padded, mask) = ([2, 27, 15, 28, 5, 3, 0, 0], [1, 1, 1, 1, 1, 1, 0, 0]);
+/// let masked = Embedder.embed_masked(&padded, &mask)?;
+/// // Padding ids without their mask would be read as text: an error that says so.
+/// let e = Embedder.embed(&padded).unwrap_err();
+/// assert!(e.to_string().contains("attention_mask"));
+/// # let _ = masked;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// A classifier (`output = "logits"`, labels from the config's `id2label`):
+///
+/// ```
+/// use dynq_runtime::text::Truncate;
+/// dynq_macros::dynq_model!("doc-models/classifier.toml");
+///
+/// # fn main() -> Result<(), dynq_runtime::Error> {
+/// let (logits, label) = Classifier.classify_text("what a great day!", Truncate::AtMax)?;
+/// assert_eq!(logits.len(), classifier::LABELS.len());
+/// assert!(classifier::LABELS.contains(&label));
+/// let batch = Classifier.classify_texts(&["good", "bad"], Truncate::AtMax)?;
+/// assert_eq!(batch.len(), 2);
+/// let (_, by_ids) = Classifier.classify(&[2, 27, 3])?;
+/// # let _ = by_ids;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// `output = "last_hidden_state"` gives `encode`, `encode_masked` and `encode_text` (a `Vec` of
+/// `len * HIDDEN_SIZE` values). All encoders have `forward(&BertInput, &mut out)` for full
+/// control (ids, mask, token types) and `forward_with` with your own `Workspace`.
+///
+/// # Dense models (`preset = "mlp"`)
+///
+/// ```
+/// dynq_macros::dynq_model!("doc-models/digits.toml");
+///
+/// # fn main() -> Result<(), dynq_runtime::Error> {
+/// let row = [0.5f32; Digits::INPUT_SIZE];
+/// let logits: [f32; Digits::OUTPUT_SIZE] = Digits.forward_one(&row)?;
+/// // A batch: rows x INPUT_SIZE in, rows x OUTPUT_SIZE out.
+/// let batch = [0.5f32; 3 * Digits::INPUT_SIZE];
+/// let mut out = [0.0f32; 3 * Digits::OUTPUT_SIZE];
+/// Digits.forward(&batch, 3, &mut out)?;
+/// assert_eq!(&out[..Digits::OUTPUT_SIZE], &logits);
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Recurrent models (`preset = "lstm"` or `"gru"`)
+///
+/// ```
+/// dynq_macros::dynq_model!("doc-models/tagger.toml"); // a GRU, 10 inputs, hidden 12
+///
+/// # fn main() -> Result<(), dynq_runtime::Error> {
+/// let steps = [0.1f32; 5 * 10]; // one sequence of 5 steps
+/// let r = Tagger.run(&steps)?;  // PyTorch's unbatched (output, h_n) from zero states
+/// assert_eq!((r.output.len(), r.h_n.len()), (5 * Tagger::OUTPUT_SIZE, Tagger::H_N_LEN));
+/// // Batches and initial states: Tagger.forward(&RnnInput { .. }, RnnOutput { .. }).
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Threads: every forward runs on all cores by default (`DYNQ_THREADS` or
+/// `dynq_runtime::set_threads` to change), with the same bits at any count.
 #[proc_macro]
 pub fn dynq_model(input: TokenStream) -> TokenStream {
     let args = match syn::parse::<Args>(input) {
