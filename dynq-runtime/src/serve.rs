@@ -262,7 +262,19 @@ impl Default for ServeOptions {
 /// Reads the next line (without its `\n` or `\r\n`) into `buf`, at most `limit` bytes of it:
 /// `Ok(None)` at the end of the input, `Ok(Some(false))` for a line that fits, and
 /// `Ok(Some(true))` for a longer one, whose rest is skipped unread into memory.
-fn read_line_limited(
+///
+/// ```
+/// use dynq_runtime::serve::read_line_limited;
+/// let mut input = &b"short\r\nmuch too long\nok"[..];
+/// let mut buf = Vec::new();
+/// assert_eq!(read_line_limited(&mut input, 5, &mut buf).unwrap(), Some(false));
+/// assert_eq!(buf, b"short");
+/// assert_eq!(read_line_limited(&mut input, 5, &mut buf).unwrap(), Some(true));
+/// assert_eq!(read_line_limited(&mut input, 5, &mut buf).unwrap(), Some(false));
+/// assert_eq!(buf, b"ok");
+/// assert_eq!(read_line_limited(&mut input, 5, &mut buf).unwrap(), None);
+/// ```
+pub fn read_line_limited(
     input: &mut impl BufRead,
     limit: usize,
     buf: &mut Vec<u8>,

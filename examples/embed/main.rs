@@ -320,27 +320,16 @@ fn write_err(err: std::io::Error) -> Stop {
 /// than that of it).
 fn next_line(input: &mut impl BufRead, limit: usize, n: usize) -> Result<Option<String>, String> {
     let mut buf = Vec::new();
-    let cap = u64::try_from(limit).unwrap_or(u64::MAX).saturating_add(2);
-    let read = std::io::Read::take(&mut *input, cap)
-        .read_until(b'\n', &mut buf)
-        .map_err(|err| format!("stdin: {err}"))?;
-    if read == 0 {
-        return Ok(None);
-    }
-    if buf.last() == Some(&b'\n') {
-        buf.pop();
-        if buf.last() == Some(&b'\r') {
-            buf.pop();
-        }
-    }
-    if buf.len() > limit {
-        return Err(format!(
+    match dynq_runtime::serve::read_line_limited(input, limit, &mut buf) {
+        Err(err) => Err(format!("stdin: {err}")),
+        Ok(None) => Ok(None),
+        Ok(Some(true)) => Err(format!(
             "stdin line {n}: longer than {limit} bytes; split it or raise --max-line-bytes"
-        ));
+        )),
+        Ok(Some(false)) => String::from_utf8(buf)
+            .map(Some)
+            .map_err(|_| format!("stdin line {n}: not UTF-8 text")),
     }
-    String::from_utf8(buf)
-        .map(Some)
-        .map_err(|_| format!("stdin line {n}: not UTF-8 text"))
 }
 
 fn parse_count(flag: &str, v: Option<String>) -> Result<usize, String> {
