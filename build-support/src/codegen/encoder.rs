@@ -233,15 +233,18 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
         format_ident!("{single}_text"),
         format_ident!("{single}_texts"),
     );
+    let text_hint = if text {
+        format!(", or [`Self::{single}_text`] for text")
+    } else {
+        String::new()
+    };
+    let padding = match b.pad_id {
+        Some(p) => format!("Ids that end with the padding id ({p}) are refused: use "),
+        None => "Use ".to_string(),
+    };
     let ids_doc = format!(
         " {what} one sequence of token ids, with special tokens and without padding (mask all \
-         ones, {types_doc}). Ids that end with the padding id are refused: use \
-         [`Self::{single}_masked`] for padded ids{}.",
-        if text {
-            ", or [`Self::".to_string() + single + "_text`] for text"
-        } else {
-            String::new()
-        }
+         ones, {types_doc}). {padding}[`Self::{single}_masked`] for padded ids{text_hint}."
     );
     let masked_doc = format!(
         " {what} one sequence of token ids with its attention mask (1: token, 0: padding), \
