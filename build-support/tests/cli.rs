@@ -827,8 +827,8 @@ fn init_writes_a_description_that_checks() {
     assert!(err.contains("mlp.safetensors: not a BERT checkpoint: expected `embeddings.word_embeddings.weight` or `bert.embeddings.word_embeddings.weight`, found 7 tensors: net.0.bias"), "{err}");
 }
 
-/// The README's example is the template application CI builds and runs, word for word, and its
-/// dependency snippet's path form is what the template depends on.
+/// The README's example is the template application CI builds and runs, word for word (and its
+/// only Rust block), and its dependency snippet's path form is what the template depends on.
 #[test]
 fn readme_example_is_the_template() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
@@ -842,6 +842,8 @@ fn readme_example_is_the_template() {
     };
     let main = std::fs::read_to_string(root().join("examples/template/src/main.rs")).unwrap();
     assert_eq!(block("rust"), main, "README's first rust block");
+    // Every Rust block of the README is compiled: the template is the only one.
+    assert_eq!(readme.matches("```rust").count(), 1, "README's rust blocks");
     let manifest = std::fs::read_to_string(root().join("examples/template/Cargo.toml")).unwrap();
     let deps = block("toml");
     for krate in ["dynq-runtime", "dynq-macros"] {
