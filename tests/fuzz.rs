@@ -8,7 +8,7 @@
 //! the seed and the input, and `DYNQ_FUZZ_SEED=<seed>` replays the run. Inputs that found bugs
 //! are kept in [`regressions`].
 
-#[path = "../build-support/tests/common/bad_cases.rs"]
+#[path = "../cli/tests/common/bad_cases.rs"]
 mod bad_cases;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -412,7 +412,7 @@ fn check_safetensors(dir: &Path, bytes: &[u8]) -> Result<(), String> {
             names_a_file_in(dir, &e)?;
         }
     }
-    if let Err(e) = dynq_build::inspect::inspect(&path) {
+    if let Err(e) = dynq_cli::inspect::inspect(&path) {
         return names_a_file_in(dir, &e);
     }
     match dynq_build::generate(

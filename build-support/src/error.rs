@@ -75,11 +75,8 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(
-        path: impl Into<PathBuf>,
-        action: &'static str,
-        source: std::io::Error,
-    ) -> Self {
+    /// An I/O error on `path` while doing `action` ("cannot read", ...).
+    pub fn io(path: impl Into<PathBuf>, action: &'static str, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
             action,

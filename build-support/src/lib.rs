@@ -6,9 +6,10 @@
 //! [`pack`] -> [`blob`] + [`codegen`].
 //!
 //! Three front ends share it: the `dynq_model!` macro (crate `dynq-macros`, through
-//! [`cache::expand_cached`]), build scripts through [`Config`], and the `dynq` command-line tool,
-//! whose other subcommands live here too: [`inspect`], [`init`], [`summary`] (`dynq check`)
-//! and [`report`].
+//! [`cache::expand_cached`]), build scripts through [`Config`], and the `dynq` command-line tool
+//! (crate `dynq-cli`, which also holds `inspect`, `init`, `check` and `report`). This crate is
+//! what the macro compiles: it has no command-line, terminal, plotting or tokenizer
+//! dependencies, and does not depend on the runtime.
 //!
 //! # From build.rs
 //!
@@ -27,17 +28,12 @@ pub mod cache;
 pub mod codegen;
 mod error;
 pub mod hf_config;
-pub mod init;
-pub mod inspect;
 pub mod ir;
 pub mod pack;
 pub mod presets;
 pub mod progress;
 pub mod quantize;
-pub mod report;
 pub mod spec;
-pub mod standalone;
-pub mod summary;
 pub mod weights;
 
 use std::path::{Path, PathBuf};
@@ -53,16 +49,16 @@ use weights::Weights;
 
 /// [`presets::expand`] behind a spinner: reading and converting a large checkpoint takes a
 /// moment.
-pub(crate) fn load_model(
+///
+/// `kernels` names the kernels whose packed weights the model carries (`"scalar"` always works).
+pub fn load_model(
     spec: &SpecFile,
     weights: &Weights,
     precision: Precision,
     kernels: Vec<String>,
 ) -> Result<Model> {
-    let spinner = progress::spinner("loading weights");
-    let model = presets::expand(spec, weights, precision, kernels);
-    spinner.finish_and_clear();
-    model
+    let _step = progress::Progress::spinner("loading weights");
+    presets::expand(spec, weights, precision, kernels)
 }
 
 /// Options of one generation.
@@ -106,7 +102,7 @@ pub struct Generated {
 }
 
 /// The kernels to pack for: the TOML's `[target] kernels`, or every kernel of the architecture.
-pub(crate) fn resolve_kernels(spec: &SpecFile, target_arch: Option<&str>) -> Vec<String> {
+pub fn resolve_kernels(spec: &SpecFile, target_arch: Option<&str>) -> Vec<String> {
     if let Some(k) = &spec.spec.target.kernels {
         let mut v: Vec<String> = k.iter().map(|s| s.get_ref().clone()).collect();
         if !v.iter().any(|k| k == "scalar") {
@@ -183,9 +179,9 @@ pub fn generate_from(
     let mut writer = blob::BlobWriter::default();
     // Section indices; offsets are known only once the writer finishes.
     let mut linears = Vec::new();
-    let bar = progress::bar(model.linears().len(), "quantizing");
+    let bar = progress::Progress::bar(model.linears().len(), "quantizing");
     for l in model.linears() {
-        bar.inc(1);
+        bar.inc();
         let n = l.out_features;
         let bias = l.bias.as_ref().map(|b| writer.f32s(&b.name, &[n], &b.data));
         let pending = match l.precision {
@@ -238,7 +234,7 @@ pub fn generate_from(
             tensors.push((t.name.clone(), store(&mut writer, t, false)));
         }
     }
-    bar.finish_and_clear();
+    drop(bar);
     let finished = writer.finish();
     let s = &finished.sections;
     let linears = linears

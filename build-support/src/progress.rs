@@ -1,51 +1,66 @@
-//! Progress bars for the `dynq` tool.
+//! Progress of the long build steps (loading a large checkpoint, quantizing its layers), for a
+//! front end to draw.
 //!
-//! The library draws bars only after [`enable`] (which the command-line tool calls) and only when
-//! stderr is a terminal: the macro, build scripts, tests and CI logs see nothing.
+//! The library only reports; nothing is drawn unless a front end installs an [`Observer`] with
+//! [`set_observer`] (the `dynq` command line draws bars on a terminal). The macro, build scripts
+//! and tests install none and pay nothing.
 
-use std::io::IsTerminal;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::OnceLock;
 
-use indicatif::{ProgressBar, ProgressStyle};
+/// Receives the build's steps. Installed once per process with [`set_observer`].
+pub trait Observer: Send + Sync {
+    /// A step begins: `total` units of work (`None` for a step of unknown length), named by
+    /// `message` (`"loading weights"`, `"quantizing"`, ...). The returned [`Step`] is told of
+    /// progress and dropped when the step ends.
+    fn begin(&self, message: &'static str, total: Option<usize>) -> Box<dyn Step>;
+}
 
-static ENABLED: AtomicBool = AtomicBool::new(false);
+/// One running step of an [`Observer`]; it ends when dropped.
+pub trait Step {
+    /// `n` more units of the step are done.
+    fn advance(&self, n: usize);
+}
 
-/// Lets the library draw progress bars on stderr when it is a terminal.
+static OBSERVER: OnceLock<Box<dyn Observer>> = OnceLock::new();
+
+/// Installs the process's observer. Returns `false` (and drops `observer`) if one was
+/// installed before.
 ///
 /// ```
-/// dynq_build::progress::enable(); // in a test, stderr is no terminal: still nothing drawn
+/// struct Quiet;
+/// impl dynq_build::progress::Observer for Quiet {
+///     fn begin(&self, _: &'static str, _: Option<usize>) -> Box<dyn dynq_build::progress::Step> {
+///         struct Nothing;
+///         impl dynq_build::progress::Step for Nothing {
+///             fn advance(&self, _: usize) {}
+///         }
+///         Box::new(Nothing)
+///     }
+/// }
+/// assert!(dynq_build::progress::set_observer(Box::new(Quiet)));
 /// ```
-pub fn enable() {
-    ENABLED.store(true, Ordering::Relaxed);
+pub fn set_observer(observer: Box<dyn Observer>) -> bool {
+    OBSERVER.set(observer).is_ok()
 }
 
-fn visible() -> bool {
-    ENABLED.load(Ordering::Relaxed) && std::io::stderr().is_terminal()
-}
+/// A step as the library sees it: reported to the observer if there is one.
+pub struct Progress(Option<Box<dyn Step>>);
 
-/// A bar over `len` steps, hidden unless [`enable`]d and on a terminal.
-pub(crate) fn bar(len: usize, message: &'static str) -> ProgressBar {
-    if !visible() {
-        return ProgressBar::hidden();
+impl Progress {
+    /// A step of `len` units.
+    pub fn bar(len: usize, message: &'static str) -> Self {
+        Progress(OBSERVER.get().map(|o| o.begin(message, Some(len))))
     }
-    let style = ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}")
-        .expect("valid template")
-        .progress_chars("=> ");
-    ProgressBar::new(len as u64)
-        .with_style(style)
-        .with_message(message)
-}
 
-/// A spinner for a step of unknown length, hidden unless [`enable`]d and on a terminal.
-pub(crate) fn spinner(message: &'static str) -> ProgressBar {
-    if !visible() {
-        return ProgressBar::hidden();
+    /// A step of unknown length.
+    pub fn spinner(message: &'static str) -> Self {
+        Progress(OBSERVER.get().map(|o| o.begin(message, None)))
     }
-    let style = ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template");
-    let p = ProgressBar::new_spinner()
-        .with_style(style)
-        .with_message(message);
-    p.enable_steady_tick(Duration::from_millis(100));
-    p
+
+    /// One more unit done.
+    pub fn inc(&self) {
+        if let Some(s) = &self.0 {
+            s.advance(1);
+        }
+    }
 }

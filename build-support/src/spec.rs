@@ -221,6 +221,20 @@ pub enum ActivationSpec {
     Sigmoid,
 }
 
+impl ActivationSpec {
+    /// The name as the TOML spells it (`"relu"`, `"gelu_tanh"`, ...); `"no activation"` for none.
+    pub fn name(self) -> &'static str {
+        match self {
+            ActivationSpec::None => "no activation",
+            ActivationSpec::Relu => "relu",
+            ActivationSpec::Gelu => "gelu",
+            ActivationSpec::GeluTanh => "gelu_tanh",
+            ActivationSpec::Tanh => "tanh",
+            ActivationSpec::Sigmoid => "sigmoid",
+        }
+    }
+}
+
 /// Weight quantization granularity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Hash)]
 #[serde(rename_all = "snake_case")]

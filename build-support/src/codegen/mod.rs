@@ -157,17 +157,6 @@ fn activation_tokens(a: ActivationSpec) -> TokenStream {
     }
 }
 
-pub(crate) fn activation_name(a: ActivationSpec) -> &'static str {
-    match a {
-        ActivationSpec::None => "no activation",
-        ActivationSpec::Relu => "relu",
-        ActivationSpec::Gelu => "gelu",
-        ActivationSpec::GeluTanh => "gelu_tanh",
-        ActivationSpec::Tanh => "tanh",
-        ActivationSpec::Sigmoid => "sigmoid",
-    }
-}
-
 fn section_tokens(method: &str, s: &Section) -> TokenStream {
     let m = format_ident!("{}", method);
     let (o, c) = (lit(s.offset), lit(s.count));
@@ -191,7 +180,7 @@ fn provenance(l: &Linear, s: &LinearSections) -> String {
         l.name,
         l.in_features,
         l.out_features,
-        activation_name(l.activation)
+        l.activation.name()
     );
     match (s, l.precision) {
         (LinearSections::Int8 { stats, .. }, LayerPrecision::Int8(g)) => format!(

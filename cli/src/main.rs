@@ -1,0 +1,291 @@
+//! The `dynq` command-line tool.
+
+use std::fmt::Display;
+use std::io::{ErrorKind, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use dynq_build::{Options, Placement, Precision};
+use dynq_cli::standalone::{default_runtime_path, StandaloneBuild};
+
+/// Turn a trained network (TOML description + safetensors weights) into a specialized INT8
+/// Rust function or a standalone inference executable.
+///
+/// A typical session with a Hugging Face encoder checkpoint: `dynq inspect` its weights,
+/// `dynq init` a description, `dynq check` it, `dynq report` where INT8 loses accuracy, then
+/// `dynq build` an executable (or use the description with the `dynq_model!` macro).
+#[derive(Parser, Debug)]
+#[command(name = "dynq", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum PrecisionArg {
+    /// INT8 weights, activations quantized dynamically at run time.
+    Int8,
+    /// The unquantized f32 reference of the same model.
+    F32,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::Int8 => Precision::Int8,
+            PrecisionArg::F32 => Precision::F32,
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// List the tensors of a safetensors file: dtypes, shapes, value ranges, NaN/Inf counts.
+    #[command(after_help = "Example:\n  dynq inspect models/minilm/model.safetensors")]
+    Inspect {
+        /// The weights file.
+        weights: PathBuf,
+    },
+    /// Write a model description (TOML) for a Hugging Face encoder checkpoint (BERT, RoBERTa,
+    /// XLM-RoBERTa, DistilBERT, MPNet, ELECTRA).
+    ///
+    /// Detects the family from `model_type`, the tensor prefix (`bert.`, `roberta.`, ... or none), the output (`logits` when the weights have a
+    /// classifier and the config names its labels, else `mean_pooled`) and a `tokenizer.json`
+    /// next to the config, then checks the result as `dynq check` would.
+    #[command(
+        after_help = "Example:\n  dynq init --hf-config ckpt/config.json --weights ckpt/model.safetensors -o my_model.toml"
+    )]
+    Init {
+        /// The checkpoint's `config.json`.
+        #[arg(long, value_name = "CONFIG.JSON")]
+        hf_config: PathBuf,
+        /// The checkpoint's weights.
+        #[arg(long, value_name = "MODEL.SAFETENSORS")]
+        weights: PathBuf,
+        /// Where to write the description; paths inside are relative to it. Without it the
+        /// description is printed, with absolute paths.
+        #[arg(short, long, value_name = "MODEL.TOML")]
+        out: Option<PathBuf>,
+        /// The model's name (default: from the output file or the checkpoint's directory).
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace the output file if it exists.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Validate a model description against its weights without generating code, and print a
+    /// summary (layers, shapes, parameter count, INT8 size). Exit code 1 on any error.
+    #[command(after_help = "Example:\n  dynq check examples/digits/digits.toml")]
+    Check {
+        /// The model description.
+        model: PathBuf,
+    },
+    /// Print the Rust source generated for a model (like cargo expand), or write it with its
+    /// weight blob (and tokenizer) into a directory.
+    #[command(
+        after_help = "Examples:\n  dynq expand examples/digits/digits.toml > digits.rs\n  dynq expand examples/digits/digits.toml -o src/generated"
+    )]
+    Expand {
+        /// The model description.
+        model: PathBuf,
+        /// Numeric precision of the generated model.
+        #[arg(long, value_enum, default_value = "int8")]
+        precision: PrecisionArg,
+        /// Write `<name>.rs`, `<name>.blob` (and `<name>.tokenizer.json`) into this directory
+        /// instead of printing the source; the source includes the blob by a relative path.
+        #[arg(short, long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Measure INT8 quantization error per layer and flag the layers that most deserve
+    /// `[quantize] keep_f32`.
+    ///
+    /// Always: weight error (SQNR in dB, largest absolute error, the worst output channels).
+    /// With --inputs: the model runs in f32 and in INT8 on each input, and every linear layer's
+    /// output is compared both ways: cumulative (the INT8 model against the f32 model at that
+    /// layer) and local (the layer alone in INT8 on the f32 model's input). Layers are ranked by
+    /// local SQNR, since keeping one in f32 removes exactly that error.
+    #[command(
+        after_help = "Examples:\n  dynq report examples/digits/digits.toml\n  dynq report models/minilm/minilm.toml --inputs tests/golden/minilm/sentences.jsonl --plot report.svg"
+    )]
+    Report {
+        /// The model description.
+        model: PathBuf,
+        /// JSON lines, one input per line, as the standalone binary reads them:
+        /// {"input": [...]} for an MLP, {"text": "..."} or {"input_ids": [...]} for BERT.
+        #[arg(long, value_name = "FILE.JSONL")]
+        inputs: Option<PathBuf>,
+        /// Also draw the table as an SVG chart.
+        #[arg(long, value_name = "REPORT.SVG")]
+        plot: Option<PathBuf>,
+    },
+    /// Build a standalone executable `DIR/<model name>` that reads one JSON object per line on
+    /// stdin (`{"input": [...]}`) and writes one per line on stdout (`{"output": [...]}`).
+    #[command(after_help = "Example:\n  dynq build examples/digits/digits.toml -o /tmp/digits")]
+    Build {
+        /// The model description.
+        model: PathBuf,
+        /// Output directory (the generated Cargo project and the executable). It must be empty,
+        /// new, or one an earlier `dynq build` wrote (it holds a `.dynq-build` marker).
+        #[arg(short, long)]
+        out: PathBuf,
+        /// Write into DIR even if it holds files `dynq build` did not write (its Cargo.toml,
+        /// src/main.rs and the executable are replaced).
+        #[arg(long)]
+        force: bool,
+        /// Numeric precision of the generated model.
+        #[arg(long, value_enum, default_value = "int8")]
+        precision: PrecisionArg,
+        /// The dynq-runtime crate to depend on, by path (default: the one of this checkout, or
+        /// the crates.io release of this version for an installed `dynq`).
+        #[arg(long)]
+        runtime: Option<PathBuf>,
+        /// Cargo target directory for the compile (default: one shared by all `dynq build`s,
+        /// under the user's cache directory, so the runtime is compiled once; `DYNQ_TARGET_DIR`
+        /// sets it too).
+        #[arg(long, env = "DYNQ_TARGET_DIR")]
+        target_dir: Option<PathBuf>,
+        /// Show cargo's output.
+        #[arg(short, long)]
+        verbose: bool,
+        /// Cargo profile of the compile: `release` (default) or `dev`, which compiles several
+        /// times faster and runs some 60 times slower (to check that a model builds).
+        #[arg(long, default_value = "release")]
+        profile: String,
+    },
+}
+
+/// Why a command stopped early.
+enum Stop {
+    /// An error to report.
+    Failed(dynq_build::Error),
+    /// Standard output was closed by its reader (`dynq report ... | head`): not an error.
+    ClosedPipe,
+}
+
+impl From<dynq_build::Error> for Stop {
+    fn from(e: dynq_build::Error) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+/// Prints `text` on standard output; a closed pipe stops the command quietly instead of
+/// panicking as `print!` would.
+fn emit(text: impl Display) -> Result<(), Stop> {
+    let mut out = std::io::stdout().lock();
+    match write!(out, "{text}").and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Err(Stop::ClosedPipe),
+        Err(source) => Err(Stop::Failed(dynq_build::Error::Io {
+            path: "<stdout>".into(),
+            action: "cannot write",
+            source,
+        })),
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Stop> {
+    match cli.command {
+        Cmd::Inspect { weights } => emit(dynq_cli::inspect::inspect(&weights)?)?,
+        Cmd::Init {
+            hf_config,
+            weights,
+            out,
+            name,
+            force,
+        } => {
+            if let Some(out) = out.as_deref().filter(|o| o.exists() && !force) {
+                // Refuse before the work, not after it.
+                dynq_cli::init::write_new(out, "", false)?;
+            }
+            let d =
+                dynq_cli::init::describe(&hf_config, &weights, out.as_deref(), name.as_deref())?;
+            match out {
+                Some(out) => {
+                    dynq_cli::init::write_new(&out, &d.toml, force)?;
+                    eprintln!(
+                        "dynq: wrote {} (model `{}`, family {}, prefix {:?}, output {}{}); next: dynq check {}",
+                        out.display(),
+                        d.name,
+                        d.family,
+                        d.prefix,
+                        d.output.name(),
+                        if d.tokenizer.is_some() { ", tokenizer" } else { "" },
+                        out.display()
+                    );
+                }
+                None => emit(&d.toml)?,
+            }
+        }
+        Cmd::Check { model } => emit(dynq_cli::summary::check(&model)?)?,
+        Cmd::Expand {
+            model,
+            precision,
+            out,
+        } => {
+            let options = Options {
+                precision: precision.into(),
+                ..Options::default()
+            };
+            let g = dynq_build::generate(&model, &options, Placement::Relative)?;
+            match out {
+                Some(dir) => emit(format_args!("{}\n", g.write_files(&dir)?.display()))?,
+                None => emit(&g.code)?,
+            }
+        }
+        Cmd::Report {
+            model,
+            inputs,
+            plot,
+        } => {
+            let report = dynq_cli::report::report(&model, inputs.as_deref())?;
+            if let Some(plot) = &plot {
+                report.plot_svg(plot)?;
+            }
+            emit(&report)?;
+            if let Some(plot) = &plot {
+                eprintln!("dynq: wrote {}", plot.display());
+            }
+        }
+        Cmd::Build {
+            model,
+            out,
+            precision,
+            force,
+            runtime,
+            target_dir,
+            verbose,
+            profile,
+        } => {
+            let build = StandaloneBuild {
+                toml: model,
+                out_dir: out,
+                options: Options {
+                    precision: precision.into(),
+                    ..Options::default()
+                },
+                runtime_path: runtime.or_else(default_runtime_path),
+                target_dir,
+                force,
+                verbose,
+                profile: Some(profile.clone()),
+            };
+            let name = build.write_project()?;
+            eprintln!("dynq: compiling the standalone binary ({profile})...");
+            let exe = build.compile(&name)?;
+            emit(format_args!("{}\n", exe.display()))?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    dynq_cli::progress::enable();
+    match run(Cli::parse()) {
+        Ok(()) | Err(Stop::ClosedPipe) => ExitCode::SUCCESS,
+        Err(Stop::Failed(e)) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

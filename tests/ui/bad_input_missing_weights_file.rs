@@ -1,3 +1,0 @@
-dynq_macros::dynq_model!("../../../../tests/ui/bad_input/missing_weights_file/model.toml");
-
-fn main() {}

@@ -1,3 +1,0 @@
-dynq_macros::dynq_model!("../../../../tests/ui/bad_input/st_overlapping_offsets/model.toml");
-
-fn main() {}
