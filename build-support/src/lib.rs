@@ -47,8 +47,8 @@ use ir::{LayerPrecision, Model};
 use spec::{EmbeddingStorage, SpecFile};
 use weights::Weights;
 
-/// [`presets::expand`] behind a spinner: reading and converting a large checkpoint takes a
-/// moment.
+/// [`presets::expand`], reported as a [`progress`] step: reading and converting a large
+/// checkpoint takes a moment.
 ///
 /// `kernels` names the kernels whose packed weights the model carries (`"scalar"` always works).
 pub fn load_model(
