@@ -133,3 +133,23 @@ pub enum Error {
         error: Box<Error>,
     },
 }
+
+impl Error {
+    /// An [`Error::Item`] of a chunk that starts at input `first` of a larger batch, with the
+    /// index counted in the larger batch; other errors unchanged.
+    ///
+    /// ```
+    /// use dynq_runtime::Error;
+    /// let e = Error::Item { index: 2, error: Box::new(Error::EmptySequence) };
+    /// assert!(matches!(e.offset_item(10), Error::Item { index: 12, .. }));
+    /// ```
+    pub fn offset_item(self, first: usize) -> Self {
+        match self {
+            Error::Item { index, error } => Error::Item {
+                index: index + first,
+                error,
+            },
+            e => e,
+        }
+    }
+}

@@ -157,6 +157,35 @@ pub trait EncoderModel {
     /// Runs one sequence.
     fn forward(&self, input: &BertInput<'_>, out: &mut [f32]) -> Result<(), Error>;
 
+    /// Runs a ragged batch (no padding computed): `out` receives each input's
+    /// [`Self::output_len`] values in turn, each bit-identical to [`Self::forward`] on the
+    /// input alone. An error names the input's index ([`Error::Item`]). Generated models run
+    /// the batch as one forward; this default runs the inputs one by one.
+    fn forward_batch(&self, inputs: &[BertInput<'_>], out: &mut [f32]) -> Result<(), Error> {
+        let expected: usize = inputs
+            .iter()
+            .map(|i| Self::output_len(i.input_ids.len()))
+            .sum();
+        if out.len() != expected {
+            return Err(Error::OutputLength {
+                expected,
+                rows: inputs.len(),
+                width: expected / inputs.len().max(1),
+                found: out.len(),
+            });
+        }
+        let mut rest = out;
+        for (index, input) in inputs.iter().enumerate() {
+            let (o, more) = rest.split_at_mut(Self::output_len(input.input_ids.len()));
+            self.forward(input, o).map_err(|error| Error::Item {
+                index,
+                error: Box::new(error),
+            })?;
+            rest = more;
+        }
+        Ok(())
+    }
+
     /// Length of `forward`'s output for a sequence of `len` tokens.
     fn output_len(len: usize) -> usize {
         match Self::OUTPUT {
@@ -164,6 +193,48 @@ pub trait EncoderModel {
             _ => Self::OUTPUT_SIZE,
         }
     }
+}
+
+/// The token budget of the generated `_batch` and `_texts` methods: they run their inputs
+/// as ragged batches of up to this many tokens (a longer single input runs alone). Large
+/// enough that the linear layers' GEMMs run at full speed (their rows are the batch's tokens),
+/// small enough that the workspace stays a few tens of MB for base-size models.
+pub const BATCH_TOKENS: usize = 2048;
+
+/// Splits `inputs` into consecutive chunks of at most `budget` tokens each (an input longer
+/// than the budget is a chunk of its own); yields each chunk with the index of its first input.
+///
+/// ```
+/// use dynq_runtime::BertInput;
+/// let (a, b, c) = ([1u32; 3], [1u32; 4], [1u32; 9]);
+/// let inputs = [BertInput::new(&a), BertInput::new(&b), BertInput::new(&c)];
+/// let chunks: Vec<(usize, usize)> =
+///     dynq_runtime::batches(&inputs, 8).map(|(first, c)| (first, c.len())).collect();
+/// assert_eq!(chunks, [(0, 2), (2, 1)]);
+/// ```
+pub fn batches<'i, 'a>(
+    inputs: &'i [BertInput<'a>],
+    budget: usize,
+) -> impl Iterator<Item = (usize, &'i [BertInput<'a>])> {
+    let mut first = 0;
+    std::iter::from_fn(move || {
+        if first >= inputs.len() {
+            return None;
+        }
+        let mut end = first;
+        let mut tokens = 0;
+        while end < inputs.len() {
+            let len = inputs[end].input_ids.len();
+            if end > first && tokens + len > budget {
+                break;
+            }
+            tokens += len;
+            end += 1;
+        }
+        let chunk = (first, &inputs[first..end]);
+        first = end;
+        Some(chunk)
+    })
 }
 
 /// A recurrent model (the `lstm` and `gru` presets): sequences in, every step's hidden state

@@ -269,6 +269,7 @@ pub fn set_threads(n: usize) -> Result<(), Error> {
     {
         if rayon::ThreadPoolBuilder::new()
             .num_threads(n)
+            .stack_size(WORKER_STACK)
             .build_global()
             .is_ok()
         {
@@ -318,10 +319,24 @@ fn threads_from_env() -> Result<(), Error> {
                 }
                 Ok(())
             }
-            _ => Ok(()),
+            _ => {
+                // All cores, on workers with room for a forward: an unoptimized (dev profile)
+                // build inlines a whole layer into frames near rayon's default 2 MiB. Fails
+                // only when the application made rayon's pool first; then its pool is used.
+                #[cfg(feature = "rayon")]
+                let _ = rayon::ThreadPoolBuilder::new()
+                    .stack_size(WORKER_STACK)
+                    .build_global();
+                Ok(())
+            }
         })
         .clone()
 }
+
+/// Stack of each thread of the pool dynq makes (reserved address space; pages are touched only
+/// as used).
+#[cfg(feature = "rayon")]
+const WORKER_STACK: usize = 16 << 20;
 
 /// Panics (a bug in the caller, never user input) unless every slice is long enough.
 pub(crate) fn check_qgemm(a: &QuantizedRows<'_>, m: usize, w: &QLinear<'_>, out: &[f32]) {
@@ -379,7 +394,6 @@ pub fn for_each_block<K: Kernel, T: BlockTask>(
     }
     #[cfg(feature = "rayon")]
     {
-        use rayon::prelude::*;
         // Inside `dispatch`: the forward's own team of awake threads, two blocks per thread
         // (claimed, not assigned: a thread that finishes early takes another block).
         let block = rows.div_ceil(2 * t).next_multiple_of(align);
@@ -393,18 +407,139 @@ pub fn for_each_block<K: Kernel, T: BlockTask>(
             return;
         }
         let block = rows.div_ceil(t).next_multiple_of(align);
-        let out = out[..rows * row_len].par_chunks_mut(block * row_len);
-        if scratch_len == 0 {
-            out.enumerate()
-                .for_each(|(b, o)| kernel.run_block(task, b * block, o, &mut []));
-        } else {
-            out.zip(scratch[..t * scratch_len].par_chunks_mut(scratch_len))
-                .enumerate()
-                .for_each(|(b, (o, s))| kernel.run_block(task, b * block, o, s));
-        }
+        par_blocks(
+            &mut out[..rows * row_len],
+            block * row_len,
+            &mut scratch[..t * scratch_len],
+            scratch_len,
+            &|b, o, s| kernel.run_block(task, b * block, o, s),
+        );
     }
     #[cfg(not(feature = "rayon"))]
     let _ = (kernel, align);
+}
+
+/// Runs `task` on blocks of whole rows whose bounds the caller chooses: block `b` is rows
+/// `bounds[b]..bounds[b + 1]` of `out` (`row_len` values each; `bounds` ascending). Blocks are
+/// claimed by the forward's threads as they come free (with the `rayon` feature, when there are
+/// several threads and blocks), so blocks of uneven cost balance; each block sees the
+/// `scratch_len` piece of `scratch` of the thread running it (`scratch` holds [`threads`]
+/// pieces). The ragged batch runs the attention of its short sequences this way, a sequence
+/// per block.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn for_each_span<K: Kernel, T: BlockTask>(
+    kernel: K,
+    bounds: &[usize],
+    row_len: usize,
+    out: &mut [f32],
+    scratch: &mut [f32],
+    scratch_len: usize,
+    task: &T,
+) {
+    let blocks = bounds.len().saturating_sub(1);
+    let t = threads();
+    let run_here = |out: &mut [f32], scratch: &mut [f32]| {
+        for b in 0..blocks {
+            let (start, end) = (bounds[b] * row_len, bounds[b + 1] * row_len);
+            kernel.run_block(task, bounds[b], &mut out[start..end], scratch);
+        }
+    };
+    if t <= 1 || blocks <= 1 {
+        run_here(out, &mut scratch[..scratch_len]);
+        return;
+    }
+    #[cfg(feature = "rayon")]
+    {
+        let values: Vec<usize> = bounds.iter().map(|&r| r * row_len).collect();
+        if team::split_at(
+            out,
+            &values,
+            &mut scratch[..t * scratch_len],
+            scratch_len,
+            &|b, o, s| kernel.run_block(task, bounds[b], o, s),
+        ) {
+            return;
+        }
+        // Outside a forward's team: contiguous groups of blocks, one per thread.
+        par_groups(out, &values, t, scratch, scratch_len, &|b, o, s| {
+            kernel.run_block(task, bounds[b], o, s)
+        });
+    }
+}
+
+/// A block's work: block index, its output, the scratch piece of the thread running it.
+#[cfg(feature = "rayon")]
+type BlockFn<'a> = dyn Fn(usize, &mut [f32], &mut [f32]) + Sync + 'a;
+
+/// [`for_each_block`] outside a forward's team, on rayon's pool: `chunk`-value blocks of
+/// `out`, with `scratch_len`-value pieces of `scratch`. Not generic, so rayon's machinery is
+/// compiled once here rather than at every call site of every generated model.
+#[cfg(feature = "rayon")]
+#[inline(never)]
+fn par_blocks(
+    out: &mut [f32],
+    chunk: usize,
+    scratch: &mut [f32],
+    scratch_len: usize,
+    f: &BlockFn<'_>,
+) {
+    use rayon::prelude::*;
+    if chunk == 0 {
+        return;
+    }
+    if scratch_len == 0 {
+        out.par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(b, o)| f(b, o, &mut []));
+    } else {
+        out.par_chunks_mut(chunk)
+            .zip(scratch.par_chunks_mut(scratch_len))
+            .enumerate()
+            .for_each(|(b, (o, s))| f(b, o, s));
+    }
+}
+
+/// [`for_each_span`] outside a forward's team, on rayon's pool: the blocks `values[b]..values[b
+/// + 1]` of `out` in `threads` contiguous groups, each group's blocks in order on one thread
+/// with its own piece of `scratch`. Not generic, like [`par_blocks`].
+#[cfg(feature = "rayon")]
+#[inline(never)]
+fn par_groups(
+    out: &mut [f32],
+    values: &[usize],
+    threads: usize,
+    scratch: &mut [f32],
+    scratch_len: usize,
+    f: &BlockFn<'_>,
+) {
+    use rayon::prelude::*;
+    let blocks = values.len() - 1;
+    let per = blocks.div_ceil(threads.max(1)).max(1);
+    let mut groups = Vec::with_capacity(threads);
+    let mut rest = &mut out[..values[blocks]];
+    let mut at = 0;
+    for g in 0..blocks.div_ceil(per) {
+        let (first, last) = (g * per, ((g + 1) * per).min(blocks));
+        let (mine, more) = std::mem::take(&mut rest).split_at_mut(values[last] - at);
+        groups.push((first, last, mine));
+        rest = more;
+        at = values[last];
+    }
+    let run_group = |(first, last, o): (usize, usize, &mut [f32]), s: &mut [f32]| {
+        let base = values[first];
+        for b in first..last {
+            f(b, &mut o[values[b] - base..values[b + 1] - base], s);
+        }
+    };
+    if scratch_len == 0 {
+        groups.into_par_iter().for_each(|g| run_group(g, &mut []));
+    } else {
+        groups
+            .into_par_iter()
+            .zip(scratch[..threads * scratch_len].par_chunks_mut(scratch_len))
+            .for_each(|(g, s)| run_group(g, s));
+    }
 }
 
 /// The kernels dynq knows, in the spelling of `DYNQ_KERNEL` and the TOML `[target]` section.

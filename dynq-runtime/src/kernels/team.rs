@@ -213,33 +213,70 @@ pub(crate) fn split(
     scratch_len: usize,
     f: &BlockWork<'_>,
 ) -> bool {
+    if chunk == 0 {
+        return false;
+    }
+    let len = out.len();
+    let blocks = len.div_ceil(chunk);
+    let range = |b: usize| (b * chunk, chunk.min(len - b * chunk));
+    split_by(out, blocks, &range, scratch, scratch_len, f)
+}
+
+/// [`split`] with blocks of varied sizes: block `b` is `out[bounds[b]..bounds[b + 1]]`
+/// (`bounds` ascending, ending at most at `out.len()`).
+pub(crate) fn split_at(
+    out: &mut [f32],
+    bounds: &[usize],
+    scratch: &mut [f32],
+    scratch_len: usize,
+    f: &BlockWork<'_>,
+) -> bool {
+    let blocks = bounds.len().saturating_sub(1);
+    assert!(
+        bounds.windows(2).all(|w| w[0] <= w[1]) && bounds.last().is_none_or(|&e| e <= out.len()),
+        "block bounds"
+    );
+    let range = |b: usize| (bounds[b], bounds[b + 1] - bounds[b]);
+    split_by(out, blocks, &range, scratch, scratch_len, f)
+}
+
+/// The region of [`split`] and [`split_at`]: `range(b)` gives block `b`'s start and length,
+/// disjoint and inside `out` for every `b < blocks` (the callers' contract).
+fn split_by(
+    out: &mut [f32],
+    blocks: usize,
+    range: &(dyn Fn(usize) -> (usize, usize) + Sync),
+    scratch: &mut [f32],
+    scratch_len: usize,
+    f: &BlockWork<'_>,
+) -> bool {
     let team = CURRENT.with(Cell::get);
-    if team.is_null() || chunk == 0 {
+    if team.is_null() {
         return false;
     }
     // SAFETY: `CURRENT` is set only while the `Entered` guard of a live team exists, on the
     // thread that holds it; this thread is that thread.
     let team = unsafe { &*team };
-    let blocks = out.len().div_ceil(chunk);
     let (len, pieces) = (
         out.len(),
         scratch.len().checked_div(scratch_len).unwrap_or(0),
     );
     let (o, s) = (Shared(out.as_mut_ptr()), Shared(scratch.as_mut_ptr()));
     team.run(blocks, &move |b, w| {
-        let start = b * chunk;
-        let n = chunk.min(len - start);
+        let (start, n) = range(b);
         // Every worker index is below the team size, and `scratch` has a piece per worker
-        // (the caller's contract; a bug otherwise, caught here before any pointer use).
+        // (the caller's contract; a bug otherwise, caught here before any pointer use), and
+        // the block lies inside `out`.
         assert!(
             scratch_len == 0 || w < pieces,
             "scratch piece of worker {w}"
         );
-        // SAFETY: block `b < blocks` is claimed once, so the `out` ranges `start..start + n`
-        // (inside `out`) are disjoint across blocks; worker `w` runs one block at a time, so the
-        // scratch pieces `w * scratch_len..(w + 1) * scratch_len` (inside `scratch`, asserted)
-        // in use at once are disjoint too. The borrows of `out` and `scratch` outlive the region:
-        // `run` returns only after every block has finished.
+        assert!(start + n <= len, "block {b} inside the output");
+        // SAFETY: block `b < blocks` is claimed once and the blocks' ranges are disjoint
+        // (the callers' contract) and inside `out` (asserted); worker `w` runs one block at a
+        // time, so the scratch pieces `w * scratch_len..(w + 1) * scratch_len` (inside
+        // `scratch`, asserted) in use at once are disjoint too. The borrows of `out` and
+        // `scratch` outlive the region: `run` returns only after every block has finished.
         let (o, s) = unsafe {
             (
                 std::slice::from_raw_parts_mut(o.get().add(start), n),

@@ -6,12 +6,14 @@
 //! projection (ELECTRA), a relative position bias added to every layer's scores (MPNet), the
 //! FFN activation, and the head's activation (BERT and RoBERTa: tanh, DistilBERT: ReLU,
 //! ELECTRA: GELU). Generated code calls [`forward`] with its sizes as constants; `dynq report`
-//! calls the same function with sizes as values and an observer.
+//! calls the same function with sizes as values and an observer. One forward runs a ragged
+//! batch: several sequences back to back, without padding ([`run_batch`]).
 
 use crate::kernels::Kernel;
 use crate::ops::bert::{
-    embed_dyn, encoder_layer_dyn, l2_normalize, mask_bias, mean_pool_dyn, relative_position_bias,
-    scores_len, Dims, Embeddings, EncoderLayer, EncoderLinear, EncoderScratch, LinearObserver,
+    embed_dyn, encoder_layer_dyn, l2_normalize, mask_bias, mean_pool_dyn, ragged_scores_len,
+    relative_position_bias, Dims, Embeddings, EncoderLayer, EncoderLinear, EncoderScratch,
+    LinearObserver, Ragged,
 };
 use crate::ops::{linear_dyn, ActQuant, Activation, Linear, QuantScratch};
 use crate::quant::padded_k;
@@ -72,46 +74,59 @@ pub struct Encoder<'a> {
     pub pad_id: Option<u32>,
 }
 
-/// The `f32` buffers of [`forward`] for `len` tokens on `threads` threads, in the order it
+/// The `f32` buffers of [`forward`] for the batch `seqs` on `threads` threads, in the order it
 /// carves them from the workspace: hidden states, Q K V, context, temporary, FFN, scores,
-/// mask bias, relative position bias (MPNet) and unprojected embeddings (ELECTRA).
-fn buffer_lens<D: Dims>(dims: D, e: &Encoder<'_>, len: usize, threads: usize) -> [usize; 9] {
-    let (h, i) = (dims.hidden(), dims.intermediate());
+/// mask bias, relative position bias (MPNet), unprojected embeddings (ELECTRA) and the head's
+/// rows (first tokens, then the dense layer's output).
+fn buffer_lens<D: Dims>(dims: D, e: &Encoder<'_>, seqs: Ragged<'_>, threads: usize) -> [usize; 10] {
+    let (h, i, t, b) = (
+        dims.hidden(),
+        dims.intermediate(),
+        seqs.tokens(),
+        seqs.count(),
+    );
     let rel = match e.relative {
-        Some(_) => dims.heads() * (2 * len - 1),
+        Some(_) => seqs.relative_start(b, dims.heads()),
         None => 0,
     };
     let emb = match e.projection {
-        Some(_) => len * e.embedding_width,
+        Some(_) => t * e.embedding_width,
         None => 0,
     };
+    let head = match (&e.head, e.output) {
+        (Some(head), BertOutput::Logits) => b * (h + head.dense.n()),
+        _ => 0,
+    };
     [
-        len * h,
-        len * 3 * h,
-        len * h,
-        len * h,
-        len * i,
-        scores_len(len, threads),
-        len,
+        t * h,
+        t * 3 * h,
+        t * h,
+        t * h,
+        t * i,
+        ragged_scores_len(seqs, h, threads),
+        t,
         rel,
         emb,
+        head,
     ]
 }
 
-/// The `f32` values [`forward`] takes from the workspace for `len` tokens on `threads` threads.
-pub fn scratch_len<D: Dims>(dims: D, e: &Encoder<'_>, len: usize, threads: usize) -> usize {
-    buffer_lens(dims, e, len, threads).iter().sum()
+/// The `f32` values [`forward`] takes from the workspace for the batch `seqs` on `threads`
+/// threads.
+pub fn scratch_len<D: Dims>(dims: D, e: &Encoder<'_>, seqs: Ragged<'_>, threads: usize) -> usize {
+    buffer_lens(dims, e, seqs, threads).iter().sum()
 }
 
-/// The quantized values [`forward`] takes from the workspace for `len` tokens.
-pub fn quant_len<D: Dims>(dims: D, e: &Encoder<'_>, len: usize) -> usize {
+/// The quantized values [`forward`] takes from the workspace for `tokens` tokens.
+pub fn quant_len<D: Dims>(dims: D, e: &Encoder<'_>, tokens: usize) -> usize {
     let widest = padded_k(dims.hidden())
         .max(padded_k(dims.intermediate()))
         .max(padded_k(e.embedding_width));
-    len * widest
+    tokens * widest
 }
 
-/// Length of [`forward`]'s output for `len` tokens.
+/// Values [`forward`] writes per sequence of `len` tokens: `len x hidden` for the last hidden
+/// state, else the pooled vector or the logits.
 pub fn output_len<D: Dims>(dims: D, e: &Encoder<'_>, len: usize) -> usize {
     match (e.output, &e.head) {
         (BertOutput::LastHiddenState, _) => len * dims.hidden(),
@@ -120,9 +135,18 @@ pub fn output_len<D: Dims>(dims: D, e: &Encoder<'_>, len: usize) -> usize {
     }
 }
 
-/// Runs one sequence through the encoder: checks nothing (the caller checked `input` against
-/// the model's sizes and `out` against [`output_len`]); takes its scratch from `ws`; `observer`
+/// Runs a ragged batch through the encoder: `inputs` back to back, no padding computed. The
+/// linear layers run over all the batch's tokens (GEMM rows = total tokens), embeddings,
+/// attention, pooling and the head per sequence. `out` receives each sequence's
+/// [`output_len`] values in turn. Checks nothing (the caller checked each input against the
+/// model's sizes, none empty, and `out`'s length); takes its scratch from `ws`; `observer`
 /// sees every linear layer.
+///
+/// A sequence's output is bit-identical alone and in any batch, at any position, on any
+/// thread count: each token's activations are quantized on their own and its integer sums are
+/// exact, the f32 epilogues and norms work per row, and attention runs per sequence by a path
+/// chosen by the sequence's own length ([`SHORT_SEQUENCE`]). (With per-tensor activation
+/// scales a batch would share one scale: [`run_batch`] then runs the sequences one by one.)
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
@@ -130,44 +154,55 @@ pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
     dims: D,
     e: &Encoder<'_>,
     aq: ActQuant,
-    input: &BertInput<'_>,
+    inputs: &[BertInput<'_>],
     ws: &mut Workspace,
     out: &mut [f32],
     observer: &mut O,
 ) {
-    let len = input.input_ids.len();
-    let (h, heads) = (dims.hidden(), dims.heads());
-    let lens = buffer_lens(dims, e, len, crate::kernels::threads());
-    let buf = ws.buffers(lens.iter().sum(), quant_len(dims, e, len), len);
-    let [x, qkv, ctx, tmp, ffn, scores, mask, rel, emb] = crate::split_mut(buf.f32, lens);
+    let mut offsets = Vec::with_capacity(inputs.len() + 1);
+    offsets.push(0);
+    for input in inputs {
+        offsets.push(offsets[offsets.len() - 1] + input.input_ids.len());
+    }
+    let seqs = Ragged::new(&offsets);
+    let (tokens, count) = (seqs.tokens(), seqs.count());
+    let (h, heads, ew) = (dims.hidden(), dims.heads(), e.embedding_width);
+    let lens = buffer_lens(dims, e, seqs, crate::kernels::threads());
+    let buf = ws.buffers(lens.iter().sum(), quant_len(dims, e, tokens), tokens);
+    let [x, qkv, ctx, tmp, ffn, scores, mask, rel, emb, head_rows] =
+        crate::split_mut(buf.f32, lens);
     let mut quant = QuantScratch {
         quant: buf.quant,
         scales: buf.scales,
         zero_points: buf.zero_points,
     };
-    match &e.projection {
-        Some(p) => {
-            embed_dyn(&e.embeddings, input, e.embedding_width, emb);
-            let none = Activation::None;
-            linear_dyn(
-                kernel,
-                e.embedding_width,
+    for (s, input) in inputs.iter().enumerate() {
+        let (start, len) = (seqs.start(s), seqs.len(s));
+        match &e.projection {
+            Some(_) => embed_dyn(
+                &e.embeddings,
+                input,
+                ew,
+                &mut emb[start * ew..(start + len) * ew],
+            ),
+            None => embed_dyn(
+                &e.embeddings,
+                input,
                 h,
-                emb,
-                len,
-                p,
-                none,
-                aq,
-                &mut quant,
-                x,
-            );
-            observer.linear(0, EncoderLinear::Projection, emb, x);
+                &mut x[start * h..(start + len) * h],
+            ),
         }
-        None => embed_dyn(&e.embeddings, input, h, x),
+        mask_bias(input, len, &mut mask[start..start + len]);
+        if let Some(r) = &e.relative {
+            let at = seqs.relative_start(s, heads);
+            let rel = &mut rel[at..at + heads * (2 * len - 1)];
+            relative_position_bias(r.table, r.num_buckets, r.max_distance, heads, len, rel);
+        }
     }
-    mask_bias(input, len, mask);
-    if let Some(r) = &e.relative {
-        relative_position_bias(r.table, r.num_buckets, r.max_distance, heads, len, rel);
+    if let Some(p) = &e.projection {
+        let none = Activation::None;
+        linear_dyn(kernel, ew, h, emb, tokens, p, none, aq, &mut quant, x);
+        observer.linear(0, EncoderLinear::Projection, emb, x);
     }
     let mut s = EncoderScratch {
         qkv,
@@ -181,37 +216,45 @@ pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
     };
     for (index, layer) in e.layers.iter().enumerate() {
         encoder_layer_dyn(
-            kernel, dims, layer, index, e.act, aq, len, x, &mut s, observer,
+            kernel, dims, layer, index, e.act, aq, seqs, x, &mut s, observer,
         );
     }
     let x = &*x;
     match e.output {
-        BertOutput::LastHiddenState => out[..len * h].copy_from_slice(x),
-        BertOutput::MeanPooled => {
-            mean_pool_dyn(x, h, input, len, out);
-            if e.normalize {
-                l2_normalize(&mut out[..h]);
-            }
-        }
-        BertOutput::Cls => {
-            out[..h].copy_from_slice(&x[..h]);
-            if e.normalize {
-                l2_normalize(&mut out[..h]);
+        BertOutput::LastHiddenState => out[..tokens * h].copy_from_slice(x),
+        BertOutput::MeanPooled | BertOutput::Cls => {
+            for (s, input) in inputs.iter().enumerate() {
+                let (start, len) = (seqs.start(s), seqs.len(s));
+                let rows = &x[start * h..(start + len) * h];
+                let o = &mut out[s * h..(s + 1) * h];
+                match e.output {
+                    BertOutput::MeanPooled => mean_pool_dyn(rows, h, input, len, o),
+                    _ => o.copy_from_slice(&rows[..h]),
+                }
+                if e.normalize {
+                    l2_normalize(o);
+                }
             }
         }
         BertOutput::Logits => {
             let head = e.head.as_ref().expect("a logits model has a head");
-            let pooled = &mut s.tmp[..head.dense.n()];
-            let first = &x[..h];
+            let (dn, on) = (head.dense.n(), head.out.n());
+            // The first token of each sequence, then the head over those rows (independent rows,
+            // as in the layers).
+            let (first, pooled) = head_rows.split_at_mut(count * h);
+            for s in 0..count {
+                let start = seqs.start(s);
+                first[s * h..(s + 1) * h].copy_from_slice(&x[start * h..(start + 1) * h]);
+            }
             let q = &mut s.quant;
             let none = Activation::None;
-            let (dn, on) = (head.dense.n(), head.out.n());
+            let pooled = &mut pooled[..count * dn];
             linear_dyn(
                 kernel,
                 h,
                 dn,
                 first,
-                1,
+                count,
                 &head.dense,
                 head.act,
                 aq,
@@ -219,8 +262,8 @@ pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
                 pooled,
             );
             observer.linear(0, EncoderLinear::HeadDense, first, pooled);
-            let out = &mut out[..on];
-            linear_dyn(kernel, dn, on, pooled, 1, &head.out, none, aq, q, out);
+            let out = &mut out[..count * on];
+            linear_dyn(kernel, dn, on, pooled, count, &head.out, none, aq, q, out);
             observer.linear(0, EncoderLinear::HeadOut, pooled, out);
         }
     }
@@ -257,12 +300,13 @@ pub fn run<D: Dims + Send>(
             found: out.len(),
         });
     }
+    let inputs = std::slice::from_ref(input);
     crate::dispatch(
         Job {
             dims,
             e,
             aq,
-            input,
+            inputs,
             ws,
             out,
         },
@@ -270,11 +314,85 @@ pub fn run<D: Dims + Send>(
     )
 }
 
+/// [`run`] over a ragged batch: checks every input (an error names the input's index: see
+/// [`Error::Item`]) and `out` (each input's [`output_len`] in turn, see [`batch_output_len`]),
+/// then runs the whole batch as one [`forward`]. Each input's output is bit-identical to
+/// [`run`] on it alone.
+pub fn run_batch<D: Dims + Send>(
+    dims: D,
+    e: &Encoder<'_>,
+    aq: ActQuant,
+    kernels: &[crate::KernelId],
+    inputs: &[BertInput<'_>],
+    ws: &mut Workspace,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    for (index, input) in inputs.iter().enumerate() {
+        check(e, input).map_err(|error| Error::Item {
+            index,
+            error: Box::new(error),
+        })?;
+    }
+    let expected = batch_output_len(dims, e, inputs);
+    if out.len() != expected {
+        return Err(Error::OutputLength {
+            expected,
+            rows: inputs.len(),
+            width: expected / inputs.len().max(1),
+            found: out.len(),
+        });
+    }
+    if inputs.is_empty() {
+        return Ok(());
+    }
+    if aq.granularity == crate::Granularity::PerTensor {
+        // One activation scale per linear input: a batch would share it and change each
+        // sequence's result, so each sequence runs alone.
+        let mut rest = out;
+        for input in inputs {
+            let (o, more) = rest.split_at_mut(output_len(dims, e, input.input_ids.len()));
+            let inputs = std::slice::from_ref(input);
+            crate::dispatch(
+                Job {
+                    dims,
+                    e,
+                    aq,
+                    inputs,
+                    ws,
+                    out: o,
+                },
+                kernels,
+            )?;
+            rest = more;
+        }
+        return Ok(());
+    }
+    crate::dispatch(
+        Job {
+            dims,
+            e,
+            aq,
+            inputs,
+            ws,
+            out,
+        },
+        kernels,
+    )
+}
+
+/// The values [`run_batch`] writes for `inputs`: each input's [`output_len`], summed.
+pub fn batch_output_len<D: Dims>(dims: D, e: &Encoder<'_>, inputs: &[BertInput<'_>]) -> usize {
+    inputs
+        .iter()
+        .map(|i| output_len(dims, e, i.input_ids.len()))
+        .sum()
+}
+
 struct Job<'a, 'w, D> {
     dims: D,
     e: &'a Encoder<'w>,
     aq: ActQuant,
-    input: &'a BertInput<'a>,
+    inputs: &'a [BertInput<'a>],
     ws: &'a mut Workspace,
     out: &'a mut [f32],
 }
@@ -288,7 +406,7 @@ impl<D: Dims + Send> crate::Job for Job<'_, '_, D> {
             dims,
             e,
             aq,
-            input,
+            inputs,
             ws,
             out,
         } = self;
@@ -297,7 +415,7 @@ impl<D: Dims + Send> crate::Job for Job<'_, '_, D> {
             dims,
             e,
             aq,
-            input,
+            inputs,
             ws,
             out,
             &mut crate::ops::bert::NoObserver,

@@ -335,23 +335,25 @@ pub struct EncoderLayer<'a> {
     pub norm2: LayerNorm<'a>,
 }
 
-/// Scratch of one forward, carved from the workspace by generated code.
+/// Scratch of one forward over a ragged batch of `tokens` tokens ([`Ragged`]), carved from
+/// the workspace.
 #[derive(Debug)]
 pub struct EncoderScratch<'a> {
-    /// `len * 3 * hidden`.
+    /// `tokens * 3 * hidden`.
     pub qkv: &'a mut [f32],
-    /// `len * hidden`: attention context, then the FFN down-projection.
+    /// `tokens * hidden`: attention context, then the FFN down-projection.
     pub ctx: &'a mut [f32],
-    /// `len * hidden`.
+    /// `tokens * hidden`.
     pub tmp: &'a mut [f32],
-    /// `len * intermediate`.
+    /// `tokens * intermediate`.
     pub ffn: &'a mut [f32],
-    /// [`scores_len`]`(len, kernels::threads())`: a block of attention score rows per thread.
+    /// [`ragged_scores_len`]`(seqs, hidden, kernels::threads())`: attention score blocks per
+    /// thread.
     pub scores: &'a mut [f32],
-    /// `len`: 0 for attended keys, `f32::MIN` for padding.
+    /// `tokens`: 0 for attended keys, `f32::MIN` for padding.
     pub mask_bias: &'a [f32],
-    /// The relative position bias of every layer ([`ScoreBias::relative`]), if the model has
-    /// one.
+    /// The relative position bias of every layer, each sequence's `heads x (2 len - 1)` in
+    /// turn ([`ScoreBias::relative`], [`Ragged::relative_start`]), if the model has one.
     pub relative: Option<&'a [f32]>,
     /// Activation quantization scratch.
     pub quant: QuantScratch<'a>,
@@ -473,7 +475,7 @@ pub fn attention<Kn: Kernel, D: Dims>(
     let h = dims.hidden();
     // kt[h][c][j] = k[j][h * d + c]: rows of kt split over the threads from 64 tokens on.
     let transpose = TransposeKeys { qkv, len, h };
-    let min_rows = if len >= 64 { 1 } else { usize::MAX };
+    let min_rows = if len >= SHORT_SEQUENCE { 1 } else { usize::MAX };
     crate::kernels::for_each_block(
         kernel,
         h,
@@ -499,7 +501,7 @@ pub fn attention<Kn: Kernel, D: Dims>(
         len,
         h,
         QUERY_BLOCK,
-        64,
+        SHORT_SEQUENCE,
         ctx,
         scores,
         QUERY_BLOCK * len.next_multiple_of(KEY_GROUP),
@@ -873,8 +875,8 @@ pub fn mask_bias(input: &BertInput<'_>, len: usize, out: &mut [f32]) {
     }
 }
 
-/// One encoder layer, in place on `x` (`len x H`): attention block and FFN block, each
-/// followed by a residual add and LayerNorm.
+/// One encoder layer over one sequence, in place on `x` (`len x H`): attention block and FFN
+/// block, each followed by a residual add and LayerNorm ([`encoder_layer_dyn`] over a batch).
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn encoder_layer<
@@ -894,7 +896,240 @@ pub fn encoder_layer<
 ) {
     debug_assert_eq!(H3, 3 * H);
     let dims = ConstDims::<H, HEADS, I>;
-    encoder_layer_dyn(kernel, dims, layer, 0, act, aq, len, x, s, &mut NoObserver);
+    let offsets = [0, len];
+    let seqs = Ragged::new(&offsets);
+    encoder_layer_dyn(kernel, dims, layer, 0, act, aq, seqs, x, s, &mut NoObserver);
+}
+
+/// The sequences of a ragged batch, back to back without padding: sequence `s` is tokens
+/// `offsets[s]..offsets[s + 1]` of every `tokens x width` buffer. The linear layers run over
+/// all tokens at once (their rows are independent: each token's activations are quantized on
+/// their own and its sums are exact), attention, pooling and heads per sequence.
+///
+/// ```
+/// let seqs = dynq_runtime::ops::bert::Ragged::new(&[0, 3, 10]);
+/// assert_eq!((seqs.count(), seqs.tokens(), seqs.len(1), seqs.start(1)), (2, 10, 7, 3));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Ragged<'a> {
+    offsets: &'a [usize],
+}
+
+impl<'a> Ragged<'a> {
+    /// The batch whose sequence `s` spans `offsets[s]..offsets[s + 1]`; `offsets` starts at 0
+    /// and does not decrease.
+    pub fn new(offsets: &'a [usize]) -> Self {
+        assert!(
+            offsets.first() == Some(&0) && offsets.windows(2).all(|w| w[0] <= w[1]),
+            "ragged offsets start at 0 and ascend"
+        );
+        Ragged { offsets }
+    }
+
+    /// The offsets: one more than the sequences.
+    pub fn offsets(&self) -> &'a [usize] {
+        self.offsets
+    }
+
+    /// Sequences in the batch.
+    pub fn count(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    /// Tokens of the whole batch: the row count of its linear layers.
+    pub fn tokens(&self) -> usize {
+        self.offsets[self.offsets.len() - 1]
+    }
+
+    /// First token of sequence `s`.
+    pub fn start(&self, s: usize) -> usize {
+        self.offsets[s]
+    }
+
+    /// Tokens of sequence `s`.
+    pub fn len(&self, s: usize) -> usize {
+        self.offsets[s + 1] - self.offsets[s]
+    }
+
+    /// Whether the batch has no token.
+    pub fn is_empty(&self) -> bool {
+        self.tokens() == 0
+    }
+
+    /// The longest sequence's length among those that `keep` accepts (0 if none).
+    pub fn longest(&self, keep: impl Fn(usize) -> bool) -> usize {
+        (0..self.count())
+            .map(|s| self.len(s))
+            .filter(|&l| keep(l))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Where sequence `s`'s relative position bias starts in a buffer holding each sequence's
+    /// `heads x (2 len - 1)` values in turn ([`relative_position_bias`] per sequence).
+    pub fn relative_start(&self, s: usize, heads: usize) -> usize {
+        heads * (2 * self.offsets[s] - s)
+    }
+}
+
+/// Sequences shorter than this run their attention on one thread, a sequence per block of the
+/// threads' work ([`ragged_attention`]); longer ones split their query rows across the
+/// threads. A sequence's result is the same either way (every output row depends only on its
+/// query), and which way a sequence goes depends only on its length, never on its batch.
+pub const SHORT_SEQUENCE: usize = 64;
+
+/// The `scores` scratch [`ragged_attention`] needs for the batch `seqs` on `threads` threads:
+/// a score block per thread for the long sequences, and per thread a score block and the keys
+/// of one short sequence.
+pub fn ragged_scores_len(seqs: Ragged<'_>, hidden: usize, threads: usize) -> usize {
+    let long = seqs.longest(|l| l >= SHORT_SEQUENCE);
+    let short = seqs.longest(|l| l < SHORT_SEQUENCE);
+    let long = if long > 0 {
+        scores_len(long, threads)
+    } else {
+        0
+    };
+    long.max(threads * short_piece(short, hidden))
+}
+
+/// One thread's scratch for the attention of a short sequence of up to `len` tokens.
+fn short_piece(len: usize, hidden: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        scores_len(len, 1) + len * hidden
+    }
+}
+
+/// Self-attention of every sequence of a ragged batch: `qkv` and `ctx` hold the batch's
+/// tokens back to back, `mask` one bias per token, `relative` (MPNet) each sequence's
+/// `heads x (2 len - 1)` bias in turn. Sequences of [`SHORT_SEQUENCE`] tokens or more run one
+/// after the other, each split across the threads (on the AMX tiles for INT8 models:
+/// `tiles`); shorter ones run a whole sequence per thread at a time, so that a batch of short
+/// sentences keeps every thread busy. `scores` holds [`ragged_scores_len`] values, `kt` and
+/// `spare` are free buffers of `tokens x hidden` and `tokens x intermediate` values.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn ragged_attention<Kn: Kernel, D: Dims>(
+    kernel: Kn,
+    dims: D,
+    tiles: bool,
+    qkv: &[f32],
+    seqs: Ragged<'_>,
+    mask: &[f32],
+    relative: Option<&[f32]>,
+    scores: &mut [f32],
+    kt: &mut [f32],
+    spare: &mut [f32],
+    ctx: &mut [f32],
+) {
+    let (h, heads) = (dims.hidden(), dims.heads());
+    let short = seqs.longest(|l| l < SHORT_SEQUENCE);
+    if short > 0 {
+        let piece = short_piece(short, h);
+        let task = ShortAttention {
+            kernel,
+            dims,
+            tiles,
+            qkv,
+            seqs,
+            mask,
+            relative,
+        };
+        crate::kernels::for_each_span(
+            kernel,
+            seqs.offsets(),
+            h,
+            &mut ctx[..seqs.tokens() * h],
+            scores,
+            piece,
+            &task,
+        );
+    }
+    for s in 0..seqs.count() {
+        let len = seqs.len(s);
+        if len < SHORT_SEQUENCE {
+            continue;
+        }
+        let start = seqs.start(s);
+        let bias = sequence_bias(seqs, s, heads, mask, relative);
+        let (qkv, ctx) = (
+            &qkv[start * 3 * h..(start + len) * 3 * h],
+            &mut ctx[start * h..(start + len) * h],
+        );
+        if tiles {
+            attention_bf16(kernel, dims, qkv, len, bias, scores, kt, spare, ctx);
+        } else {
+            attention(kernel, dims, qkv, len, bias, scores, kt, ctx);
+        }
+    }
+}
+
+/// Sequence `s`'s part of a ragged batch's mask and relative bias.
+#[inline(always)]
+fn sequence_bias<'a>(
+    seqs: Ragged<'_>,
+    s: usize,
+    heads: usize,
+    mask: &'a [f32],
+    relative: Option<&'a [f32]>,
+) -> ScoreBias<'a> {
+    let (start, len) = (seqs.start(s), seqs.len(s));
+    ScoreBias {
+        mask: &mask[start..start + len],
+        relative: relative.map(|r| &r[seqs.relative_start(s, heads)..][..heads * (2 * len - 1)]),
+    }
+}
+
+/// [`ragged_attention`] of the short sequences: block `s` of the threads' work is sequence
+/// `s` (long sequences' blocks do nothing; they run afterwards).
+struct ShortAttention<'a, Kn, D> {
+    kernel: Kn,
+    dims: D,
+    tiles: bool,
+    qkv: &'a [f32],
+    seqs: Ragged<'a>,
+    mask: &'a [f32],
+    relative: Option<&'a [f32]>,
+}
+
+impl<Kn: Kernel, D: Dims> crate::kernels::BlockTask for ShortAttention<'_, Kn, D> {
+    #[inline(always)]
+    fn run(&self, first_row: usize, ctx: &mut [f32], scratch: &mut [f32]) {
+        let (h, heads) = (self.dims.hidden(), self.dims.heads());
+        let seqs = self.seqs;
+        // The block starting at `first_row` is the first sequence starting there that has
+        // tokens (empty sequences are refused before a forward; an empty block is nothing).
+        let s = seqs.offsets()[..seqs.count()].partition_point(|&o| o < first_row);
+        if ctx.is_empty() || s >= seqs.count() {
+            return;
+        }
+        let len = seqs.len(s);
+        if len >= SHORT_SEQUENCE {
+            return;
+        }
+        let bias = sequence_bias(seqs, s, heads, self.mask, self.relative);
+        let qkv = &self.qkv[first_row * 3 * h..(first_row + len) * 3 * h];
+        let (scores, kt) = scratch.split_at_mut(scores_len(len, 1));
+        let kt = &mut kt[..len * h];
+        // The same calls a sequence alone makes: below SHORT_SEQUENCE tokens both run on
+        // this thread, and `attention_bf16` takes the f32 path.
+        if self.tiles {
+            attention_bf16(
+                self.kernel,
+                self.dims,
+                qkv,
+                len,
+                bias,
+                scores,
+                kt,
+                &mut [],
+                ctx,
+            );
+        } else {
+            attention(self.kernel, self.dims, qkv, len, bias, scores, kt, ctx);
+        }
+    }
 }
 
 /// The sizes of an encoder, as values: [`encoder_layer_dyn`]'s counterpart of
@@ -998,9 +1233,10 @@ impl Dims for EncoderDims {
     }
 }
 
-/// [`encoder_layer`] with the sizes as values (an [`EncoderDims`]) and an observer of each
-/// linear layer, for tools (`dynq report`) that run models whose sizes are not compile-time
-/// constants. Same arithmetic, same results.
+/// One encoder layer over a ragged batch `seqs`, in place on `x` (`tokens x H`): the linear
+/// layers over all tokens, attention per sequence ([`ragged_attention`]). The sizes come as
+/// [`Dims`] (constants in generated code, values in `dynq report`), and `observer` sees each
+/// linear layer. A sequence's rows come out the same whatever else is in the batch.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
@@ -1010,16 +1246,13 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
     index: usize,
     act: Activation,
     aq: ActQuant,
-    len: usize,
+    seqs: Ragged<'_>,
     x: &mut [f32],
     s: &mut EncoderScratch<'_>,
     observer: &mut O,
 ) {
     let (h, i) = (dims.hidden(), dims.intermediate());
-    let bias = ScoreBias {
-        mask: s.mask_bias,
-        relative: s.relative,
-    };
+    let len = seqs.tokens();
     let x = &mut x[..len * h];
     let (qkv, ctx, tmp, ffn) = (
         &mut s.qkv[..len * 3 * h],
@@ -1041,13 +1274,22 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
         qkv,
     );
     observer.linear(index, EncoderLinear::Qkv, x, qkv);
-    if matches!(layer.qkv, Linear::Int8(_)) {
-        // INT8 models: bf16 products where the CPU has AMX tiles (`ffn` is free until the
-        // FFN and holds the packed keys and values).
-        attention_bf16(kernel, dims, qkv, len, bias, s.scores, tmp, ffn, ctx);
-    } else {
-        attention(kernel, dims, qkv, len, bias, s.scores, tmp, ctx);
-    }
+    // INT8 models: bf16 products where the CPU has AMX tiles (`ffn` is free until the FFN
+    // and holds the packed keys and values; `tmp` the transposed keys).
+    let tiles = matches!(layer.qkv, Linear::Int8(_));
+    ragged_attention(
+        kernel,
+        dims,
+        tiles,
+        qkv,
+        seqs,
+        s.mask_bias,
+        s.relative,
+        s.scores,
+        tmp,
+        ffn,
+        ctx,
+    );
     let none = Activation::None;
     if O::ACTIVE {
         // Every linear's input and output whole, for the observer.

@@ -1,0 +1,433 @@
+//! Ragged batches of the encoder driver: a sequence's output is bit-identical alone and inside
+//! any batch (random lengths from 1 to past the long-sequence threshold, random order and
+//! position), at 1 and 2 threads, on every kernel this machine has, for INT8 and f32 weights
+//! and every piece a family can select (token types, the position offset, the embedding
+//! projection, the relative bias, pooled, CLS, last-hidden-state and logits outputs); and the
+//! linear layers' row count is the batch's total token count (no padding computed).
+#![cfg(feature = "rayon")]
+
+use dynq_runtime::kernels::{packed_index, packed_len, Kernel};
+use dynq_runtime::models::encoder::{
+    batch_output_len, forward, output_len, Encoder, Head, RelativeBias,
+};
+use dynq_runtime::ops::bert::{
+    Embeddings, EncoderDims, EncoderLayer, EncoderLinear, LayerNorm, LinearObserver, Positions,
+    Table, SHORT_SEQUENCE,
+};
+use dynq_runtime::ops::ActQuant;
+use dynq_runtime::{
+    Activation, BertInput, BertOutput, F32Linear, Granularity, KernelId, Linear, QLinear, Scheme,
+    Workspace,
+};
+use proptest::prelude::*;
+
+/// A small deterministic generator.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next() * scale).collect()
+    }
+}
+
+/// A weight matrix, f32 and quantized (symmetric per channel, in the kernels' packed layout).
+struct Matrix {
+    n: usize,
+    k: usize,
+    w: Vec<f32>,
+    bias: Vec<f32>,
+    packed: Vec<i8>,
+    scales: Vec<f32>,
+    col_sums: Vec<i32>,
+}
+
+impl Matrix {
+    fn new(n: usize, k: usize, rng: &mut Rng) -> Self {
+        let w = rng.vec(n * k, 1.0 / (k as f32).sqrt());
+        let bias = rng.vec(n, 0.1);
+        let mut packed = vec![0i8; packed_len(n, k)];
+        let (mut scales, mut col_sums) = (vec![0.0; n], vec![0; n]);
+        for j in 0..n {
+            let row = &w[j * k..(j + 1) * k];
+            let absmax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+            let s = if absmax > 0.0 { absmax / 127.0 } else { 1.0 };
+            scales[j] = s;
+            for (kk, v) in row.iter().enumerate() {
+                let q = (v / s).round().clamp(-127.0, 127.0) as i8;
+                packed[packed_index(j, kk, k)] = q;
+                col_sums[j] += i32::from(q);
+            }
+        }
+        Matrix {
+            n,
+            k,
+            w,
+            bias,
+            packed,
+            scales,
+            col_sums,
+        }
+    }
+
+    fn view(&self, int8: bool) -> Linear<'_> {
+        if int8 {
+            Linear::Int8(QLinear {
+                n: self.n,
+                k: self.k,
+                weight: &self.packed,
+                scales: &self.scales,
+                col_sums: &self.col_sums,
+                bias: Some(&self.bias),
+            })
+        } else {
+            Linear::F32(F32Linear {
+                n: self.n,
+                k: self.k,
+                weight: &self.w,
+                bias: Some(&self.bias),
+            })
+        }
+    }
+}
+
+struct Norm {
+    gamma: Vec<f32>,
+    beta: Vec<f32>,
+}
+
+impl Norm {
+    fn new(h: usize, rng: &mut Rng) -> Self {
+        Norm {
+            gamma: (0..h).map(|_| 1.0 + 0.1 * rng.next()).collect(),
+            beta: rng.vec(h, 0.1),
+        }
+    }
+
+    fn view(&self) -> LayerNorm<'_> {
+        LayerNorm {
+            gamma: &self.gamma,
+            beta: &self.beta,
+            eps: 1e-12,
+        }
+    }
+}
+
+struct Layer {
+    qkv: Matrix,
+    attn_out: Matrix,
+    norm1: Norm,
+    ffn_up: Matrix,
+    ffn_down: Matrix,
+    norm2: Norm,
+}
+
+/// The weights of a random encoder and the family choices it makes.
+struct Model {
+    dims: EncoderDims,
+    embedding_width: usize,
+    vocab: usize,
+    max_len: usize,
+    word: Vec<f32>,
+    position: Vec<f32>,
+    positions: Positions,
+    token_type: Option<Vec<f32>>,
+    emb_norm: Norm,
+    projection: Option<Matrix>,
+    relative: Option<Vec<f32>>,
+    layers: Vec<Layer>,
+    output: BertOutput,
+    head: Option<(Matrix, Matrix)>,
+}
+
+const BUCKETS: usize = 32;
+
+impl Model {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        heads: usize,
+        head_width: usize,
+        offset: bool,
+        types: bool,
+        projection: bool,
+        relative: bool,
+        output: BertOutput,
+        seed: u64,
+    ) -> Self {
+        let mut rng = Rng(seed);
+        let h = heads * head_width;
+        let dims = EncoderDims {
+            hidden: h,
+            heads,
+            intermediate: 2 * h + 4,
+        };
+        let ew = if projection { h / 2 + 3 } else { h };
+        let (vocab, max_len) = (40, SHORT_SEQUENCE + 20);
+        let positions = if offset {
+            Positions::AfterPadding { padding_idx: 1 }
+        } else {
+            Positions::Absolute
+        };
+        let layers = (0..2)
+            .map(|_| Layer {
+                qkv: Matrix::new(3 * h, h, &mut rng),
+                attn_out: Matrix::new(h, h, &mut rng),
+                norm1: Norm::new(h, &mut rng),
+                ffn_up: Matrix::new(dims.intermediate, h, &mut rng),
+                ffn_down: Matrix::new(h, dims.intermediate, &mut rng),
+                norm2: Norm::new(h, &mut rng),
+            })
+            .collect();
+        Model {
+            dims,
+            embedding_width: ew,
+            vocab,
+            max_len,
+            word: rng.vec(vocab * ew, 1.0),
+            position: rng.vec(positions.rows_needed(max_len) * ew, 0.5),
+            positions,
+            token_type: types.then(|| rng.vec(2 * ew, 0.5)),
+            emb_norm: Norm::new(ew, &mut rng),
+            projection: projection.then(|| Matrix::new(h, ew, &mut rng)),
+            relative: relative.then(|| rng.vec(BUCKETS * heads, 0.5)),
+            layers,
+            output,
+            head: (output == BertOutput::Logits)
+                .then(|| (Matrix::new(h, h, &mut rng), Matrix::new(3, h, &mut rng))),
+        }
+    }
+
+    fn view(&self, int8: bool) -> Encoder<'_> {
+        Encoder {
+            embeddings: Embeddings {
+                word: Table::F32(&self.word),
+                position: &self.position,
+                positions: self.positions,
+                token_type: self.token_type.as_deref(),
+                norm: self.emb_norm.view(),
+            },
+            embedding_width: self.embedding_width,
+            projection: self.projection.as_ref().map(|p| p.view(int8)),
+            relative: self.relative.as_deref().map(|table| RelativeBias {
+                table,
+                num_buckets: BUCKETS,
+                max_distance: 128,
+            }),
+            layers: self
+                .layers
+                .iter()
+                .map(|l| EncoderLayer {
+                    qkv: l.qkv.view(int8),
+                    attn_out: l.attn_out.view(int8),
+                    norm1: l.norm1.view(),
+                    ffn_up: l.ffn_up.view(int8),
+                    ffn_down: l.ffn_down.view(int8),
+                    norm2: l.norm2.view(),
+                })
+                .collect(),
+            act: Activation::Gelu,
+            output: self.output,
+            normalize: self.output == BertOutput::MeanPooled,
+            head: self.head.as_ref().map(|(dense, out)| Head {
+                dense: dense.view(int8),
+                act: Activation::Tanh,
+                out: out.view(int8),
+            }),
+            vocab: self.vocab,
+            type_vocab: if self.token_type.is_some() { 2 } else { 0 },
+            max_seq_len: self.max_len,
+            pad_id: None,
+        }
+    }
+}
+
+/// Records each linear layer's row count.
+#[derive(Default)]
+struct Rows(Vec<(EncoderLinear, usize)>);
+
+impl LinearObserver for Rows {
+    fn linear(&mut self, _: usize, which: EncoderLinear, _: &[f32], output: &[f32]) {
+        self.0.push((which, output.len()));
+    }
+}
+
+/// One forward of `inputs` on the kernel `dispatch` picks from one id.
+struct Run<'a, O> {
+    dims: EncoderDims,
+    e: &'a Encoder<'a>,
+    aq: ActQuant,
+    inputs: &'a [BertInput<'a>],
+    observer: &'a mut O,
+}
+
+impl<O: LinearObserver + Send> dynq_runtime::Job for Run<'_, O> {
+    type Output = Vec<f32>;
+    #[inline(always)]
+    fn run<K: Kernel>(self, kernel: K) -> Vec<f32> {
+        let mut out = vec![f32::NAN; batch_output_len(self.dims, self.e, self.inputs)];
+        let mut ws = Workspace::new();
+        forward(
+            kernel,
+            self.dims,
+            self.e,
+            self.aq,
+            self.inputs,
+            &mut ws,
+            &mut out,
+            self.observer,
+        );
+        out
+    }
+}
+
+fn run_on(
+    id: KernelId,
+    threads: usize,
+    m: &Model,
+    e: &Encoder<'_>,
+    aq: ActQuant,
+    inputs: &[BertInput<'_>],
+    observer: &mut (impl LinearObserver + Send),
+) -> Vec<f32> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap();
+    pool.install(|| {
+        dynq_runtime::dispatch(
+            Run {
+                dims: m.dims,
+                e,
+                aq,
+                inputs,
+                observer,
+            },
+            &[id],
+        )
+        .unwrap()
+    })
+}
+
+/// The no-op observer, so the runs below take generated code's path (the residual add and
+/// norm fused into the GEMMs).
+struct Quiet;
+
+impl LinearObserver for Quiet {
+    const ACTIVE: bool = false;
+    fn linear(&mut self, _: usize, _: EncoderLinear, _: &[f32], _: &[f32]) {}
+}
+
+fn outputs() -> impl Strategy<Value = BertOutput> {
+    prop::sample::select(vec![
+        BertOutput::MeanPooled,
+        BertOutput::Cls,
+        BertOutput::LastHiddenState,
+        BertOutput::Logits,
+    ])
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(10))]
+
+    #[test]
+    fn a_sequence_gives_the_same_bits_alone_and_in_any_batch(
+        heads in 1usize..=3,
+        head_width in prop::sample::select(vec![8usize, 12]),
+        offset in any::<bool>(),
+        types in any::<bool>(),
+        projection in any::<bool>(),
+        relative in any::<bool>(),
+        output in outputs(),
+        int8 in any::<bool>(),
+        asymmetric in any::<bool>(),
+        lens in prop::collection::vec(
+            prop_oneof![4 => 1usize..SHORT_SEQUENCE, 1 => SHORT_SEQUENCE..SHORT_SEQUENCE + 20],
+            1..7,
+        ),
+        masked in any::<bool>(),
+        seed in any::<u64>(),
+    ) {
+        let m = Model::new(heads, head_width, offset, types, projection, relative, output, seed);
+        let e = m.view(int8);
+        let aq = ActQuant {
+            granularity: Granularity::PerToken,
+            scheme: if asymmetric { Scheme::Asymmetric } else { Scheme::Symmetric },
+        };
+        let mut rng = Rng(seed ^ 0x9e37_79b9);
+        let ids: Vec<Vec<u32>> = lens
+            .iter()
+            .map(|&l| (0..l).map(|_| 2 + ((rng.next() + 1.0) * 18.0) as u32).collect())
+            .collect();
+        let type_ids: Vec<Vec<u32>> =
+            lens.iter().map(|&l| (0..l).map(|i| u32::from(types && i * 2 >= l)).collect()).collect();
+        // Some padding at the end of the longer sequences, with its mask.
+        let masks: Vec<Vec<u32>> =
+            lens.iter().map(|&l| (0..l).map(|i| u32::from(!masked || l < 4 || i + 2 < l)).collect()).collect();
+        let inputs: Vec<BertInput<'_>> = (0..lens.len())
+            .map(|s| BertInput {
+                input_ids: &ids[s],
+                attention_mask: masked.then_some(&masks[s][..]),
+                token_type_ids: Some(&type_ids[s]),
+            })
+            .collect();
+        let width = |s: usize| output_len(m.dims, &e, lens[s]);
+        let mut ids_run = vec![KernelId::Scalar];
+        ids_run.extend(KernelId::ALL.into_iter().filter(|&k| k != KernelId::Scalar));
+        for kernel in ids_run {
+            let alone: Vec<Vec<f32>> = inputs
+                .iter()
+                .map(|i| run_on(kernel, 1, &m, &e, aq, std::slice::from_ref(i), &mut Quiet))
+                .collect();
+            for (s, a) in alone.iter().enumerate() {
+                prop_assert_eq!(a.len(), width(s));
+                prop_assert!(a.iter().all(|v| v.is_finite()), "{:?} sequence {}", kernel, s);
+            }
+            // The batch in a shuffled order, on 1 and 2 threads.
+            let mut order: Vec<usize> = (0..inputs.len()).collect();
+            for i in (1..order.len()).rev() {
+                order.swap(i, ((rng.next() + 1.0) * 0.5 * (i + 1) as f32) as usize % (i + 1));
+            }
+            let batch: Vec<BertInput<'_>> = order.iter().map(|&s| inputs[s]).collect();
+            for threads in [1, 2] {
+                let out = run_on(kernel, threads, &m, &e, aq, &batch, &mut Quiet);
+                let mut at = 0;
+                for &s in &order {
+                    let got = &out[at..at + width(s)];
+                    at += width(s);
+                    prop_assert!(
+                        got.iter().map(|v| v.to_bits()).eq(alone[s].iter().map(|v| v.to_bits())),
+                        "{:?}, {} threads: sequence {} of {} tokens differs in the batch {:?}",
+                        kernel, threads, s, lens[s], lens
+                    );
+                }
+                prop_assert_eq!(at, out.len());
+            }
+        }
+        // No padding computed: every linear layer of the encoder runs over the batch's total
+        // tokens, the head over one row per sequence.
+        let mut rows = Rows::default();
+        let tokens: usize = lens.iter().sum();
+        run_on(KernelId::Scalar, 2, &m, &e, aq, &inputs, &mut rows);
+        let h = m.dims.hidden;
+        for (which, values) in rows.0 {
+            let width = match which {
+                EncoderLinear::Qkv => 3 * h,
+                EncoderLinear::FfnUp => m.dims.intermediate,
+                EncoderLinear::HeadOut => 3,
+                _ => h,
+            };
+            let expected = match which {
+                EncoderLinear::HeadDense | EncoderLinear::HeadOut => lens.len(),
+                _ => tokens,
+            };
+            prop_assert_eq!(values, expected * width, "{:?}", which);
+        }
+    }
+}
