@@ -195,6 +195,24 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
     // One sequence in, one result out: by ids (padding refused), by ids and mask, and, with a
     // tokenizer, by text.
     let text = b.tokenizer.is_some();
+    // How a batch method turns a sequence's output `o` into the single method's result.
+    let item = match b.output {
+        BertOutputSpec::MeanPooled | BertOutputSpec::Cls => quote! {{
+            let mut a = [0.0; OUTPUT_SIZE];
+            a.copy_from_slice(o);
+            a
+        }},
+        BertOutputSpec::Logits => quote! {{
+            let mut a = [0.0; OUTPUT_SIZE];
+            a.copy_from_slice(o);
+            let best = a
+                .iter()
+                .enumerate()
+                .fold(0, |best, (i, v)| if *v > a[best] { i } else { best });
+            (a, LABELS[best])
+        }},
+        BertOutputSpec::LastHiddenState => quote!(o.to_vec()),
+    };
     let (single, ret, make, finish, what) = match b.output {
         BertOutputSpec::MeanPooled | BertOutputSpec::Cls => (
             "embed",
@@ -233,6 +251,10 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
         format_ident!("{single}_text"),
         format_ident!("{single}_texts"),
     );
+    let (f_batch, f_batch_inputs) = (
+        format_ident!("{single}_batch"),
+        format_ident!("{single}_batch_inputs"),
+    );
     let text_hint = if text {
         format!(", or [`Self::{single}_text`] for text")
     } else {
@@ -250,13 +272,21 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
         " {what} one sequence of token ids with its attention mask (1: token, 0: padding), \
          as a tokenizer that pads returns them ({types_doc})."
     );
+    let batch_doc = format!(
+        " {what} each sequence of token ids (as [`Self::{single}`] does), in order. The \
+         sequences run as ragged batches of up to [`rt::BATCH_TOKENS`] tokens: no padding is \
+         computed, and each result is bit-identical to the sequence run alone, whatever else is \
+         in the batch and however many threads run it. An error names the sequence's index."
+    );
     let text_api = if text {
         let text_doc = format!(
             " {what} one text, tokenized with the model's tokenizer (padding off, special \
              tokens added); `truncate` says what happens past [`MAX_SEQ_LEN`] tokens."
         );
         let texts_doc = format!(
-            " [`Self::{single}_text`] for each text, in order; an error names the text's index."
+            " [`Self::{single}_text`] for each text, in order, run as ragged batches (see \
+             [`Self::{single}_batch`]): the results are bit-identical to one text at a time. An \
+             error names the text's index."
         );
         quote! {
             #[doc = #text_doc]
@@ -271,14 +301,25 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
 
             #[doc = #texts_doc]
             pub fn #f_texts<S: AsRef<str>>(&self, texts: &[S], truncate: rt::text::Truncate) -> Result<Vec<#ret>, rt::Error> {
-                texts
+                let tokenizer = tokenizer()?;
+                let encoded = texts
                     .iter()
                     .enumerate()
                     .map(|(index, t)| {
-                        self.#f_text(t.as_ref(), truncate)
+                        tokenizer
+                            .encode(t.as_ref(), truncate)
                             .map_err(|e| rt::Error::Item { index, error: Box::new(e) })
                     })
-                    .collect()
+                    .collect::<Result<Vec<_>, _>>()?;
+                let inputs: Vec<rt::BertInput<'_>> = encoded
+                    .iter()
+                    .map(|t| rt::BertInput {
+                        input_ids: &t.ids,
+                        attention_mask: None,
+                        token_type_ids: Some(&t.type_ids),
+                    })
+                    .collect();
+                self.#f_batch_inputs(&inputs)
             }
         }
     } else {
@@ -301,10 +342,39 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
 
         #text_api
 
+        #[doc = #batch_doc]
+        pub fn #f_batch(&self, inputs: &[&[u32]]) -> Result<Vec<#ret>, rt::Error> {
+            let inputs: Vec<rt::BertInput<'_>> = inputs.iter().map(|ids| rt::BertInput::new(ids)).collect();
+            self.#f_batch_inputs(&inputs)
+        }
+
         fn #f_input(&self, input: &rt::BertInput<'_>) -> Result<#ret, rt::Error> {
             #make
             self.forward(input, &mut out)?;
             #finish
+        }
+
+        /// The batch methods' common path: token-budgeted chunks through
+        /// [`Self::forward_batch`].
+        fn #f_batch_inputs(&self, inputs: &[rt::BertInput<'_>]) -> Result<Vec<#ret>, rt::Error> {
+            let mut results = Vec::with_capacity(inputs.len());
+            let mut out = Vec::new();
+            for (first, chunk) in rt::batches(inputs, rt::BATCH_TOKENS) {
+                let lens: Vec<usize> = chunk
+                    .iter()
+                    .map(|i| <Self as rt::EncoderModel>::output_len(i.input_ids.len()))
+                    .collect();
+                out.clear();
+                out.resize(lens.iter().sum(), 0.0);
+                self.forward_batch(chunk, &mut out).map_err(|e| e.offset_item(first))?;
+                let mut at = 0;
+                for n in lens {
+                    let o = &out[at..at + n];
+                    at += n;
+                    results.push(#item);
+                }
+            }
+            Ok(results)
         }
     };
     let labels = &b.labels;
@@ -443,8 +513,9 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
             #[doc = #type_doc]
             ///
             /// A unit struct: use it directly, `Model.forward(...)`. One call runs one sequence
-            /// of up to [`MAX_SEQ_LEN`] tokens; its length is the run-time dimension, every
-            /// other size is a constant.
+            /// of up to [`MAX_SEQ_LEN`] tokens, or a ragged batch of them (`forward_batch` and the
+            /// `_batch` methods); lengths are the run-time dimension, every other size is a
+            /// constant.
             #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
             pub struct #ty;
 
@@ -476,6 +547,26 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
                     rt::models::encoder::run(Dims::default(), encoder()?, AQ, KERNELS, input, ws, out)
                 }
 
+                /// Runs a ragged batch: `inputs` back to back, no padding computed (the linear layers
+                /// run over all their tokens at once, attention per sequence). `out` receives each
+                /// input's output in turn (as [`Self::forward`] would write it). Each input's
+                /// output is bit-identical to [`Self::forward`] on it alone. An error names the
+                /// input's index. The workspace grows with the batch's total tokens: batch by a
+                /// token budget (see [`rt::batches`]).
+                pub fn forward_batch(&self, inputs: &[rt::BertInput<'_>], out: &mut [f32]) -> Result<(), rt::Error> {
+                    rt::with_workspace(|ws| self.forward_batch_with(ws, inputs, out))
+                }
+
+                /// [`Self::forward_batch`] with a caller-owned workspace.
+                pub fn forward_batch_with(
+                    &self,
+                    ws: &mut rt::Workspace,
+                    inputs: &[rt::BertInput<'_>],
+                    out: &mut [f32],
+                ) -> Result<(), rt::Error> {
+                    rt::models::encoder::run_batch(Dims::default(), encoder()?, AQ, KERNELS, inputs, ws, out)
+                }
+
                 #convenience
             }
 
@@ -489,6 +580,9 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
                 const TOKENIZER_JSON: Option<&'static str> = TOKENIZER_JSON;
                 fn forward(&self, input: &rt::BertInput<'_>, out: &mut [f32]) -> Result<(), rt::Error> {
                     #ty::forward(self, input, out)
+                }
+                fn forward_batch(&self, inputs: &[rt::BertInput<'_>], out: &mut [f32]) -> Result<(), rt::Error> {
+                    #ty::forward_batch(self, inputs, out)
                 }
             }
         }
