@@ -483,33 +483,60 @@ fn fuzz_safetensors_reader() {
 /// Serves `input` with each kind of model and parses it as GRU lines too: an error must name
 /// its line.
 fn check_lines(input: &[u8]) -> Result<(), String> {
-    let named = |r: Result<usize, String>| match r {
-        Ok(_) => Ok(()),
-        Err(e) if e.starts_with("line ") && e.len() > 8 => {
-            note_rejected();
-            Ok(())
+    // Every input line is answered: a result, or an error object that names its line.
+    let named = |r: Result<serve::Served, String>, out: &mut Vec<u8>| {
+        let served = match r {
+            Ok(s) => s,
+            Err(e) if e.starts_with("line ") && e.len() > 8 => {
+                note_rejected();
+                return Ok(());
+            }
+            Err(e) => return Err(format!("error does not name the line: {e:?}")),
+        };
+        let text = String::from_utf8(std::mem::take(out))
+            .map_err(|e| format!("output is not UTF-8: {e}"))?;
+        let mut failed = 0;
+        for l in text.lines() {
+            let v: serde_json::Value =
+                serde_json::from_str(l).map_err(|e| format!("output line {l:?}: {e}"))?;
+            if let Some(e) = v.get("error") {
+                let named = v["line"].as_u64().is_some_and(|n| n > 0)
+                    && e.as_str().is_some_and(|e| !e.is_empty());
+                if !named {
+                    return Err(format!("error does not name the line: {l}"));
+                }
+                failed += 1;
+            }
         }
-        Err(e) => Err(format!("error does not name the line: {e:?}")),
+        if failed != served.failed {
+            return Err(format!(
+                "{failed} error lines, {} failures counted",
+                served.failed
+            ));
+        }
+        if failed > 0 {
+            note_rejected();
+        }
+        Ok(())
     };
     let mut out = Vec::new();
-    named(serve::serve_dense(
-        &GoldenMlp,
-        &serve::ServeOptions::default(),
-        input,
+    named(
+        serve::serve_dense(&GoldenMlp, &serve::ServeOptions::default(), input, &mut out),
         &mut out,
-    ))?;
-    named(serve::serve_encoder(
-        &TinyBertLogits,
-        &serve::ServeOptions::default(),
-        input,
+    )?;
+    named(
+        serve::serve_encoder(
+            &TinyBertLogits,
+            &serve::ServeOptions::default(),
+            input,
+            &mut out,
+        ),
         &mut out,
-    ))?;
-    named(serve::serve_recurrent(
-        &Vowels,
-        &serve::ServeOptions::default(),
-        input,
+    )?;
+    named(
+        serve::serve_recurrent(&Vowels, &serve::ServeOptions::default(), input, &mut out),
         &mut out,
-    ))?;
+    )?;
     let gru = RnnShape {
         cell: Cell::Gru,
         input_size: 12,

@@ -316,6 +316,17 @@ fn bad_calls_are_errors_not_panics() {
 #[test]
 fn json_lines_have_pytorch_shapes() {
     use dynq_runtime::serve::{serve_recurrent, ServeOptions};
+    // The output, or the first failed line's `line N: error`.
+    let first_error = |out: Vec<u8>| {
+        let out = String::from_utf8(out).unwrap();
+        for l in out.lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            if let Some(e) = v.get("error") {
+                return Err(format!("line {}: {}", v["line"], e.as_str().unwrap()));
+            }
+        }
+        Ok(out)
+    };
     let serve = |input: &str| {
         let mut out = Vec::new();
         serve_recurrent(
@@ -324,7 +335,8 @@ fn json_lines_have_pytorch_shapes() {
             input.as_bytes(),
             &mut out,
         )
-        .map(|_| String::from_utf8(out).unwrap())
+        .unwrap();
+        first_error(out)
     };
     let s = &sequences::<GoldenLstmD>("lstm_d")[5];
     let rows = |v: &[f32], w: usize| {
@@ -382,13 +394,14 @@ fn json_lines_have_pytorch_shapes() {
         "line 1: unknown key `inputs`, expected `input`, `h0`, `c0`"
     );
     let mut out = Vec::new();
-    let e = serve_recurrent(
+    serve_recurrent(
         &GoldenGruA,
         &ServeOptions::default(),
         format!("{{\"input\": [{row10}], \"c0\": [[1]]}}\n").as_bytes(),
         &mut out,
     )
-    .unwrap_err();
+    .unwrap();
+    let e = first_error(out).unwrap_err();
     assert_eq!(
         e,
         "line 1: unknown key `c0` (a GRU has no cell state), expected `input`, `h0`"

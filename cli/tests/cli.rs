@@ -217,7 +217,7 @@ fn build_makes_a_working_standalone_binary() {
     for (stdin, expected) in cases {
         let o = run_with_stdin(&int8, stdin);
         assert_eq!(o.status.code(), Some(1), "{stdin}");
-        assert_eq!(text(&o.stderr), expected);
+        assert_bad_line(&o, expected);
     }
 
     // Flags: --help on stdout with status 0, a bad flag a usage error, --threads 1 the same
@@ -251,9 +251,11 @@ fn build_makes_a_working_standalone_binary() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(1));
-    assert_eq!(
-        text(&o.stderr),
-        "digits: line 1: longer than 100 bytes; split the input or raise --max-line-bytes\n"
+    // Every line of `input` is longer than 100 bytes: each is refused on its own.
+    assert_bad_lines(
+        &o,
+        "digits: line 1: longer than 100 bytes; split the input or raise --max-line-bytes\n",
+        input.lines().filter(|l| !l.trim().is_empty()).count(),
     );
 
     // A reader that went away (`digits < big.jsonl | head -1`): a quiet stop, status 0.
@@ -365,8 +367,39 @@ fn build_makes_a_working_bert_binary() {
     for (stdin, expected) in cases {
         let o = run_with_stdin(&exe, stdin);
         assert_eq!(o.status.code(), Some(1), "{stdin}");
-        assert_eq!(text(&o.stderr), expected);
+        assert_bad_line(&o, expected);
     }
+}
+
+/// A run whose one bad line is `expected` (`NAME: line N: message`) on stderr: the message
+/// first, then the count of failed lines; on stdout, `{"line": N, "error": message}` in the
+/// line's place.
+fn assert_bad_line(o: &std::process::Output, expected: &str) {
+    assert_bad_lines(o, expected, 1);
+}
+
+/// A run whose first bad line is `expected` and in which `failed` lines failed in all.
+fn assert_bad_lines(o: &std::process::Output, expected: &str, failed: usize) {
+    let stderr = text(&o.stderr);
+    assert_eq!(stderr.lines().next(), Some(expected.trim_end()), "{stderr}");
+    assert!(
+        stderr
+            .lines()
+            .last()
+            .unwrap_or("")
+            .contains(&format!(": {failed} of ")),
+        "no count of {failed} failed lines: {stderr}"
+    );
+    let (_, rest) = expected.split_once(": line ").unwrap();
+    let (n, message) = rest.split_once(": ").unwrap();
+    let errors: Vec<serde_json::Value> = text(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v.get("error").is_some())
+        .collect();
+    assert_eq!(errors.len(), failed, "{}", text(&o.stdout));
+    assert_eq!(errors[0]["line"], n.parse::<u64>().unwrap());
+    assert_eq!(errors[0]["error"], message.trim_end());
 }
 
 fn golden(name: &str) -> PathBuf {

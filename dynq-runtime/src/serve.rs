@@ -1,9 +1,11 @@
 //! JSON-lines driver for standalone binaries (feature `serve`).
 //!
-//! One JSON object per input line, one per output line, in order. A bad line stops the run with
-//! a message naming the line number on stderr and a non-zero exit; nothing panics. A line
-//! longer than [`ServeOptions::max_line_bytes`] is refused without being read into memory
-//! whole, and a reader that closes the output (`... | head`) ends the run quietly.
+//! One JSON object per input line, one per output line, in order; an encoder runs the lines at
+//! hand as ragged batches (see [`serve_batched`]). A bad line gets an `{"line": N, "error":
+//! "..."}` object in its place and a message naming it on stderr; the other lines go on, and
+//! the exit status is non-zero at the end; nothing panics. A line longer than
+//! [`ServeOptions::max_line_bytes`] is refused without being read into memory whole, and a
+//! reader that closes the output (`... | head`) ends the run quietly.
 
 use std::io::{BufRead, ErrorKind, Write};
 use std::process::ExitCode;
@@ -195,21 +197,21 @@ pub fn format_recurrent_output(
     Value::Object(map).to_string()
 }
 
-/// Serves a recurrent model over `input`/`output`, one sequence per line; returns the number
-/// of sequences or the error message (naming the line).
+/// Serves a recurrent model over `input`/`output`, one sequence per line (see
+/// [`serve_batched`] for what a bad line does).
 pub fn serve_recurrent<M: crate::RecurrentModel>(
     model: &M,
     options: &ServeOptions,
-    input: impl BufRead,
+    input: impl BufRead + Send,
     output: impl Write,
-) -> Result<usize, String> {
+) -> Result<Served, String> {
     let shape = M::SHAPE;
     let state = shape.state_len(1);
     let cell_state = match shape.cell {
         crate::ops::rnn::Cell::Lstm => state,
         crate::ops::rnn::Cell::Gru => 0,
     };
-    serve_lines(options, input, output, |_, line| {
+    serve_lines(M::NAME, options, input, output, |line| {
         let l = parse_recurrent_line(line, &shape)?;
         let mut out = vec![0.0f32; l.steps * shape.output_size()];
         let (mut h_n, mut c_n) = (vec![0.0f32; state], vec![0.0f32; cell_state]);
@@ -245,6 +247,13 @@ pub struct ServeOptions {
     /// Refuse a text longer than the model's `max_seq_len` tokens (`--no-truncate`) instead of
     /// cutting it there (reported by `"truncated": true` and a warning on stderr).
     pub no_truncate: bool,
+    /// Token budget of a batch (`--batch-tokens`): an encoder server runs the lines that have
+    /// arrived as ragged batches of up to this many tokens (a longer line runs alone; 1 runs
+    /// one line at a time). Results do not depend on it.
+    pub batch_tokens: usize,
+    /// Draw a progress bar on stderr over this many bytes of input (set by the standalone
+    /// `main` when stdin is a file and stderr a terminal).
+    pub progress_bytes: Option<u64>,
 }
 
 /// [`ServeOptions::max_line_bytes`]' default: 1 MiB (`--max-line-bytes`' default, 1048576).
@@ -255,6 +264,8 @@ impl Default for ServeOptions {
         ServeOptions {
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             no_truncate: false,
+            batch_tokens: crate::BATCH_TOKENS,
+            progress_bytes: None,
         }
     }
 }
@@ -316,57 +327,330 @@ pub fn read_line_limited(
     Ok(Some(true))
 }
 
-/// The loop every server shares: one output line per non-blank input line, flushed at once;
-/// the first error stops it, prefixed with its line number. A closed output ends it quietly
-/// (the reader is gone), with the count of lines written.
-fn serve_lines(
+/// What a server run did: inputs answered, and inputs refused (each reported on stderr and by
+/// an `{"line": N, "error": "..."}` object in its place on stdout).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Served {
+    /// Input lines answered with a result.
+    pub answered: usize,
+    /// Input lines answered with an error.
+    pub failed: usize,
+}
+
+/// One input line, parsed by [`serve_batched`]'s reader.
+#[derive(Debug)]
+pub struct Parsed<T> {
+    /// What the batch runner gets.
+    pub value: T,
+    /// Its size against [`ServeOptions::batch_tokens`] (tokens for an encoder, 1 for a model
+    /// that runs one input at a time).
+    pub tokens: usize,
+    /// A warning for stderr, printed in input order with the line number (a truncated text).
+    pub warning: Option<String>,
+}
+
+/// How many parsed lines the reader holds ahead of the model at most (memory stays bounded by
+/// this times the largest accepted line).
+const READ_AHEAD: usize = 1024;
+
+/// Lines per batch at most, whatever their tokens (lines that failed to parse count 0 tokens).
+const MAX_BATCH_LINES: usize = 4096;
+
+/// A line as the reader hands it over: its number, its end offset in the input (bytes), and
+/// the parse result (`Ok(None)`: a line to skip, such as a blank one).
+type ReadLine<T> = (usize, u64, Result<Option<Parsed<T>>, String>);
+
+/// A [`BufRead`] that counts the bytes consumed, for the progress bar.
+struct Counting<R> {
+    inner: R,
+    consumed: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.consumed += n as u64;
+        Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Counting<R> {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.inner.fill_buf()
+    }
+    fn consume(&mut self, amt: usize) {
+        self.consumed += amt as u64;
+        self.inner.consume(amt);
+    }
+}
+
+/// Reads `input` line by line on a thread of its own, parses each line there, and sends the
+/// results down `tx` (stopping when the receiver is gone). A read error is sent as a line
+/// numbered 0.
+fn read_lines<T: Send>(
     options: &ServeOptions,
-    mut input: impl BufRead,
-    mut output: impl Write,
-    mut each: impl FnMut(usize, &str) -> Result<String, String>,
-) -> Result<usize, String> {
-    let mut count = 0;
+    input: impl BufRead,
+    parse: &(impl Fn(usize, &str) -> Result<Option<Parsed<T>>, String> + Sync),
+    tx: std::sync::mpsc::SyncSender<ReadLine<T>>,
+) {
+    let mut input = Counting {
+        inner: input,
+        consumed: 0,
+    };
     let mut buf = Vec::new();
     for n in 1.. {
-        let too_long = read_line_limited(&mut input, options.max_line_bytes, &mut buf)
-            .map_err(|e| format!("line {n}: cannot read: {e}"))?;
-        match too_long {
-            None => break,
-            Some(true) => {
-                return Err(format!(
-                    "line {n}: longer than {} bytes; split the input or raise --max-line-bytes",
-                    options.max_line_bytes
-                ))
+        let parsed = match read_line_limited(&mut input, options.max_line_bytes, &mut buf) {
+            Err(e) => {
+                let _ = tx.send((
+                    0,
+                    input.consumed,
+                    Err(format!("line {n}: cannot read: {e}")),
+                ));
+                return;
             }
-            Some(false) => {}
-        }
-        let line =
-            std::str::from_utf8(&buf).map_err(|e| format!("line {n}: not UTF-8 text ({e})"))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let out = each(n, line).map_err(|e| format!("line {n}: {e}"))?;
-        match writeln!(output, "{out}").and_then(|()| output.flush()) {
-            Ok(()) => count += 1,
-            Err(e) if e.kind() == ErrorKind::BrokenPipe => break,
-            Err(e) => return Err(format!("line {n}: cannot write output: {e}")),
+            Ok(None) => return,
+            Ok(Some(true)) => Err(format!(
+                "longer than {} bytes; split the input or raise --max-line-bytes",
+                options.max_line_bytes
+            )),
+            Ok(Some(false)) => match std::str::from_utf8(&buf) {
+                Err(e) => Err(format!("not UTF-8 text ({e})")),
+                Ok(line) => parse(n, line),
+            },
+        };
+        if tx.send((n, input.consumed, parsed)).is_err() {
+            return;
         }
     }
-    Ok(count)
+}
+
+/// The loop every server shares. A reader thread reads and parses the lines (`parse`; blank
+/// lines it returns `Ok(None)` for are skipped); this thread gathers what has arrived into
+/// batches of up to [`ServeOptions::batch_tokens`] tokens without waiting for more input (so
+/// output starts before input ends), runs each through `run` (one result per value, in
+/// order), and writes one output line per input line, in input order, flushed per batch.
+///
+/// A line that fails (to read, parse or run) gets `{"line": N, "error": "..."}` in its place
+/// and `NAME: line N: ...` on stderr; the other lines go on. A closed output ends the run
+/// quietly (the reader is gone). Only a failure to read or write is returned as an error.
+pub fn serve_batched<T: Send>(
+    name: &str,
+    options: &ServeOptions,
+    input: impl BufRead + Send,
+    mut output: impl Write,
+    parse: impl Fn(usize, &str) -> Result<Option<Parsed<T>>, String> + Sync,
+    mut run: impl FnMut(&[&T]) -> Vec<Result<String, String>>,
+) -> Result<Served, String> {
+    let progress = options.progress_bytes.map(progress_bar);
+    let say = |msg: String| match &progress {
+        Some(bar) => bar.suspend(|| eprintln!("{name}: {msg}")),
+        None => eprintln!("{name}: {msg}"),
+    };
+    let budget = options.batch_tokens.max(1);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<ReadLine<T>>(READ_AHEAD);
+    std::thread::scope(|scope| {
+        scope.spawn(|| read_lines(options, input, &parse, tx));
+        let mut served = Served::default();
+        let mut next = None;
+        let mut batch: Vec<ReadLine<T>> = Vec::new();
+        let mut text = String::new();
+        loop {
+            // Gather: block for the first line, then take what has already arrived, up to
+            // the token budget.
+            batch.clear();
+            let mut tokens = 0;
+            let first = match next.take() {
+                Some(l) => l,
+                None => match rx.recv() {
+                    Ok(l) => l,
+                    Err(_) => break,
+                },
+            };
+            let size = |l: &ReadLine<T>| match &l.2 {
+                Ok(Some(p)) => p.tokens,
+                _ => 0,
+            };
+            tokens += size(&first);
+            batch.push(first);
+            while batch.len() < MAX_BATCH_LINES {
+                let Ok(l) = rx.try_recv() else { break };
+                if tokens + size(&l) > budget {
+                    next = Some(l);
+                    break;
+                }
+                tokens += size(&l);
+                batch.push(l);
+            }
+            // A read error (numbered 0) is the reader's last word: answer the lines before it,
+            // then stop.
+            let fatal = match batch.last() {
+                Some((0, _, Err(e))) => Some(e.clone()),
+                _ => None,
+            };
+            if fatal.is_some() {
+                batch.pop();
+            }
+            // Run the lines that parsed, as one batch.
+            let values: Vec<&T> = batch
+                .iter()
+                .filter_map(|(_, _, p)| match p {
+                    Ok(Some(p)) => Some(&p.value),
+                    _ => None,
+                })
+                .collect();
+            let mut results = run(&values).into_iter();
+            // Write every line's answer in order; a batch counts once it is written.
+            let before = served;
+            text.clear();
+            let mut end = 0;
+            for (n, at, p) in &batch {
+                end = *at;
+                let answer = match p {
+                    Ok(None) => continue,
+                    Ok(Some(p)) => {
+                        if let Some(w) = &p.warning {
+                            say(format!("warning: line {n}: {w}"));
+                        }
+                        results
+                            .next()
+                            .unwrap_or_else(|| Err("the model returned no result".into()))
+                    }
+                    Err(e) => Err(e.clone()),
+                };
+                match answer {
+                    Ok(line) => {
+                        served.answered += 1;
+                        text.push_str(&line);
+                    }
+                    Err(e) => {
+                        served.failed += 1;
+                        say(format!("line {n}: {e}"));
+                        let mut map = Map::new();
+                        map.insert("line".into(), Value::from(*n));
+                        map.insert("error".into(), Value::from(e));
+                        text.push_str(&Value::Object(map).to_string());
+                    }
+                }
+                text.push('\n');
+            }
+            match output
+                .write_all(text.as_bytes())
+                .and_then(|()| output.flush())
+            {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::BrokenPipe => {
+                    served = before;
+                    break;
+                }
+                Err(e) => return Err(format!("cannot write output: {e}")),
+            }
+            if let Some(bar) = &progress {
+                bar.set_position(end);
+            }
+            if let Some(e) = fatal {
+                return Err(e);
+            }
+        }
+        // Dropping the receiver stops the reader at its next line.
+        drop(rx);
+        if let Some(bar) = &progress {
+            bar.finish_and_clear();
+        }
+        Ok(served)
+    })
+}
+
+/// A progress bar on stderr over `total` bytes of input.
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {percent:>3}% {bytes}/{total_bytes} {elapsed_precise} (eta {eta})",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// One input at a time through `each` (models whose batches this driver does not form).
+fn serve_lines(
+    name: &str,
+    options: &ServeOptions,
+    input: impl BufRead + Send,
+    output: impl Write,
+    mut each: impl FnMut(&str) -> Result<String, String>,
+) -> Result<Served, String> {
+    let options = ServeOptions {
+        batch_tokens: 1,
+        ..*options
+    };
+    serve_batched(
+        name,
+        &options,
+        input,
+        output,
+        |_, line| {
+            Ok((!line.trim().is_empty()).then(|| Parsed {
+                value: line.to_owned(),
+                tokens: 1,
+                warning: None,
+            }))
+        },
+        |lines| lines.iter().map(|l| each(l)).collect(),
+    )
+}
+
+// `--batch-tokens`' default, spelled out for clap.
+const _: () = assert!(crate::BATCH_TOKENS == 2048);
+
+/// Standard input as the servers read it: buffered, and `Send` (the reader thread owns it).
+pub type StdinReader = std::io::BufReader<std::io::Stdin>;
+
+/// `--bench-corpus FILE`'s run: the line to print, or why it failed.
+type BenchCorpus<'a> = &'a dyn Fn(&std::path::Path, &ServeOptions) -> Result<String, String>;
+
+/// What a standalone binary's `main` offers beyond serving lines.
+struct Flags<'a> {
+    /// `--no-truncate` (a model with a tokenizer).
+    text: bool,
+    /// `--batch-tokens` (an encoder).
+    batched: bool,
+    /// `--bench-corpus FILE`: runs it and returns the line to print.
+    bench: Option<BenchCorpus<'a>>,
+}
+
+/// The size of stdin when it is a regular file and stderr a terminal (a progress bar then
+/// tells how far the run is); `None` otherwise.
+fn progress_total() -> Option<u64> {
+    use std::io::IsTerminal;
+    if !std::io::stderr().is_terminal() {
+        return None;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsFd;
+        let fd = std::io::stdin().as_fd().try_clone_to_owned().ok()?;
+        let meta = std::fs::File::from(fd).metadata().ok()?;
+        meta.is_file().then_some(meta.len())
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
 
 /// The `main` every standalone binary shares: parses the flags (`--help` prints `about` and
 /// them on stdout; a bad flag is an error on stderr, exit 2), sets the thread count, then
-/// serves stdin to stdout; an error goes to stderr, prefixed with the model's name.
+/// serves stdin to stdout. Every failed line is reported on stderr, prefixed with the model's
+/// name, and makes the exit status 1 once the input is done.
 fn stdio_main(
     name: &'static str,
     about: String,
-    text: bool,
+    flags: Flags<'_>,
     serve: impl FnOnce(
         &ServeOptions,
-        std::io::StdinLock<'static>,
+        StdinReader,
         std::io::StdoutLock<'static>,
-    ) -> Result<usize, String>,
+    ) -> Result<Served, String>,
 ) -> ExitCode {
     use clap::{value_parser, Arg, ArgAction};
     let mut cmd = clap::Command::new(name)
@@ -387,12 +671,37 @@ fn stdio_main(
                 .value_parser(value_parser!(u64).range(1..))
                 .help("Refuse input lines longer than this"),
         );
-    if text {
+    if flags.text {
         cmd = cmd.arg(
             Arg::new("no_truncate")
                 .long("no-truncate")
                 .action(ArgAction::SetTrue)
                 .help("Refuse a text longer than the model's maximum instead of truncating it"),
+        );
+    }
+    if flags.batched {
+        cmd = cmd.arg(
+            Arg::new("batch_tokens")
+                .long("batch-tokens")
+                .value_name("N")
+                .default_value("2048")
+                .value_parser(value_parser!(u32).range(1..))
+                .help(
+                    "Run the lines at hand as ragged batches of up to N tokens (1: one line at a \
+                     time); results do not depend on it",
+                ),
+        );
+    }
+    if flags.bench.is_some() {
+        cmd = cmd.arg(
+            Arg::new("bench_corpus")
+                .long("bench-corpus")
+                .value_name("FILE")
+                .value_parser(value_parser!(std::path::PathBuf))
+                .help(
+                    "Embed every line of FILE (plain text) in batches, then print one JSON line \
+                     with sentences/s and tokens/s (tokenization included) instead of serving",
+                ),
         );
     }
     let m = cmd.get_matches();
@@ -408,10 +717,43 @@ fn stdio_main(
             .map_or(DEFAULT_MAX_LINE_BYTES, |&b| {
                 usize::try_from(b).unwrap_or(usize::MAX)
             }),
-        no_truncate: text && m.get_flag("no_truncate"),
+        no_truncate: flags.text && m.get_flag("no_truncate"),
+        batch_tokens: if flags.batched {
+            m.get_one::<u32>("batch_tokens")
+                .map_or(crate::BATCH_TOKENS, |&n| n as usize)
+        } else {
+            1
+        },
+        progress_bytes: progress_total(),
     };
-    match serve(&options, std::io::stdin().lock(), std::io::stdout().lock()) {
-        Ok(_) => ExitCode::SUCCESS,
+    if let (Some(bench), Some(path)) = (
+        flags.bench,
+        m.try_get_one::<std::path::PathBuf>("bench_corpus")
+            .ok()
+            .flatten(),
+    ) {
+        return match bench(path, &options) {
+            Ok(line) => {
+                println!("{line}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let input = std::io::BufReader::with_capacity(1 << 16, std::io::stdin());
+    match serve(&options, input, std::io::stdout().lock()) {
+        Ok(Served { failed: 0, .. }) => ExitCode::SUCCESS,
+        Ok(Served { answered, failed }) => {
+            eprintln!(
+                "{name}: {failed} of {} input lines failed (each reported above and by an \
+                 {{\"error\"}} line in its place on stdout)",
+                answered + failed
+            );
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("{name}: {e}");
             ExitCode::FAILURE
@@ -438,7 +780,12 @@ pub fn recurrent_main<M: crate::RecurrentModel>(model: &M) -> ExitCode {
         s.hidden_size,
         s.output_size(),
     );
-    stdio_main(M::NAME, about, false, |opt, i, o| {
+    let flags = Flags {
+        text: false,
+        batched: false,
+        bench: None,
+    };
+    stdio_main(M::NAME, about, flags, |opt, i, o| {
         serve_recurrent(model, opt, i, o)
     })
 }
@@ -468,16 +815,16 @@ pub fn format_dense_output(row: &[f32]) -> String {
     Value::Object(map).to_string()
 }
 
-/// Serves a dense model over `input`/`output`; returns the number of examples or the error
-/// message (naming the line).
+/// Serves a dense model over `input`/`output`, one example per line (see [`serve_batched`]
+/// for what a bad line does).
 pub fn serve_dense<M: DenseModel>(
     model: &M,
     options: &ServeOptions,
-    input: impl BufRead,
+    input: impl BufRead + Send,
     output: impl Write,
-) -> Result<usize, String> {
+) -> Result<Served, String> {
     let mut out = vec![0.0f32; M::OUTPUT_SIZE];
-    serve_lines(options, input, output, |_, line| {
+    serve_lines(M::NAME, options, input, output, |line| {
         let row = parse_dense_line(line, M::INPUT_SIZE)?;
         model
             .forward(&row, 1, &mut out)
@@ -496,7 +843,12 @@ pub fn dense_main<M: DenseModel>(model: &M) -> ExitCode {
         M::INPUT_SIZE,
         M::OUTPUT_SIZE
     );
-    stdio_main(M::NAME, about, false, |opt, i, o| {
+    let flags = Flags {
+        text: false,
+        batched: false,
+        bench: None,
+    };
+    stdio_main(M::NAME, about, flags, |opt, i, o| {
         serve_dense(model, opt, i, o)
     })
 }
@@ -625,67 +977,131 @@ fn floats(v: &[f32]) -> Value {
     Value::Array(v.iter().map(|&x| Value::from(x)).collect())
 }
 
-/// Serves an encoder model over `input`/`output`; returns the number of sequences or the
-/// error message (naming the line). A `text` longer than the model's `max_seq_len` tokens is
-/// cut there, with `"truncated": true` in its output line and a warning on stderr, or refused
-/// with [`ServeOptions::no_truncate`].
+/// Serves an encoder model over `input`/`output`: the lines that have arrived run as ragged
+/// batches of up to [`ServeOptions::batch_tokens`] tokens (each result bit-identical to the
+/// line run alone). A `text` longer than the model's `max_seq_len` tokens is cut there, with
+/// `"truncated": true` in its output line and a warning on stderr, or refused with
+/// [`ServeOptions::no_truncate`]. See [`serve_batched`] for what a bad line does.
 pub fn serve_encoder<M: crate::EncoderModel>(
     model: &M,
     options: &ServeOptions,
-    input: impl BufRead,
+    input: impl BufRead + Send,
     output: impl Write,
-) -> Result<usize, String> {
-    use crate::BertOutput;
+) -> Result<Served, String> {
     let tokenizer = match M::TOKENIZER_JSON {
         Some(json) => Some(TextTokenizer::new(json, M::MAX_SEQ_LEN).map_err(|e| e.to_string())?),
         None => None,
     };
-    serve_lines(options, input, output, |n, line| {
+    let parse = |_: usize, line: &str| {
+        if line.trim().is_empty() {
+            return Ok(None);
+        }
         let l = parse_encoder_line(line, tokenizer.as_ref())?;
-        if l.truncated {
+        let warning = if l.truncated {
             if options.no_truncate {
                 return Err(format!(
                     "`text`: longer than the model's {} tokens (--no-truncate)",
                     M::MAX_SEQ_LEN
                 ));
             }
-            let _ = writeln!(
-                std::io::stderr(),
-                "{}: warning: line {n}: text truncated to {} tokens",
-                M::NAME,
-                M::MAX_SEQ_LEN
+            Some(format!("text truncated to {} tokens", M::MAX_SEQ_LEN))
+        } else {
+            None
+        };
+        Ok(Some(Parsed {
+            tokens: l.input_ids.len(),
+            value: l,
+            warning,
+        }))
+    };
+    serve_batched(M::NAME, options, input, output, parse, |lines| {
+        let inputs: Vec<crate::BertInput<'_>> = lines
+            .iter()
+            .map(|l| crate::BertInput {
+                input_ids: &l.input_ids,
+                attention_mask: l.attention_mask.as_deref(),
+                token_type_ids: l.token_type_ids.as_deref(),
+            })
+            .collect();
+        let outputs = forward_each(model, &inputs);
+        outputs
+            .into_iter()
+            .zip(lines)
+            .map(|(o, l)| o.map(|o| format_encoder_output::<M>(&o, l.truncated)))
+            .collect()
+    })
+}
+
+/// Runs `inputs` as one batch and returns each input's output, or its error: an input the
+/// batch refuses is set aside and the rest run again (their results do not depend on what
+/// else is in the batch).
+pub fn forward_each<M: crate::EncoderModel>(
+    model: &M,
+    inputs: &[crate::BertInput<'_>],
+) -> Vec<Result<Vec<f32>, String>> {
+    let mut results: Vec<Option<Result<Vec<f32>, String>>> = vec![None; inputs.len()];
+    let mut live: Vec<usize> = (0..inputs.len()).collect();
+    let mut out = Vec::new();
+    while !live.is_empty() {
+        let batch: Vec<crate::BertInput<'_>> = live.iter().map(|&i| inputs[i]).collect();
+        let lens: Vec<usize> = batch
+            .iter()
+            .map(|i| M::output_len(i.input_ids.len()))
+            .collect();
+        out.clear();
+        out.resize(lens.iter().sum(), 0.0);
+        match model.forward_batch(&batch, &mut out) {
+            Ok(()) => {
+                let mut at = 0;
+                for (&i, n) in live.iter().zip(lens) {
+                    results[i] = Some(Ok(out[at..at + n].to_vec()));
+                    at += n;
+                }
+                break;
+            }
+            Err(crate::Error::Item { index, error }) if index < live.len() => {
+                results[live.remove(index)] = Some(Err(error.to_string()));
+            }
+            Err(e) => {
+                for &i in &live {
+                    results[i] = Some(Err(e.to_string()));
+                }
+                break;
+            }
+        }
+    }
+    results
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|| Err("not run".into())))
+        .collect()
+}
+
+/// One encoder output line: `{"embedding": [...]}`, `{"last_hidden_state": [[...], ...]}` or
+/// `{"logits": [...], "label": "..."}`, with `"truncated": true` for a cut text.
+fn format_encoder_output<M: crate::EncoderModel>(out: &[f32], truncated: bool) -> String {
+    use crate::BertOutput;
+    let mut map = Map::new();
+    match M::OUTPUT {
+        BertOutput::MeanPooled | BertOutput::Cls => {
+            map.insert("embedding".into(), floats(out));
+        }
+        BertOutput::LastHiddenState => {
+            let rows = out.chunks(M::HIDDEN_SIZE).map(floats).collect();
+            map.insert("last_hidden_state".into(), Value::Array(rows));
+        }
+        BertOutput::Logits => {
+            let best = (0..out.len()).fold(0, |b, i| if out[i] > out[b] { i } else { b });
+            map.insert("logits".into(), floats(out));
+            map.insert(
+                "label".into(),
+                Value::from(M::LABELS.get(best).copied().unwrap_or("")),
             );
         }
-        let bert = crate::BertInput {
-            input_ids: &l.input_ids,
-            attention_mask: l.attention_mask.as_deref(),
-            token_type_ids: l.token_type_ids.as_deref(),
-        };
-        let mut out = vec![0.0f32; M::output_len(l.input_ids.len())];
-        model.forward(&bert, &mut out).map_err(|e| e.to_string())?;
-        let mut map = Map::new();
-        match M::OUTPUT {
-            BertOutput::MeanPooled | BertOutput::Cls => {
-                map.insert("embedding".into(), floats(&out));
-            }
-            BertOutput::LastHiddenState => {
-                let rows = out.chunks(M::HIDDEN_SIZE).map(floats).collect();
-                map.insert("last_hidden_state".into(), Value::Array(rows));
-            }
-            BertOutput::Logits => {
-                let best = (0..out.len()).fold(0, |b, i| if out[i] > out[b] { i } else { b });
-                map.insert("logits".into(), floats(&out));
-                map.insert(
-                    "label".into(),
-                    Value::from(M::LABELS.get(best).copied().unwrap_or("")),
-                );
-            }
-        }
-        if l.truncated {
-            map.insert("truncated".into(), Value::Bool(true));
-        }
-        Ok(Value::Object(map).to_string())
-    })
+    }
+    if truncated {
+        map.insert("truncated".into(), Value::Bool(true));
+    }
+    Value::Object(map).to_string()
 }
 
 /// `main` of a standalone encoder binary: stdin to stdout, errors to stderr.
@@ -702,7 +1118,139 @@ pub fn encoder_main<M: crate::EncoderModel>(model: &M) -> ExitCode {
         M::NAME,
         M::MAX_SEQ_LEN
     );
-    stdio_main(M::NAME, about, M::TOKENIZER_JSON.is_some(), |opt, i, o| {
+    #[cfg(feature = "text")]
+    let bench = |path: &std::path::Path, options: &ServeOptions| {
+        let truncate = if options.no_truncate {
+            crate::text::Truncate::Refuse
+        } else {
+            crate::text::Truncate::AtMax
+        };
+        bench_corpus(model, path, truncate, options.batch_tokens).map(|b| b.to_json("dynq", ""))
+    };
+    #[cfg(feature = "text")]
+    let bench = M::TOKENIZER_JSON
+        .is_some()
+        .then_some(&bench as &dyn Fn(&std::path::Path, &ServeOptions) -> Result<String, String>);
+    #[cfg(not(feature = "text"))]
+    let bench = None;
+    let flags = Flags {
+        text: M::TOKENIZER_JSON.is_some(),
+        batched: true,
+        bench,
+    };
+    stdio_main(M::NAME, about, flags, |opt, i, o| {
         serve_encoder(model, opt, i, o)
+    })
+}
+
+/// What [`bench_corpus`] measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorpusBench {
+    /// The corpus file's name (without its directory).
+    pub corpus: String,
+    /// Texts run (the file's non-blank lines).
+    pub sentences: usize,
+    /// Their tokens, special tokens included, after truncation.
+    pub tokens: usize,
+    /// The batches' token budget.
+    pub batch_tokens: usize,
+    /// Threads per forward.
+    pub threads: usize,
+    /// Wall time of tokenizing and running them all.
+    pub seconds: f64,
+}
+
+impl CorpusBench {
+    /// One JSON line: `{"engine", "variant", "corpus", "threads", "batch_tokens", "sentences",
+    /// "tokens", "seconds", "sentences_per_s", "tokens_per_s"}` (`variant` left out when
+    /// empty).
+    pub fn to_json(&self, engine: &str, variant: &str) -> String {
+        let mut map = Map::new();
+        map.insert("engine".into(), Value::from(engine));
+        if !variant.is_empty() {
+            map.insert("variant".into(), Value::from(variant));
+        }
+        map.insert("corpus".into(), Value::from(self.corpus.as_str()));
+        map.insert("threads".into(), Value::from(self.threads));
+        map.insert("batch_tokens".into(), Value::from(self.batch_tokens));
+        map.insert("sentences".into(), Value::from(self.sentences));
+        map.insert("tokens".into(), Value::from(self.tokens));
+        map.insert("seconds".into(), Value::from(self.seconds));
+        let rate = |n: usize| n as f64 / self.seconds.max(f64::MIN_POSITIVE);
+        map.insert("sentences_per_s".into(), Value::from(rate(self.sentences)));
+        map.insert("tokens_per_s".into(), Value::from(rate(self.tokens)));
+        Value::Object(map).to_string()
+    }
+}
+
+/// Times a corpus: tokenizes every non-blank line of the text file at `path` with the model's
+/// tokenizer and runs them all in ragged batches of up to `batch_tokens` tokens (1: one at a
+/// time), in file order, after a short warm-up (the first batch, untimed). The clock covers
+/// tokenization and the forwards; reading the file is outside it.
+#[cfg(feature = "text")]
+pub fn bench_corpus<M: crate::EncoderModel>(
+    model: &M,
+    path: &std::path::Path,
+    truncate: crate::text::Truncate,
+    batch_tokens: usize,
+) -> Result<CorpusBench, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("--bench-corpus {}: {e}", path.display()))?;
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    if lines.is_empty() {
+        return Err(format!(
+            "--bench-corpus {}: no text in the file (one text per line expected)",
+            path.display()
+        ));
+    }
+    let json = M::TOKENIZER_JSON.ok_or("--bench-corpus: this model has no tokenizer")?;
+    let tokenizer = crate::text::Tokenizer::new(json, M::MAX_SEQ_LEN).map_err(|e| e.to_string())?;
+    let run = |lines: &[&str]| -> Result<usize, String> {
+        let encoded = lines
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                tokenizer
+                    .encode(t, truncate)
+                    .map_err(|e| format!("--bench-corpus {} line {}: {e}", path.display(), i + 1))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let inputs: Vec<crate::BertInput<'_>> = encoded
+            .iter()
+            .map(|t| crate::BertInput {
+                input_ids: &t.ids,
+                attention_mask: None,
+                token_type_ids: Some(&t.type_ids),
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (first, chunk) in crate::batches(&inputs, batch_tokens) {
+            let len = chunk.iter().map(|i| M::output_len(i.input_ids.len())).sum();
+            out.clear();
+            out.resize(len, 0.0);
+            model.forward_batch(chunk, &mut out).map_err(|e| {
+                format!(
+                    "--bench-corpus {}: {}",
+                    path.display(),
+                    e.offset_item(first)
+                )
+            })?;
+        }
+        Ok(inputs.iter().map(|i| i.input_ids.len()).sum())
+    };
+    let warm = lines.len().min(batch_tokens.div_ceil(16).clamp(1, 64));
+    run(&lines[..warm])?;
+    let start = std::time::Instant::now();
+    let tokens = run(&lines)?;
+    let seconds = start.elapsed().as_secs_f64();
+    Ok(CorpusBench {
+        corpus: path
+            .file_name()
+            .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+        sentences: lines.len(),
+        tokens,
+        batch_tokens,
+        threads: crate::kernels::threads(),
+        seconds,
     })
 }
