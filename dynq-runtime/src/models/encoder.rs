@@ -145,7 +145,7 @@ pub fn output_len<D: Dims>(dims: D, e: &Encoder<'_>, len: usize) -> usize {
 /// A sequence's output is bit-identical alone and in any batch, at any position, on any
 /// thread count: each token's activations are quantized on their own and its integer sums are
 /// exact, the f32 epilogues and norms work per row, and attention runs per sequence by a path
-/// chosen by the sequence's own length ([`SHORT_SEQUENCE`]). (With per-tensor activation
+/// chosen by the sequence's own length ([`SHORT_SEQUENCE`](crate::ops::bert::SHORT_SEQUENCE)). (With per-tensor activation
 /// scales a batch would share one scale: [`run_batch`] then runs the sequences one by one.)
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
