@@ -300,18 +300,7 @@ pub fn run<D: Dims + Send>(
             found: out.len(),
         });
     }
-    let inputs = std::slice::from_ref(input);
-    crate::dispatch(
-        Job {
-            dims,
-            e,
-            aq,
-            inputs,
-            ws,
-            out,
-        },
-        kernels,
-    )
+    dispatch(dims, e, aq, kernels, std::slice::from_ref(input), ws, out)
 }
 
 /// [`run`] over a ragged batch: checks every input (an error names the input's index: see
@@ -351,22 +340,24 @@ pub fn run_batch<D: Dims + Send>(
         let mut rest = out;
         for input in inputs {
             let (o, more) = rest.split_at_mut(output_len(dims, e, input.input_ids.len()));
-            let inputs = std::slice::from_ref(input);
-            crate::dispatch(
-                Job {
-                    dims,
-                    e,
-                    aq,
-                    inputs,
-                    ws,
-                    out: o,
-                },
-                kernels,
-            )?;
+            dispatch(dims, e, aq, kernels, std::slice::from_ref(input), ws, o)?;
             rest = more;
         }
         return Ok(());
     }
+    dispatch(dims, e, aq, kernels, inputs, ws, out)
+}
+
+/// One [`forward`] of `inputs` (already checked) on the first of `kernels` this CPU has.
+fn dispatch<D: Dims + Send>(
+    dims: D,
+    e: &Encoder<'_>,
+    aq: ActQuant,
+    kernels: &[crate::KernelId],
+    inputs: &[BertInput<'_>],
+    ws: &mut Workspace,
+    out: &mut [f32],
+) -> Result<(), Error> {
     crate::dispatch(
         Job {
             dims,
