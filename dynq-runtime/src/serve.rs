@@ -600,7 +600,7 @@ fn serve_lines(
 }
 
 // `--batch-tokens`' default, spelled out for clap.
-const _: () = assert!(crate::BATCH_TOKENS == 2048);
+const _: () = assert!(crate::BATCH_TOKENS == 512);
 
 /// Standard input as the servers read it: buffered, and `Send` (the reader thread owns it).
 pub type StdinReader = std::io::BufReader<std::io::Stdin>;
@@ -619,8 +619,8 @@ struct Flags<'a> {
 }
 
 /// The size of stdin when it is a regular file and stderr a terminal (a progress bar then
-/// tells how far the run is); `None` otherwise.
-fn progress_total() -> Option<u64> {
+/// tells how far the run is: [`ServeOptions::progress_bytes`]); `None` otherwise.
+pub fn progress_total() -> Option<u64> {
     use std::io::IsTerminal;
     if !std::io::stderr().is_terminal() {
         return None;
@@ -684,7 +684,7 @@ fn stdio_main(
             Arg::new("batch_tokens")
                 .long("batch-tokens")
                 .value_name("N")
-                .default_value("2048")
+                .default_value("512")
                 .value_parser(value_parser!(u32).range(1..))
                 .help(
                     "Run the lines at hand as ragged batches of up to N tokens (1: one line at a \

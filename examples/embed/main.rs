@@ -2,13 +2,24 @@
 //!
 //! ```text
 //! cargo run --release --example embed -- [TEXT ...]
+//! cargo run --release --example embed -- < corpus.txt > embeddings.jsonl
 //! cargo run --release --example embed -- --pairs ../shared/data/sts-test.tsv
+//! cargo run --release --example embed -- --bench-corpus corpus.txt
 //! cargo run --release --example embed --features f32-model -- --precision f32 [TEXT ...]
 //! ```
 //!
-//! With TEXT arguments it embeds each; without, one sentence per line from stdin. It writes one
+//! With TEXT arguments it embeds each; without, one text per line from stdin. It writes one
 //! JSON array per input (384 floats, mean-pooled, L2-normalized) per line on stdout, in input
-//! order. `--pairs FILE` reads `score<TAB>sentence1<TAB>sentence2` lines and prints the Spearman
+//! order. Stdin is read on a thread of its own and run as ragged batches of up to
+//! `--batch-tokens` tokens (512 by default; 1 runs one text at a time) of whatever lines have
+//! arrived, so output starts before the input ends and memory stays bounded by the budget. A
+//! text's embedding is bit-identical whatever batch it runs in. When stdin is a file and
+//! stderr a terminal, a progress bar runs on stderr. A line that cannot be embedded (not UTF-8,
+//! over `--max-line-bytes`, over 256 tokens with `--no-truncate`) gets
+//! `{"line": N, "error": "..."}` in its place on stdout and `embed: line N: ...` on stderr; the
+//! other lines go on, and the exit status is 1 at the end.
+//!
+//! `--pairs FILE` reads `score<TAB>sentence1<TAB>sentence2` lines and prints the Spearman
 //! correlation between the cosine similarities and the scores. `--precision f32` runs the
 //! unquantized build of the same model, compiled in only with the `f32-model` feature: it
 //! triples the binary (the f32 weights), and the INT8 build is what this example is for.
@@ -18,16 +29,24 @@
 //! is refused. `--threads N` (or `DYNQ_THREADS`) sets the threads per forward; all cores
 //! by default.
 //!
+//! `--bench-corpus FILE` embeds every non-blank line of FILE in batches of `--batch-tokens`
+//! (tokenization included, after a short warm-up) and prints one JSON line: `{"engine": "dynq",
+//! "variant": "int8", "corpus", "threads", "batch_tokens", "sentences", "tokens", "seconds",
+//! "sentences_per_s", "tokens_per_s", "truncation": 256, "kernel"}` (what `bench/corpus.sh`
+//! reads).
+//!
 //! `--bench S [--runs N]` times one forward on exactly S tokens (real sentences from the STS set
 //! compiled into this binary, concatenated and cut) after 10 warm-up runs, and prints one JSON
 //! line: `{"engine": "dynq", "variant": "int8", "seq_len": S, "threads": 1, "median_ms": ..,
 //! "min_ms": ..}` (the format of `bench/peers.sh`).
 
 use std::collections::HashMap;
-use std::io::{BufRead, ErrorKind, Write};
+use std::io::{ErrorKind, Write};
 use std::process::ExitCode;
 
+use dynq_runtime::serve::{Parsed, ServeOptions};
 use dynq_runtime::text::{Tokenizer, Truncate};
+use dynq_runtime::BertInput;
 
 dynq_macros::dynq_model!("../models/minilm/minilm.toml");
 #[cfg(feature = "f32-model")]
@@ -84,6 +103,31 @@ impl Precision {
             Precision::F32 => MinilmF32.embed(ids),
         }
     }
+
+    /// Runs `inputs` as one ragged batch: each input's embedding, or why it failed (an input
+    /// the batch refuses is set aside and the others still run).
+    fn embed_each(self, inputs: &[BertInput<'_>]) -> Vec<Result<Vec<f32>, String>> {
+        match self {
+            Precision::Int8 => dynq_runtime::serve::forward_each(&Minilm, inputs),
+            #[cfg(feature = "f32-model")]
+            Precision::F32 => dynq_runtime::serve::forward_each(&MinilmF32, inputs),
+        }
+    }
+
+    /// `--bench-corpus`: times the model of this precision over the lines of `path`.
+    fn bench_corpus(
+        self,
+        path: &std::path::Path,
+        truncate: Truncate,
+        batch_tokens: usize,
+    ) -> Result<dynq_runtime::serve::CorpusBench, String> {
+        use dynq_runtime::serve::bench_corpus;
+        match self {
+            Precision::Int8 => bench_corpus(&Minilm, path, truncate, batch_tokens),
+            #[cfg(feature = "f32-model")]
+            Precision::F32 => bench_corpus(&MinilmF32, path, truncate, batch_tokens),
+        }
+    }
 }
 
 struct Embedder {
@@ -131,6 +175,43 @@ impl Embedder {
         self.precision
             .embed(&ids)
             .map_err(|e| format!("{}: {e}", preview(text)))
+    }
+
+    /// One stdin line for the batch runner: its token ids (a blank line is embedded too, as
+    /// `[CLS] [SEP]`, so that output line N always answers input line N), with a warning when
+    /// it was cut at TRUNCATE_AT tokens, or the reason it is refused.
+    fn parse(&self, text: &str) -> Result<Option<Parsed<Vec<u32>>>, String> {
+        let t = self
+            .tokenizer
+            .encode(text, Truncate::At(TRUNCATE_AT))
+            .map_err(|e| e.to_string())?;
+        let warning = if t.truncated {
+            if self.no_truncate {
+                return Err(format!("longer than {TRUNCATE_AT} tokens (--no-truncate)"));
+            }
+            Some(format!("truncated to {TRUNCATE_AT} tokens"))
+        } else {
+            None
+        };
+        Ok(Some(Parsed {
+            tokens: t.ids.len(),
+            value: t.ids,
+            warning,
+        }))
+    }
+
+    /// Embeds token-id sequences as one ragged batch: each one's output line (a JSON array),
+    /// or why it failed.
+    fn run(&self, ids: &[&Vec<u32>]) -> Vec<Result<String, String>> {
+        let inputs: Vec<BertInput<'_>> = ids
+            .iter()
+            .map(|ids| BertInput::new(ids.as_slice()))
+            .collect();
+        self.precision
+            .embed_each(&inputs)
+            .into_iter()
+            .map(|r| r.map(|v| embedding_line(&v)))
+            .collect()
     }
 }
 
@@ -252,12 +333,12 @@ fn bench_ids(e: &Embedder, len: usize) -> Result<Vec<u32>, String> {
     Ok(ids)
 }
 
-fn bench(e: &Embedder, len: usize, runs: usize) -> Result<(), String> {
+fn bench(e: &Embedder, len: usize, runs: usize) -> Result<(), Stop> {
     if len == 0 || len > minilm::MAX_SEQ_LEN {
-        return Err(format!(
+        return Err(Stop::Failed(format!(
             "--bench: expected 1 to {} tokens, found {len}",
             minilm::MAX_SEQ_LEN
-        ));
+        )));
     }
     let ids = bench_ids(e, len)?;
     let run = |ids: &[u32]| e.precision.embed(ids);
@@ -271,18 +352,20 @@ fn bench(e: &Embedder, len: usize, runs: usize) -> Result<(), String> {
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);
-    println!(
+    writeln!(
+        std::io::stdout(),
         "{{\"engine\": \"dynq\", \"variant\": \"{}\", \"seq_len\": {len}, \"threads\": {}, \"median_ms\": {:.4}, \"min_ms\": {:.4}, \"kernel\": \"{}\"}}",
         e.precision.name(),
         dynq_runtime::kernels::threads(),
         times[times.len() / 2],
         times[0],
         dynq_runtime::selected_kernel().map_err(|err| err.to_string())?.name()
-    );
-    Ok(())
+    )
+    .map_err(write_err)
 }
 
-fn print_embedding(out: &mut impl Write, v: &[f32]) -> std::io::Result<()> {
+/// One embedding as a JSON array of floats (shortest round-trip form).
+fn embedding_line(v: &[f32]) -> String {
     let mut line = String::with_capacity(v.len() * 12);
     line.push('[');
     for (i, x) in v.iter().enumerate() {
@@ -292,7 +375,26 @@ fn print_embedding(out: &mut impl Write, v: &[f32]) -> std::io::Result<()> {
         line.push_str(&x.to_string());
     }
     line.push(']');
-    writeln!(out, "{line}")
+    line
+}
+
+/// `--bench-corpus FILE`: one JSON line of sentences/s and tokens/s.
+fn bench_corpus(e: &Embedder, path: &str, batch_tokens: usize) -> Result<(), Stop> {
+    let truncate = if e.no_truncate {
+        Truncate::Refuse
+    } else {
+        Truncate::At(TRUNCATE_AT)
+    };
+    let b = e
+        .precision
+        .bench_corpus(std::path::Path::new(path), truncate, batch_tokens)?;
+    let mut line: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&b.to_json("dynq", e.precision.name()))
+            .map_err(|err| format!("--bench-corpus: {err}"))?;
+    line.insert("truncation".into(), TRUNCATE_AT.into());
+    let kernel = dynq_runtime::selected_kernel().map_err(|err| err.to_string())?;
+    line.insert("kernel".into(), kernel.name().into());
+    writeln!(std::io::stdout(), "{}", serde_json::Value::Object(line)).map_err(write_err)
 }
 
 /// How the program stopped early.
@@ -316,22 +418,6 @@ fn write_err(err: std::io::Error) -> Stop {
     }
 }
 
-/// The next line of `input`, refused when longer than `limit` bytes (without reading more
-/// than that of it).
-fn next_line(input: &mut impl BufRead, limit: usize, n: usize) -> Result<Option<String>, String> {
-    let mut buf = Vec::new();
-    match dynq_runtime::serve::read_line_limited(input, limit, &mut buf) {
-        Err(err) => Err(format!("stdin: {err}")),
-        Ok(None) => Ok(None),
-        Ok(Some(true)) => Err(format!(
-            "stdin line {n}: longer than {limit} bytes; split it or raise --max-line-bytes"
-        )),
-        Ok(Some(false)) => String::from_utf8(buf)
-            .map(Some)
-            .map_err(|_| format!("stdin line {n}: not UTF-8 text")),
-    }
-}
-
 fn parse_count(flag: &str, v: Option<String>) -> Result<usize, String> {
     let v = v.ok_or(format!("{flag} needs a number"))?;
     v.parse::<usize>()
@@ -342,21 +428,80 @@ fn parse_count(flag: &str, v: Option<String>) -> Result<usize, String> {
 
 const USAGE: &str =
     "usage: embed [--precision int8|f32] [--threads N] [--no-truncate] [--max-line-bytes N]
-             [--pairs FILE | --bench SEQ_LEN [--runs N]] [TEXT ...]
+             [--batch-tokens N] [--pairs FILE | --bench SEQ_LEN [--runs N] |
+             --bench-corpus FILE] [TEXT ...]
 
 Embeds each TEXT (or each line of stdin) with all-MiniLM-L6-v2: one JSON array per line.
   --precision int8|f32   the INT8 build (default) or the f32 one (needs --features f32-model)
   --threads N            threads per forward (default: DYNQ_THREADS, else all cores)
   --no-truncate          refuse texts over 256 tokens instead of truncating them
   --max-line-bytes N     refuse stdin lines longer than N bytes (default 1048576)
+  --batch-tokens N       run the texts at hand as ragged batches of up to N tokens (default
+                         512; 1: one at a time); embeddings do not depend on it
   --pairs FILE           STS Spearman of score<TAB>sentence1<TAB>sentence2 lines
-  --bench SEQ_LEN        time one forward on SEQ_LEN tokens (--runs N, default 50)";
+  --bench SEQ_LEN        time one forward on SEQ_LEN tokens (--runs N, default 50)
+  --bench-corpus FILE    embed every line of FILE in batches, print sentences/s and tokens/s";
+
+/// Embeds the TEXT arguments in token-budgeted batches and writes one line each: its
+/// embedding, or `{"argument": N, "error": "..."}` (also on stderr). Returns how many failed.
+fn embed_args(
+    e: &Embedder,
+    texts: &[String],
+    batch_tokens: usize,
+    out: &mut impl Write,
+) -> Result<usize, Stop> {
+    let parsed: Vec<Result<Vec<u32>, String>> = texts.iter().map(|t| e.ids(t)).collect();
+    let ok: Vec<&Vec<u32>> = parsed.iter().filter_map(|p| p.as_ref().ok()).collect();
+    let inputs: Vec<BertInput<'_>> = ok.iter().map(|ids| BertInput::new(ids)).collect();
+    let mut results = Vec::with_capacity(ok.len());
+    for (_, chunk) in dynq_runtime::batches(&inputs, batch_tokens) {
+        results.extend(e.precision.embed_each(chunk));
+    }
+    let mut results = results.into_iter();
+    let mut failed = 0;
+    for (n, (text, p)) in texts.iter().zip(&parsed).enumerate() {
+        let r = match p {
+            Ok(_) => results
+                .next()
+                .unwrap_or_else(|| Err("the model returned no result".into()))
+                .map_err(|err| format!("{}: {err}", preview(text))),
+            Err(err) => Err(err.clone()),
+        };
+        let line = match r {
+            Ok(v) => embedding_line(&v),
+            Err(err) => {
+                failed += 1;
+                eprintln!("embed: argument {}: {err}", n + 1);
+                serde_json::json!({"argument": n + 1, "error": err}).to_string()
+            }
+        };
+        writeln!(out, "{line}").map_err(write_err)?;
+    }
+    Ok(failed)
+}
+
+/// Embeds stdin, one text per line, in token-budgeted batches (see the crate docs). Returns
+/// how many lines failed and how many there were.
+fn embed_stdin(e: &Embedder, options: &ServeOptions) -> Result<(usize, usize), Stop> {
+    let input = std::io::BufReader::with_capacity(1 << 16, std::io::stdin());
+    let served = dynq_runtime::serve::serve_batched(
+        "embed",
+        options,
+        input,
+        std::io::stdout().lock(),
+        |_, line| e.parse(line),
+        |ids| e.run(ids),
+    )?;
+    Ok((served.failed, served.answered + served.failed))
+}
 
 fn run() -> Result<(), Stop> {
     let mut precision = Precision::Int8;
     let mut pairs_file = None;
+    let mut corpus = None;
     let (mut bench_len, mut runs) = (None, 50usize);
     let (mut no_truncate, mut max_line) = (false, 1usize << 20);
+    let mut batch_tokens = dynq_runtime::BATCH_TOKENS;
     let mut texts = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -364,7 +509,14 @@ fn run() -> Result<(), Stop> {
             "--precision" => precision = Precision::parse(args.next().as_deref())?,
             "--pairs" => pairs_file = Some(args.next().ok_or("--pairs needs a file".to_string())?),
             "--bench" => bench_len = Some(parse_count("--bench", args.next())?),
+            "--bench-corpus" => {
+                corpus = Some(
+                    args.next()
+                        .ok_or("--bench-corpus needs a file".to_string())?,
+                )
+            }
             "--runs" => runs = parse_count("--runs", args.next())?,
+            "--batch-tokens" => batch_tokens = parse_count("--batch-tokens", args.next())?,
             "--threads" => {
                 let n = parse_count("--threads", args.next())?;
                 dynq_runtime::set_threads(n).map_err(|e| format!("--threads: {e}"))?;
@@ -380,39 +532,53 @@ fn run() -> Result<(), Stop> {
                 }
                 return Ok(());
             }
+            flag if flag.starts_with("--") => {
+                return Err(Stop::Failed(format!(
+                    "unknown flag {flag:?} (--help lists them; a text that starts with \"--\" \
+                     goes on stdin)"
+                )))
+            }
             _ => texts.push(a),
         }
     }
     let e = Embedder::new(precision, no_truncate)?;
     if let Some(len) = bench_len {
-        return Ok(bench(&e, len, runs)?);
+        return bench(&e, len, runs);
+    }
+    if let Some(path) = corpus {
+        return bench_corpus(&e, &path, batch_tokens);
     }
     if let Some(path) = pairs_file {
         return Ok(pairs(&e, &path)?);
     }
-    let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
-    if texts.is_empty() {
-        let mut input = std::io::stdin().lock();
-        for n in 1.. {
-            let Some(line) = next_line(&mut input, max_line, n)? else {
-                break;
-            };
-            print_embedding(&mut out, &e.embed(&line)?).map_err(write_err)?;
-        }
+    let (failed, total) = if texts.is_empty() {
+        let options = ServeOptions {
+            max_line_bytes: max_line,
+            no_truncate,
+            batch_tokens,
+            progress_bytes: dynq_runtime::serve::progress_total(),
+        };
+        embed_stdin(&e, &options)?
     } else {
-        for t in &texts {
-            print_embedding(&mut out, &e.embed(t)?).map_err(write_err)?;
-        }
+        let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+        let failed = embed_args(&e, &texts, batch_tokens, &mut out)?;
+        out.flush().map_err(write_err)?;
+        (failed, texts.len())
+    };
+    if failed > 0 {
+        return Err(Stop::Failed(format!(
+            "{failed} of {total} inputs failed (each reported above and by an {{\"error\"}} \
+             line in its place on stdout)"
+        )));
     }
-    out.flush().map_err(write_err)
+    Ok(())
 }
 
 fn main() -> ExitCode {
     match run() {
         Ok(()) | Err(Stop::ClosedPipe) => ExitCode::SUCCESS,
         Err(Stop::Failed(e)) => {
-            eprintln!("error: {e}");
+            eprintln!("embed: {e}");
             ExitCode::FAILURE
         }
     }
