@@ -163,3 +163,123 @@ fn thread_count_changes_no_bit() {
         }
     }
 }
+
+/// The batch promise on the real model: every sentence's embedding is bit-identical alone and
+/// inside ragged batches of any composition (shuffled order, batch sizes 1 to all, sentences
+/// from 3 to 384 tokens side by side), at 1 and 2 threads; the `_batch` method gives the same
+/// bits. (f32 builds: `dynq-runtime/tests/batch.rs` and `golden_families.rs`.)
+#[test]
+fn batches_change_no_bit() {
+    let mut seqs = tokenized();
+    let joined: Vec<u32> = seqs.concat();
+    for len in [97, 200, 384] {
+        let mut s = joined[..len].to_vec();
+        *s.last_mut().unwrap() = seqs[0][seqs[0].len() - 1]; // [SEP]
+        seqs.push(s);
+    }
+    let pool = |n| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .unwrap()
+    };
+    let alone: Vec<Vec<f32>> = seqs
+        .iter()
+        .map(|s| Minilm.embed(s).unwrap().to_vec())
+        .collect();
+    // A fixed pseudo-random permutation and batch sizes (no RNG crate in this test).
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut next = |n: usize| {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state % n as u64) as usize
+    };
+    for threads in [1, 2] {
+        pool(threads).install(|| {
+            for round in 0..4 {
+                let mut order: Vec<usize> = (0..seqs.len()).collect();
+                for i in (1..order.len()).rev() {
+                    order.swap(i, next(i + 1));
+                }
+                let mut at = 0;
+                while at < order.len() {
+                    let size = if round == 0 {
+                        order.len()
+                    } else {
+                        1 + next(16)
+                    };
+                    let chunk = &order[at..(at + size).min(order.len())];
+                    at += chunk.len();
+                    let inputs: Vec<dynq_runtime::BertInput<'_>> = chunk
+                        .iter()
+                        .map(|&i| dynq_runtime::BertInput::new(&seqs[i]))
+                        .collect();
+                    let mut out = vec![0.0; chunk.len() * minilm::OUTPUT_SIZE];
+                    Minilm.forward_batch(&inputs, &mut out).unwrap();
+                    for (k, &i) in chunk.iter().enumerate() {
+                        let r = k * minilm::OUTPUT_SIZE..(k + 1) * minilm::OUTPUT_SIZE;
+                        let same = |a: &[f32], b: &[f32]| {
+                            a.iter()
+                                .map(|v| v.to_bits())
+                                .eq(b.iter().map(|v| v.to_bits()))
+                        };
+                        assert!(
+                            same(&out[r], &alone[i]),
+                            "{threads} thread(s), round {round}: sentence {i} ({} tokens) in a \
+                             batch of {} differs from it alone",
+                            seqs[i].len(),
+                            chunk.len()
+                        );
+                    }
+                }
+            }
+            let refs: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
+            let batch = Minilm.embed_batch(&refs).unwrap();
+            for (i, (b, a)) in batch.iter().zip(&alone).enumerate() {
+                assert_eq!(b.as_slice(), a.as_slice(), "embed_batch, sentence {i}");
+            }
+        });
+    }
+}
+
+/// A bad sequence inside a batch is named by its index; the serving path answers the others.
+#[test]
+fn a_bad_sequence_in_a_batch_is_named_and_the_others_still_run() {
+    let seqs = tokenized();
+    let out_of_range = [101, minilm::VOCAB_SIZE as u32, 102];
+    let too_long = vec![100u32; minilm::MAX_SEQ_LEN + 1];
+    let cases: [(&[u32], &str); 3] = [
+        (&[], "empty"),
+        (&out_of_range, "token id"),
+        (&too_long, "longer"),
+    ];
+    for (bad, what) in cases {
+        let refs = [
+            seqs[0].as_slice(),
+            seqs[1].as_slice(),
+            bad,
+            seqs[2].as_slice(),
+        ];
+        let e = Minilm.embed_batch(&refs).unwrap_err();
+        assert!(
+            matches!(e, dynq_runtime::Error::Item { index: 2, .. }),
+            "{what}: {e:?}"
+        );
+        assert!(e.to_string().starts_with("input 2: "), "{what}: {e}");
+        let inputs: Vec<dynq_runtime::BertInput<'_>> = refs
+            .iter()
+            .map(|s| dynq_runtime::BertInput::new(s))
+            .collect();
+        let each = dynq_runtime::serve::forward_each(&Minilm, &inputs);
+        assert!(each[2].is_err(), "{what}");
+        for i in [0, 1, 3] {
+            let alone = Minilm.embed(refs[i]).unwrap();
+            assert_eq!(
+                each[i].as_ref().unwrap().as_slice(),
+                alone.as_slice(),
+                "{what}: sequence {i}"
+            );
+        }
+    }
+}
