@@ -6,6 +6,7 @@ English text encoded without special tokens and repeated until long enough, then
 """
 
 import os
+import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,3 +105,38 @@ def torch_model(attn_implementation=None):
             return torch.nn.functional.normalize(pooled, p=2.0, dim=1)
 
     return Embedder(bert).eval()
+
+
+def ort_session(variant, threads):
+    """An ONNX Runtime CPU session of the exported `variant` (a key of ONNX_FILES) on `threads`
+    intra-op threads (one inter-op thread, sequential, all graph optimizations), and the names
+    of its inputs."""
+    import onnxruntime as ort
+
+    path = ONNX_DIR / ONNX_FILES[variant]
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: run bench/export_onnx.py")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return sess, {i.name for i in sess.get_inputs()}
+
+
+class RusagePopen(subprocess.Popen):
+    """Popen that reaps with wait4 and keeps the child's ru_maxrss (which also counts the pages
+    it shared with this process between fork and exec: an upper bound for a small binary)."""
+
+    peak_rss_mib = None
+
+    def _try_wait(self, wait_flags):
+        try:
+            pid, sts, ru = os.wait4(self.pid, wait_flags)
+        except ChildProcessError:
+            pid, sts = self.pid, 0
+        else:
+            if pid == self.pid:
+                self.peak_rss_mib = round(ru.ru_maxrss / 1024, 1)  # KiB on Linux
+        return (pid, sts)

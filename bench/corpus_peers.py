@@ -116,16 +116,7 @@ def make_model(engine, threads):
     if engine in ORT_VARIANT:
         import onnxruntime as ort
 
-        path = common.ONNX_DIR / common.ONNX_FILES[ORT_VARIANT[engine]]
-        if not path.exists():
-            raise SystemExit(f"{path} is missing: run bench/export_onnx.py")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        names = {i.name for i in sess.get_inputs()}
+        sess, names = common.ort_session(ORT_VARIANT[engine], threads)
 
         def run(ids, mask, types):
             feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
@@ -228,33 +219,41 @@ def cmd_ref(a):
 # Driver
 
 
-class RusagePopen(subprocess.Popen):
-    """Popen that reaps with wait4 and keeps the child's own ru_maxrss."""
-
-    peak_rss_mib = None
-
-    def _try_wait(self, wait_flags):
-        try:
-            pid, sts, ru = os.wait4(self.pid, wait_flags)
-        except ChildProcessError:
-            pid, sts = self.pid, 0
-        else:
-            if pid == self.pid:
-                self.peak_rss_mib = round(ru.ru_maxrss / 1024, 1)
-        return (pid, sts)
+# GNU time measures a command's own peak RSS. wait4's ru_maxrss (the fallback) also counts the
+# pages the child shared with this Python process between fork and exec, so it is only an upper
+# bound: with numpy loaded it reads ~86 MiB even for a binary that peaks at 37 MiB.
+GNU_TIME = "/usr/bin/time" if os.path.exists("/usr/bin/time") else None
 
 
 def run_process(cmd, env, stdin=None):
+    """(exit status, stdout, stderr, peak RSS in MiB of the command itself, wall seconds)."""
+    import tempfile
+
     t = time.time()
-    p = RusagePopen(cmd, env=env, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=common.ROOT)
+    rss_file = None
+    if GNU_TIME:
+        fd, rss_file = tempfile.mkstemp(suffix=".rss")
+        os.close(fd)
+        cmd = [GNU_TIME, "-f", "%M", "-o", rss_file, *cmd]
+    p = common.RusagePopen(cmd, env=env,
+                           stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           cwd=common.ROOT)
     try:
         out, err = p.communicate(input=stdin, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         p.kill()
         out, err = p.communicate()
         err += f"\ntimed out after {TIMEOUT_S} s"
-    return p.returncode, out, err, p.peak_rss_mib, time.time() - t
+    peak = p.peak_rss_mib
+    if rss_file:
+        try:
+            with open(rss_file) as f:
+                kib = [line for line in f.read().split("\n") if line.strip().isdigit()]
+            peak = round(int(kib[-1]) / 1024, 1) if kib else None
+        finally:
+            os.unlink(rss_file)
+    return p.returncode, out, err, peak, time.time() - t
 
 
 def json_lines(out):
@@ -295,7 +294,7 @@ def dynq_embeddings(embed, corpus):
     with open(corpus, encoding="utf-8") as f:
         text = f.read()
     env = dict(os.environ, RAYON_NUM_THREADS="2")
-    rc, out, err, _, wall = run_process([embed, "--threads", "2"], env, stdin=text)
+    rc, out, err, peak, wall = run_process([embed, "--threads", "2"], env, stdin=text)
     if rc != 0:
         raise RuntimeError(last_error(out, err, rc))
     rows = [json.loads(line) for line in out.strip().splitlines() if line.strip()]
@@ -304,8 +303,16 @@ def dynq_embeddings(embed, corpus):
     if emb.shape != (n, 384):
         raise RuntimeError(f"expected {n} x 384 floats, got shape {emb.shape}")
     norms = np.linalg.norm(emb, axis=1)
-    return emb, {"norm_min": round(float(norms.min()), 5), "norm_max": round(float(norms.max()), 5),
-                 "wall_s": round(wall, 2)}
+    extra = {"norm_min": round(float(norms.min()), 5), "norm_max": round(float(norms.max()), 5),
+             "wall_s": round(wall, 2), "stream_peak_rss_mib": peak}
+    # Memory: the same binary on the corpus's first line alone, for the streaming bound (the
+    # whole corpus through stdin must not need much more than one input does).
+    first = text.split("\n", 1)[0] + "\n"
+    rc, out, err, single, _ = run_process([embed, "--threads", "2"], env, stdin=first)
+    if rc != 0:
+        raise RuntimeError(last_error(out, err, rc))
+    extra["single_peak_rss_mib"] = single
+    return emb, extra
 
 
 def cmd_run(a):
@@ -342,7 +349,9 @@ def cmd_run(a):
                 worst = np.argsort(per)[:3]
                 rec["worst"] = [{"line": int(i) + 1, "cos": round(float(per[i]), 5)} for i in worst]
                 print(f"dynq embeddings of {name} (embed --threads 2 < {name}): cos to PyTorch "
-                      f"FP32 mean {rec['cos_mean']:.4f}, min {rec['cos_min']:.4f}", flush=True)
+                      f"FP32 mean {rec['cos_mean']:.4f}, min {rec['cos_min']:.4f}; peak RSS "
+                      f"{rec.get('stream_peak_rss_mib')} MiB (its first line alone: "
+                      f"{rec.get('single_peak_rss_mib')} MiB)", flush=True)
             except Exception as e:  # noqa: BLE001 - report it, keep timing
                 rec["error"] = f"{type(e).__name__}: {e}"[:300]
                 print(f"dynq embeddings of {name}: FAILED ({rec['error']})", flush=True)
@@ -574,6 +583,10 @@ def markdown(rows, facts, fid, meta):
                 checks.append(f"{LABELS[r['engine']]} {r['threads']}T reports {r.get('tokens')} "
                               f"tokens, the `tokenizers` package counts {r['expected_tokens']}")
         f = fid.get(("dynq", corpus))
+        if f and f.get("stream_peak_rss_mib") and f.get("single_peak_rss_mib"):
+            lines += [f"| dynq peak RSS, `embed < {corpus}` / `embed <` its first line only "
+                      f"({f['stream_peak_rss_mib']:.1f} / {f['single_peak_rss_mib']:.1f} MiB) | "
+                      f"{f2(ratio(f['stream_peak_rss_mib'], f['single_peak_rss_mib']))} |"]
         if f and f.get("error"):
             checks.append(f"dynq embeddings (`embed < {corpus}`) failed: {f['error']}")
         elif f and f.get("worst"):

@@ -29,16 +29,7 @@ import common  # noqa: E402
 def onnxruntime_runner(variant, threads):
     import onnxruntime as ort
 
-    path = common.ONNX_DIR / common.ONNX_FILES[variant]
-    if not path.exists():
-        raise SystemExit(f"{path} is missing: run bench/export_onnx.py")
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    names = {i.name for i in sess.get_inputs()}
+    sess, names = common.ort_session(variant, threads)
 
     def make(seq_len):
         ids, mask, types = common.bench_inputs(seq_len)

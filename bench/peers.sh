@@ -28,9 +28,9 @@ done
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-OUT="$ROOT/target/bench"
-VENV="$OUT/venv"
-PY="$VENV/bin/python"
+# OUT, VENV, PY and ensure_venv.
+# shellcheck source=bench/venv.sh
+. "$ROOT/bench/venv.sh"
 EMBED="$OUT/embed"          # --features rayon: INT8, the binary the README's commands build
 EMBED_F32="$OUT/embed-f32"  # --features rayon,f32-model: INT8 and the f32 reference
 START=$(date +%s)
@@ -39,20 +39,7 @@ mkdir -p "$OUT"
 step() { printf '\n== %s\n' "$*"; }
 die() { printf 'peers.sh: %s\n' "$*" >&2; exit 1; }
 
-step "Python env: $VENV"
-PKGS=(onnxruntime torch transformers onnx safetensors numpy matplotlib tokenizers)
-if [ ! -x "$PY" ]; then
-    command -v python3 >/dev/null || die "python3 not found"
-    python3 -m venv "$VENV" || die "python3 -m venv failed"
-fi
-if "$PY" -c 'import onnxruntime, torch, transformers, onnx, safetensors, numpy, matplotlib, tokenizers' 2>/dev/null; then
-    echo "already installed: ${PKGS[*]}"
-else
-    echo "installing ${PKGS[*]} (torch pulls about 3 GB of CUDA wheels; log: $OUT/pip-install.log)"
-    "$PY" -m pip install "${PKGS[@]}" >"$OUT/pip-install.log" 2>&1 \
-        || { tail -20 "$OUT/pip-install.log" >&2; die "pip install failed (log: $OUT/pip-install.log)"; }
-fi
-"$PY" -c 'import onnxruntime as o, torch as t, transformers as tr; print(f"onnxruntime {o.__version__}, torch {t.__version__}, transformers {tr.__version__}")'
+ensure_venv
 
 command -v cargo >/dev/null || die "cargo not found"
 # Both builds write target/release/examples/embed: each is copied before the next build.

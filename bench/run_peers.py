@@ -58,27 +58,11 @@ def command(engine, variant, seq_len, threads, runs, embed, embed_f32):
     return cmd, env
 
 
-class RusagePopen(subprocess.Popen):
-    """Popen that reaps with wait4 and keeps the child's own ru_maxrss."""
-
-    peak_rss_mib = None
-
-    def _try_wait(self, wait_flags):
-        try:
-            pid, sts, ru = os.wait4(self.pid, wait_flags)
-        except ChildProcessError:
-            pid, sts = self.pid, 0
-        else:
-            if pid == self.pid:
-                self.peak_rss_mib = round(ru.ru_maxrss / 1024, 1)  # KiB on Linux
-        return (pid, sts)
-
-
 def run_process(cmd, env):
     """Run cmd; return (rc, stdout, stderr, peak_rss_mib, wall_s)."""
     t = time.time()
-    p = RusagePopen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                    text=True, cwd=common.ROOT)
+    p = common.RusagePopen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, cwd=common.ROOT)
     try:
         out, err = p.communicate(timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
