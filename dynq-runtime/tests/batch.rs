@@ -8,7 +8,7 @@
 
 use dynq_runtime::kernels::{packed_index, packed_len, Kernel};
 use dynq_runtime::models::encoder::{
-    batch_output_len, forward, output_len, Encoder, Head, RelativeBias,
+    batch_output_len, forward, output_len, run_batch, Encoder, Head, RelativeBias,
 };
 use dynq_runtime::ops::bert::{
     Embeddings, EncoderDims, EncoderLayer, EncoderLinear, LayerNorm, LinearObserver, Positions,
@@ -428,6 +428,72 @@ proptest! {
                 _ => tokens,
             };
             prop_assert_eq!(values, expected * width, "{:?}", which);
+        }
+    }
+}
+
+/// Per-tensor activation scales would couple a batch's sequences (one scale for all their
+/// tokens), so `run_batch`, what generated code calls, runs such a model's inputs one by one:
+/// the promise holds for it too, at 1 and 2 threads, symmetric and asymmetric.
+#[test]
+fn per_tensor_scales_keep_the_batch_promise() {
+    let m = Model::new(2, 8, true, true, false, false, BertOutput::MeanPooled, 7);
+    let e = m.view(true);
+    let lens = [3usize, 17, SHORT_SEQUENCE + 6, 9, 1];
+    let mut rng = Rng(11);
+    let ids: Vec<Vec<u32>> = lens
+        .iter()
+        .map(|&l| {
+            (0..l)
+                .map(|_| 2 + ((rng.next() + 1.0) * 18.0) as u32)
+                .collect()
+        })
+        .collect();
+    let inputs: Vec<BertInput<'_>> = ids.iter().map(|i| BertInput::new(i)).collect();
+    let reversed: Vec<BertInput<'_>> = inputs.iter().rev().copied().collect();
+    let width = |s: usize| output_len(m.dims, &e, lens[s]);
+    for scheme in [Scheme::Symmetric, Scheme::Asymmetric] {
+        let aq = ActQuant {
+            granularity: Granularity::PerTensor,
+            scheme,
+        };
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let run = |batch: &[BertInput<'_>]| {
+                    let mut out = vec![f32::NAN; batch_output_len(m.dims, &e, batch)];
+                    run_batch(
+                        m.dims,
+                        &e,
+                        aq,
+                        &KernelId::ALL,
+                        batch,
+                        &mut Workspace::new(),
+                        &mut out,
+                    )
+                    .unwrap();
+                    out
+                };
+                let alone: Vec<Vec<f32>> = inputs
+                    .iter()
+                    .map(|i| run(std::slice::from_ref(i)))
+                    .collect();
+                let out = run(&reversed);
+                let mut at = 0;
+                for s in (0..lens.len()).rev() {
+                    let got = &out[at..at + width(s)];
+                    at += width(s);
+                    assert!(
+                        got.iter()
+                            .map(|v| v.to_bits())
+                            .eq(alone[s].iter().map(|v| v.to_bits())),
+                        "{scheme:?}, {threads} threads: sequence {s} differs in the batch"
+                    );
+                }
+            });
         }
     }
 }
