@@ -34,6 +34,17 @@ pub enum Error {
         /// Length of the slice passed.
         found: usize,
     },
+    /// The output slice of a batch call does not hold every input's output, in turn (their
+    /// lengths can differ: `last_hidden_state` is one row per token).
+    #[error("output length: expected {expected} values (the outputs of {inputs} inputs, summed), found {found}")]
+    BatchOutputLength {
+        /// The inputs' output lengths, summed.
+        expected: usize,
+        /// Inputs in the batch.
+        inputs: usize,
+        /// Length of the slice passed.
+        found: usize,
+    },
     /// The input holds NaN or an infinity.
     #[error("input value at index {index} is {value}: inputs must be finite")]
     NonFiniteInput {
@@ -135,6 +146,38 @@ pub enum Error {
 }
 
 impl Error {
+    /// Input `index` of a batch failed with `error` ([`Error::Item`]).
+    ///
+    /// ```
+    /// use dynq_runtime::Error;
+    /// let e = Error::item(2, Error::EmptySequence);
+    /// assert!(matches!(e, Error::Item { index: 2, .. }));
+    /// ```
+    pub fn item(index: usize, error: Error) -> Self {
+        Error::Item {
+            index,
+            error: Box::new(error),
+        }
+    }
+
+    /// `Ok` when a batch call's output slice holds `expected` values (its `inputs`' outputs,
+    /// summed), else [`Error::BatchOutputLength`].
+    pub(crate) fn check_batch_output(
+        expected: usize,
+        inputs: usize,
+        found: usize,
+    ) -> Result<(), Self> {
+        if found == expected {
+            Ok(())
+        } else {
+            Err(Error::BatchOutputLength {
+                expected,
+                inputs,
+                found,
+            })
+        }
+    }
+
     /// An [`Error::Item`] of a chunk that starts at input `first` of a larger batch, with the
     /// index counted in the larger batch; other errors unchanged.
     ///

@@ -162,25 +162,16 @@ pub trait EncoderModel {
     /// input alone. An error names the input's index ([`Error::Item`]). Generated models run
     /// the batch as one forward; this default runs the inputs one by one.
     fn forward_batch(&self, inputs: &[BertInput<'_>], out: &mut [f32]) -> Result<(), Error> {
-        let expected: usize = inputs
+        let expected = inputs
             .iter()
             .map(|i| Self::output_len(i.input_ids.len()))
             .sum();
-        if out.len() != expected {
-            return Err(Error::OutputLength {
-                expected,
-                rows: inputs.len(),
-                width: expected / inputs.len().max(1),
-                found: out.len(),
-            });
-        }
+        Error::check_batch_output(expected, inputs.len(), out.len())?;
         let mut rest = out;
         for (index, input) in inputs.iter().enumerate() {
             let (o, more) = rest.split_at_mut(Self::output_len(input.input_ids.len()));
-            self.forward(input, o).map_err(|error| Error::Item {
-                index,
-                error: Box::new(error),
-            })?;
+            self.forward(input, o)
+                .map_err(|error| Error::item(index, error))?;
             rest = more;
         }
         Ok(())

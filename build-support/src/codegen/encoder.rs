@@ -308,7 +308,7 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
                     .map(|(index, t)| {
                         tokenizer
                             .encode(t.as_ref(), truncate)
-                            .map_err(|e| rt::Error::Item { index, error: Box::new(e) })
+                            .map_err(|e| rt::Error::item(index, e))
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 let inputs: Vec<rt::BertInput<'_>> = encoded

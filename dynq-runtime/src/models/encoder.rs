@@ -317,20 +317,9 @@ pub fn run_batch<D: Dims + Send>(
     out: &mut [f32],
 ) -> Result<(), Error> {
     for (index, input) in inputs.iter().enumerate() {
-        check(e, input).map_err(|error| Error::Item {
-            index,
-            error: Box::new(error),
-        })?;
+        check(e, input).map_err(|error| Error::item(index, error))?;
     }
-    let expected = batch_output_len(dims, e, inputs);
-    if out.len() != expected {
-        return Err(Error::OutputLength {
-            expected,
-            rows: inputs.len(),
-            width: expected / inputs.len().max(1),
-            found: out.len(),
-        });
-    }
+    Error::check_batch_output(batch_output_len(dims, e, inputs), inputs.len(), out.len())?;
     if inputs.is_empty() {
         return Ok(());
     }
