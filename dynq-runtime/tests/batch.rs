@@ -6,7 +6,7 @@
 //! linear layers' row count is the batch's total token count (no padding computed).
 #![cfg(feature = "rayon")]
 
-use dynq_runtime::kernels::{packed_index, packed_len, Kernel};
+use dynq_runtime::kernels::Kernel;
 use dynq_runtime::models::encoder::{
     batch_output_len, forward, output_len, run_batch, Encoder, Head, RelativeBias,
 };
@@ -15,87 +15,16 @@ use dynq_runtime::ops::bert::{
     Table, SHORT_SEQUENCE,
 };
 use dynq_runtime::ops::ActQuant;
-use dynq_runtime::{
-    Activation, BertInput, BertOutput, F32Linear, Granularity, KernelId, Linear, QLinear, Scheme,
-    Workspace,
-};
+use dynq_runtime::{Activation, BertInput, BertOutput, Granularity, KernelId, Scheme, Workspace};
 use proptest::prelude::*;
 
-/// A small deterministic generator.
-struct Rng(u64);
+mod common;
+use common::{Matrix, Rng};
 
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
-
-    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
-        (0..n).map(|_| self.next() * scale).collect()
-    }
-}
-
-/// A weight matrix, f32 and quantized (symmetric per channel, in the kernels' packed layout).
-struct Matrix {
-    n: usize,
-    k: usize,
-    w: Vec<f32>,
-    bias: Vec<f32>,
-    packed: Vec<i8>,
-    scales: Vec<f32>,
-    col_sums: Vec<i32>,
-}
-
-impl Matrix {
-    fn new(n: usize, k: usize, rng: &mut Rng) -> Self {
-        let w = rng.vec(n * k, 1.0 / (k as f32).sqrt());
-        let bias = rng.vec(n, 0.1);
-        let mut packed = vec![0i8; packed_len(n, k)];
-        let (mut scales, mut col_sums) = (vec![0.0; n], vec![0; n]);
-        for j in 0..n {
-            let row = &w[j * k..(j + 1) * k];
-            let absmax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let s = if absmax > 0.0 { absmax / 127.0 } else { 1.0 };
-            scales[j] = s;
-            for (kk, v) in row.iter().enumerate() {
-                let q = (v / s).round().clamp(-127.0, 127.0) as i8;
-                packed[packed_index(j, kk, k)] = q;
-                col_sums[j] += i32::from(q);
-            }
-        }
-        Matrix {
-            n,
-            k,
-            w,
-            bias,
-            packed,
-            scales,
-            col_sums,
-        }
-    }
-
-    fn view(&self, int8: bool) -> Linear<'_> {
-        if int8 {
-            Linear::Int8(QLinear {
-                n: self.n,
-                k: self.k,
-                weight: &self.packed,
-                scales: &self.scales,
-                col_sums: &self.col_sums,
-                bias: Some(&self.bias),
-            })
-        } else {
-            Linear::F32(F32Linear {
-                n: self.n,
-                k: self.k,
-                weight: &self.w,
-                bias: Some(&self.bias),
-            })
-        }
-    }
+/// A random `n x k` layer with a bias, scaled for unit-variance outputs.
+fn matrix(n: usize, k: usize, rng: &mut Rng) -> Matrix {
+    let w = rng.vec(n * k, 1.0 / (k as f32).sqrt());
+    Matrix::new(n, k, w, Some(rng.vec(n, 0.1)))
 }
 
 struct Norm {
@@ -177,11 +106,11 @@ impl Model {
         };
         let layers = (0..2)
             .map(|_| Layer {
-                qkv: Matrix::new(3 * h, h, &mut rng),
-                attn_out: Matrix::new(h, h, &mut rng),
+                qkv: matrix(3 * h, h, &mut rng),
+                attn_out: matrix(h, h, &mut rng),
                 norm1: Norm::new(h, &mut rng),
-                ffn_up: Matrix::new(dims.intermediate, h, &mut rng),
-                ffn_down: Matrix::new(h, dims.intermediate, &mut rng),
+                ffn_up: matrix(dims.intermediate, h, &mut rng),
+                ffn_down: matrix(h, dims.intermediate, &mut rng),
                 norm2: Norm::new(h, &mut rng),
             })
             .collect();
@@ -195,12 +124,12 @@ impl Model {
             positions,
             token_type: types.then(|| rng.vec(2 * ew, 0.5)),
             emb_norm: Norm::new(ew, &mut rng),
-            projection: projection.then(|| Matrix::new(h, ew, &mut rng)),
+            projection: projection.then(|| matrix(h, ew, &mut rng)),
             relative: relative.then(|| rng.vec(BUCKETS * heads, 0.5)),
             layers,
             output,
             head: (output == BertOutput::Logits)
-                .then(|| (Matrix::new(h, h, &mut rng), Matrix::new(3, h, &mut rng))),
+                .then(|| (matrix(h, h, &mut rng), matrix(3, h, &mut rng))),
         }
     }
 
@@ -496,4 +425,47 @@ fn per_tensor_scales_keep_the_batch_promise() {
             });
         }
     }
+}
+
+/// A batch's output slice of the wrong length is refused with the total the inputs need (their
+/// lengths differ with `last_hidden_state`, so no "rows x width" is claimed).
+#[test]
+fn a_wrong_batch_output_length_names_the_total() {
+    let m = Model::new(
+        2,
+        8,
+        false,
+        false,
+        false,
+        false,
+        BertOutput::LastHiddenState,
+        3,
+    );
+    let e = m.view(true);
+    let ids: [&[u32]; 2] = [&[2, 3, 4], &[5, 6]];
+    let inputs: Vec<BertInput<'_>> = ids.iter().map(|i| BertInput::new(i)).collect();
+    let aq = ActQuant {
+        granularity: Granularity::PerToken,
+        scheme: Scheme::Symmetric,
+    };
+    let expected = batch_output_len(m.dims, &e, &inputs);
+    assert_eq!(expected, 5 * m.dims.hidden);
+    let mut out = vec![0.0; expected - 1];
+    let err = run_batch(
+        m.dims,
+        &e,
+        aq,
+        &KernelId::ALL,
+        &inputs,
+        &mut Workspace::new(),
+        &mut out,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "output length: expected {expected} values (the outputs of 2 inputs, summed), found {}",
+            expected - 1
+        )
+    );
 }

@@ -3,96 +3,30 @@
 //! independently in f64, for LSTM and GRU, 1 to 3 layers, both directions, batches and
 //! `batch_first`.
 
-use dynq_runtime::kernels::{packed_index, packed_len, Kernel, Scalar};
+use dynq_runtime::kernels::{Kernel, Scalar};
 use dynq_runtime::ops::rnn::{forward, scratch_lens, Cell, RnnDirection, RnnLayer, RnnShape};
 use dynq_runtime::ops::{ActQuant, QuantScratch};
-use dynq_runtime::{
-    F32Linear, Granularity, Linear, QLinear, RnnInput, RnnOutput, Scheme, Workspace,
-};
+use dynq_runtime::{Granularity, RnnInput, RnnOutput, Scheme, Workspace};
 use proptest::prelude::*;
 
-/// One weight matrix with its bias, f32 and quantized (symmetric per channel).
-struct Matrix {
-    n: usize,
-    k: usize,
-    w: Vec<f32>,
-    bias: Option<Vec<f32>>,
-    packed: Vec<i8>,
-    scales: Vec<f32>,
-    col_sums: Vec<i32>,
+mod common;
+use common::{Matrix, Rng};
+
+/// A random `n x k` layer, with a bias when `bias`.
+fn matrix(n: usize, k: usize, rng: &mut Rng, bias: bool) -> Matrix {
+    let w = rng.vec(n * k, 0.6);
+    let bias = bias.then(|| rng.vec(n, 0.3));
+    Matrix::new(n, k, w, bias)
 }
 
-impl Matrix {
-    fn new(n: usize, k: usize, rng: &mut Rng, bias: bool) -> Self {
-        let w: Vec<f32> = (0..n * k).map(|_| rng.next() * 0.6).collect();
-        let bias = bias.then(|| (0..n).map(|_| rng.next() * 0.3).collect());
-        let mut packed = vec![0i8; packed_len(n, k)];
-        let (mut scales, mut col_sums) = (vec![0.0; n], vec![0; n]);
-        for j in 0..n {
-            let row = &w[j * k..(j + 1) * k];
-            let absmax = row.iter().fold(0f32, |m, v| m.max(v.abs()));
-            let s = if absmax > 0.0 { absmax / 127.0 } else { 1.0 };
-            scales[j] = s;
-            for (kk, v) in row.iter().enumerate() {
-                let q = (v / s).round().clamp(-127.0, 127.0) as i8;
-                packed[packed_index(j, kk, k)] = q;
-                col_sums[j] += i32::from(q);
-            }
-        }
-        Matrix {
-            n,
-            k,
-            w,
-            bias,
-            packed,
-            scales,
-            col_sums,
-        }
-    }
-
-    fn view(&self, int8: bool) -> Linear<'_> {
-        if int8 {
-            Linear::Int8(QLinear {
-                n: self.n,
-                k: self.k,
-                weight: &self.packed,
-                scales: &self.scales,
-                col_sums: &self.col_sums,
-                bias: self.bias.as_deref(),
-            })
-        } else {
-            Linear::F32(F32Linear {
-                n: self.n,
-                k: self.k,
-                weight: &self.w,
-                bias: self.bias.as_deref(),
-            })
-        }
-    }
-
-    /// `W x + b` in f64.
-    fn apply(&self, x: &[f64]) -> Vec<f64> {
-        (0..self.n)
-            .map(|j| {
-                let dot: f64 = (0..self.k)
-                    .map(|k| f64::from(self.w[j * self.k + k]) * x[k])
-                    .sum();
-                dot + self.bias.as_ref().map_or(0.0, |b| f64::from(b[j]))
-            })
-            .collect()
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> f32 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-    }
+/// `W x + b` of `m` in f64.
+fn apply(m: &Matrix, x: &[f64]) -> Vec<f64> {
+    (0..m.n)
+        .map(|j| {
+            let dot: f64 = (0..m.k).map(|k| f64::from(m.w[j * m.k + k]) * x[k]).sum();
+            dot + m.bias.as_ref().map_or(0.0, |b| f64::from(b[j]))
+        })
+        .collect()
 }
 
 struct Model {
@@ -115,8 +49,8 @@ impl Model {
                 (0..shape.directions)
                     .map(|_| {
                         (
-                            Matrix::new(g, k, &mut rng, bias),
-                            Matrix::new(g, shape.hidden_size, &mut rng, bias),
+                            matrix(g, k, &mut rng, bias),
+                            matrix(g, shape.hidden_size, &mut rng, bias),
                         )
                     })
                     .collect()
@@ -226,7 +160,7 @@ impl Model {
                     });
                     for step in 0..steps {
                         let t = if d == 0 { step } else { steps - 1 - step };
-                        let (gx, gh) = (wi.apply(&layer_in[t]), wh.apply(&hs));
+                        let (gx, gh) = (apply(wi, &layer_in[t]), apply(wh, &hs));
                         for j in 0..h {
                             match s.cell {
                                 Cell::Lstm => {
