@@ -19,6 +19,8 @@ pub struct Workspace {
     quant: Vec<i8>,
     scales: Vec<f32>,
     zero_points: Vec<i32>,
+    /// Token offsets of a ragged batch, lent out by [`Workspace::take_offsets`].
+    offsets: Vec<usize>,
 }
 
 /// The buffers of a [`Workspace`], sized for one call.
@@ -42,7 +44,26 @@ impl Workspace {
             quant: Vec::new(),
             scales: Vec::new(),
             zero_points: Vec::new(),
+            offsets: Vec::new(),
         }
+    }
+
+    /// The start of each of `lens`' sequences back to back, then their total (`lens.len() + 1`
+    /// values), in this workspace's reused vector: give it back with
+    /// [`Workspace::put_offsets`] so the next call does not allocate.
+    pub(crate) fn take_offsets(&mut self, lens: impl Iterator<Item = usize>) -> Vec<usize> {
+        let mut offsets = std::mem::take(&mut self.offsets);
+        offsets.clear();
+        offsets.push(0);
+        for len in lens {
+            offsets.push(offsets[offsets.len() - 1] + len);
+        }
+        offsets
+    }
+
+    /// Returns the vector [`Workspace::take_offsets`] lent.
+    pub(crate) fn put_offsets(&mut self, offsets: Vec<usize>) {
+        self.offsets = offsets;
     }
 
     /// Returns buffers of exactly the requested lengths, growing the workspace if needed.

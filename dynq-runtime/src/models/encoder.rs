@@ -159,11 +159,8 @@ pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
     out: &mut [f32],
     observer: &mut O,
 ) {
-    let mut offsets = Vec::with_capacity(inputs.len() + 1);
-    offsets.push(0);
-    for input in inputs {
-        offsets.push(offsets[offsets.len() - 1] + input.input_ids.len());
-    }
+    // Lent by the workspace and given back at the end: no allocation once warm.
+    let offsets = ws.take_offsets(inputs.iter().map(|i| i.input_ids.len()));
     let seqs = Ragged::new(&offsets);
     let (tokens, count) = (seqs.tokens(), seqs.count());
     let (h, heads, ew) = (dims.hidden(), dims.heads(), e.embedding_width);
@@ -267,6 +264,7 @@ pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
             observer.linear(0, EncoderLinear::HeadOut, pooled, out);
         }
     }
+    ws.put_offsets(offsets);
 }
 
 /// Checks `input` against the model: ids, types and mask in range, the length, and no
