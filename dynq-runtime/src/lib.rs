@@ -41,6 +41,8 @@ compile_error!("dynq-runtime reads its little-endian weight blob in place and su
 
 pub mod blob;
 mod error;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod kernels;
 pub mod models;
 pub mod ops;
@@ -88,6 +90,11 @@ pub trait DenseModel {
     const INPUT_SIZE: usize;
     /// Width of one output row.
     const OUTPUT_SIZE: usize;
+    /// Numeric precision of the build (`"int8"`, `"f32"`, ...; empty when not generated).
+    const PRECISION: &'static str = "";
+    /// The weight blob's content hash: one value per build of the same TOML and weights
+    /// (empty when not generated).
+    const BUILD_ID: &'static str = "";
     /// Runs `rows` examples: `input` holds `rows * INPUT_SIZE` values, `out` receives
     /// `rows * OUTPUT_SIZE`.
     fn forward(&self, input: &[f32], rows: usize, out: &mut [f32]) -> Result<(), Error>;
@@ -154,6 +161,15 @@ pub trait EncoderModel {
     const LABELS: &'static [&'static str];
     /// The configured `tokenizer.json`, if any.
     const TOKENIZER_JSON: Option<&'static str>;
+    /// The encoder family (`[encoder] family`; empty when not generated).
+    const FAMILY: &'static str = "";
+    /// Whether the pooled output is L2-normalized by the model itself (`normalize = true`).
+    const NORMALIZED: bool = false;
+    /// Numeric precision of the build (`"int8"`, `"f32"`, ...; empty when not generated).
+    const PRECISION: &'static str = "";
+    /// The weight blob's content hash: one value per build of the same TOML and weights
+    /// (empty when not generated).
+    const BUILD_ID: &'static str = "";
     /// Runs one sequence.
     fn forward(&self, input: &BertInput<'_>, out: &mut [f32]) -> Result<(), Error>;
 
@@ -240,6 +256,11 @@ pub trait RecurrentModel {
     const NAME: &'static str;
     /// The cell, sizes and layout.
     const SHAPE: ops::rnn::RnnShape;
+    /// Numeric precision of the build (`"int8"`, `"f32"`, ...; empty when not generated).
+    const PRECISION: &'static str = "";
+    /// The weight blob's content hash: one value per build of the same TOML and weights
+    /// (empty when not generated).
+    const BUILD_ID: &'static str = "";
     /// Runs `input.batch` sequences of `input.steps` steps.
     fn forward(&self, input: &RnnInput<'_>, out: RnnOutput<'_>) -> Result<(), Error>;
 

@@ -205,37 +205,43 @@ pub fn serve_recurrent<M: crate::RecurrentModel>(
     input: impl BufRead + Send,
     output: impl Write,
 ) -> Result<Served, String> {
+    serve_lines(M::NAME, options, input, output, |line| {
+        recurrent_line(model, line)
+    })
+}
+
+/// Runs one input line of a recurrent model (see [`parse_recurrent_line`]) and returns its
+/// output line (see [`format_recurrent_output`]), or what was wrong.
+pub fn recurrent_line<M: crate::RecurrentModel>(model: &M, line: &str) -> Result<String, String> {
     let shape = M::SHAPE;
     let state = shape.state_len(1);
     let cell_state = match shape.cell {
         crate::ops::rnn::Cell::Lstm => state,
         crate::ops::rnn::Cell::Gru => 0,
     };
-    serve_lines(M::NAME, options, input, output, |line| {
-        let l = parse_recurrent_line(line, &shape)?;
-        let mut out = vec![0.0f32; l.steps * shape.output_size()];
-        let (mut h_n, mut c_n) = (vec![0.0f32; state], vec![0.0f32; cell_state]);
-        let x = crate::RnnInput {
-            input: &l.input,
-            steps: l.steps,
-            batch: 1,
-            h0: l.h0.as_deref(),
-            c0: l.c0.as_deref(),
-        };
-        let out_refs = crate::RnnOutput {
-            output: &mut out,
-            h_n: &mut h_n,
-            c_n: &mut c_n,
-        };
-        model.forward(&x, out_refs).map_err(|e| e.to_string())?;
-        Ok(format_recurrent_output(
-            &out,
-            shape.output_size(),
-            &h_n,
-            &c_n,
-            shape.hidden_size,
-        ))
-    })
+    let l = parse_recurrent_line(line, &shape)?;
+    let mut out = vec![0.0f32; l.steps * shape.output_size()];
+    let (mut h_n, mut c_n) = (vec![0.0f32; state], vec![0.0f32; cell_state]);
+    let x = crate::RnnInput {
+        input: &l.input,
+        steps: l.steps,
+        batch: 1,
+        h0: l.h0.as_deref(),
+        c0: l.c0.as_deref(),
+    };
+    let out_refs = crate::RnnOutput {
+        output: &mut out,
+        h_n: &mut h_n,
+        c_n: &mut c_n,
+    };
+    model.forward(&x, out_refs).map_err(|e| e.to_string())?;
+    Ok(format_recurrent_output(
+        &out,
+        shape.output_size(),
+        &h_n,
+        &c_n,
+        shape.hidden_size,
+    ))
 }
 
 /// How a server reads its input: the flags every standalone binary takes.
@@ -616,7 +622,16 @@ struct Flags<'a> {
     batched: bool,
     /// `--bench-corpus FILE`: runs it and returns the line to print.
     bench: Option<BenchCorpus<'a>>,
+    /// The `serve` subcommand: runs the HTTP server on a bound listener until Ctrl-C or
+    /// SIGTERM.
+    #[cfg(feature = "http")]
+    http: HttpServe<'a>,
 }
+
+/// How `serve` runs the model over HTTP (feature `http`).
+#[cfg(feature = "http")]
+type HttpServe<'a> =
+    &'a dyn Fn(std::net::TcpListener, &crate::http::HttpOptions) -> std::io::Result<()>;
 
 /// The size of stdin when it is a regular file and stderr a terminal (a progress bar then
 /// tells how far the run is: [`ServeOptions::progress_bytes`]); `None` otherwise.
@@ -660,6 +675,7 @@ fn stdio_main(
                 .long("threads")
                 .value_name("N")
                 .env("DYNQ_THREADS")
+                .global(true)
                 .value_parser(value_parser!(u16).range(1..))
                 .help("Threads per forward call [default: all cores]"),
         )
@@ -704,12 +720,20 @@ fn stdio_main(
                 ),
         );
     }
+    #[cfg(feature = "http")]
+    {
+        cmd = cmd.subcommand(http_command(flags.text, flags.batched));
+    }
     let m = cmd.get_matches();
     if let Some(&n) = m.get_one::<u16>("threads") {
         if let Err(e) = crate::set_threads(n.into()) {
             eprintln!("{name}: --threads {n}: {e}");
             return ExitCode::FAILURE;
         }
+    }
+    #[cfg(feature = "http")]
+    if let Some(("serve", sm)) = m.subcommand() {
+        return http_main(name, flags.http, sm);
     }
     let options = ServeOptions {
         max_line_bytes: m
@@ -761,8 +785,206 @@ fn stdio_main(
     }
 }
 
+/// The `serve` subcommand's flags.
+#[cfg(feature = "http")]
+fn http_command(text: bool, encoder: bool) -> clap::Command {
+    use clap::{value_parser, Arg, ArgAction};
+    let mut c = clap::Command::new("serve")
+        .about(
+            "Serve the model over HTTP until Ctrl-C or SIGTERM: POST /v1/embeddings, /embed, \
+             /embed_all, /predict, /classify or /rerank (as the model's output allows), GET \
+             /health, /info and /metrics. Logs one line per request on stderr (DYNQ_LOG=warn \
+             silences them).",
+        )
+        .arg(
+            Arg::new("host")
+                .long("host")
+                .value_name("ADDR")
+                .default_value("127.0.0.1")
+                .help("Address to listen on (0.0.0.0: every interface)"),
+        )
+        .arg(
+            Arg::new("port")
+                .long("port")
+                .value_name("PORT")
+                .default_value("8080")
+                .value_parser(value_parser!(u16))
+                .help("Port to listen on (0: any free port, logged at start)"),
+        )
+        .arg(
+            Arg::new("max_queue")
+                .long("max-queue")
+                .value_name("N")
+                .default_value("1024")
+                .value_parser(value_parser!(u32).range(1..))
+                .help("Requests waiting for the model at most; more are answered 429"),
+        )
+        .arg(
+            Arg::new("max_body_bytes")
+                .long("max-body-bytes")
+                .value_name("BYTES")
+                .default_value("2000000")
+                .value_parser(value_parser!(u64).range(1..))
+                .help("Largest request body; a larger one is answered 413"),
+        )
+        .arg(
+            Arg::new("http_threads")
+                .long("http-threads")
+                .value_name("N")
+                .default_value("2")
+                .value_parser(value_parser!(u16).range(1..))
+                .help(
+                    "Threads that parse, tokenize and answer requests (the model runs on its own)",
+                ),
+        );
+    if encoder {
+        c = c
+            .arg(
+                Arg::new("max_batch_tokens")
+                    .long("max-batch-tokens")
+                    .value_name("N")
+                    .default_value("512")
+                    .value_parser(value_parser!(u32).range(1..))
+                    .help(
+                        "Token budget of a batch: queued requests run together up to it; results \
+                         do not depend on it",
+                    ),
+            )
+            .arg(
+                Arg::new("max_wait_ms")
+                    .long("max-wait-ms")
+                    .value_name("MS")
+                    .default_value("0")
+                    .value_parser(value_parser!(f64))
+                    .help(
+                        "Wait up to MS for more requests to fill a batch (0: run what is queued \
+                         at once; requests arriving meanwhile form the next batch)",
+                    ),
+            )
+            .arg(
+                Arg::new("max_inputs")
+                    .long("max-inputs")
+                    .value_name("N")
+                    .default_value("512")
+                    .value_parser(value_parser!(u32).range(1..))
+                    .help("Inputs in one request at most; more are answered 413"),
+            );
+    }
+    if text {
+        c = c.arg(
+            Arg::new("auto_truncate")
+                .long("auto-truncate")
+                .action(ArgAction::SetTrue)
+                .help(
+                    "Cut texts longer than the model's maximum instead of answering 413, unless \
+                     a request says `\"truncate\": false`",
+                ),
+        );
+    }
+    c
+}
+
+// The `serve` flags' defaults, spelled out for clap.
+#[cfg(feature = "http")]
+const _: () = {
+    use crate::http::defaults as d;
+    assert!(d::MAX_QUEUE == 1024 && d::MAX_BODY_BYTES == 2_000_000 && d::HTTP_THREADS == 2);
+    assert!(d::MAX_INPUTS == 512 && crate::BATCH_TOKENS == 512);
+};
+
+/// Runs `serve`: binds the address, then serves until Ctrl-C or SIGTERM.
+#[cfg(feature = "http")]
+fn http_main(name: &str, serve: HttpServe<'_>, m: &clap::ArgMatches) -> ExitCode {
+    let mut options = crate::http::HttpOptions::default();
+    let num = |key: &str| -> Option<usize> {
+        m.try_get_one::<u32>(key)
+            .ok()
+            .flatten()
+            .map(|&n| n as usize)
+    };
+    if let Some(n) = num("max_queue") {
+        options.max_queue = n;
+    }
+    if let Some(n) = num("max_inputs") {
+        options.max_inputs = n;
+    }
+    if let Some(n) = num("max_batch_tokens") {
+        options.max_batch_tokens = n;
+    }
+    if let Some(&b) = m.get_one::<u64>("max_body_bytes") {
+        options.max_body_bytes = usize::try_from(b).unwrap_or(usize::MAX);
+    }
+    if let Some(&n) = m.get_one::<u16>("http_threads") {
+        options.http_threads = n.into();
+    }
+    if let Ok(Some(&ms)) = m.try_get_one::<f64>("max_wait_ms") {
+        if !(0.0..=60_000.0).contains(&ms) {
+            eprintln!("{name}: serve --max-wait-ms {ms}: expected 0 to 60000");
+            return ExitCode::from(2);
+        }
+        options.max_wait = std::time::Duration::from_secs_f64(ms / 1e3);
+    }
+    options.auto_truncate = m.try_get_one::<bool>("auto_truncate").ok().flatten() == Some(&true);
+    let host = m
+        .get_one::<String>("host")
+        .map_or("127.0.0.1", String::as_str);
+    let port = m.get_one::<u16>("port").copied().unwrap_or(8080);
+    // An IPv6 address needs brackets before the port.
+    let addr = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    };
+    let listener = match std::net::TcpListener::bind(&addr) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{name}: serve: cannot listen on {addr}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    crate::http::init_logging();
+    match serve(listener, &options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: serve: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A `main` that only serves an encoder over HTTP: the `serve` subcommand's flags (and
+/// `--threads`) at the top level. `cargo run --release --example serve` is one.
+#[cfg(feature = "http")]
+pub fn encoder_http_main<M: crate::EncoderModel + Sync>(model: &M) -> ExitCode {
+    use clap::{value_parser, Arg};
+    let cmd = http_command(M::TOKENIZER_JSON.is_some(), true)
+        .name(M::NAME)
+        .arg(
+            Arg::new("threads")
+                .long("threads")
+                .value_name("N")
+                .env("DYNQ_THREADS")
+                .value_parser(value_parser!(u16).range(1..))
+                .help("Threads per forward call [default: all cores]"),
+        );
+    let m = cmd.get_matches();
+    if let Some(&n) = m.get_one::<u16>("threads") {
+        if let Err(e) = crate::set_threads(n.into()) {
+            eprintln!("{}: --threads {n}: {e}", M::NAME);
+            return ExitCode::FAILURE;
+        }
+    }
+    http_main(
+        M::NAME,
+        &|listener, options| {
+            crate::http::serve_encoder(model, listener, options, crate::http::shutdown_signal())
+        },
+        &m,
+    )
+}
+
 /// `main` of a standalone recurrent binary: stdin to stdout, errors to stderr.
-pub fn recurrent_main<M: crate::RecurrentModel>(model: &M) -> ExitCode {
+pub fn recurrent_main<M: crate::RecurrentModel + Sync>(model: &M) -> ExitCode {
     let s = M::SHAPE;
     let lstm = s.cell == crate::ops::rnn::Cell::Lstm;
     let (c, cn) = if lstm {
@@ -784,6 +1006,10 @@ pub fn recurrent_main<M: crate::RecurrentModel>(model: &M) -> ExitCode {
         text: false,
         batched: false,
         bench: None,
+        #[cfg(feature = "http")]
+        http: &|listener, options| {
+            crate::http::serve_recurrent(model, listener, options, crate::http::shutdown_signal())
+        },
     };
     stdio_main(M::NAME, about, flags, |opt, i, o| {
         serve_recurrent(model, opt, i, o)
@@ -823,18 +1049,24 @@ pub fn serve_dense<M: DenseModel>(
     input: impl BufRead + Send,
     output: impl Write,
 ) -> Result<Served, String> {
-    let mut out = vec![0.0f32; M::OUTPUT_SIZE];
     serve_lines(M::NAME, options, input, output, |line| {
-        let row = parse_dense_line(line, M::INPUT_SIZE)?;
-        model
-            .forward(&row, 1, &mut out)
-            .map_err(|e| e.to_string())?;
-        Ok(format_dense_output(&out))
+        dense_line(model, line)
     })
 }
 
+/// Runs one input line of a dense model (see [`parse_dense_line`]) and returns its output
+/// line (see [`format_dense_output`]), or what was wrong.
+pub fn dense_line<M: DenseModel>(model: &M, line: &str) -> Result<String, String> {
+    let row = parse_dense_line(line, M::INPUT_SIZE)?;
+    let mut out = vec![0.0f32; M::OUTPUT_SIZE];
+    model
+        .forward(&row, 1, &mut out)
+        .map_err(|e| e.to_string())?;
+    Ok(format_dense_output(&out))
+}
+
 /// `main` of a standalone dense-model binary: stdin to stdout, errors to stderr.
-pub fn dense_main<M: DenseModel>(model: &M) -> ExitCode {
+pub fn dense_main<M: DenseModel + Sync>(model: &M) -> ExitCode {
     let about = format!(
         "The `{0}` model ({1} -> {2}): reads one JSON object per line on stdin,\n\
          {{\"input\": [{1} numbers]}}, and writes one per line on stdout, {{\"output\": [{2} numbers]}}.\n\n\
@@ -847,6 +1079,10 @@ pub fn dense_main<M: DenseModel>(model: &M) -> ExitCode {
         text: false,
         batched: false,
         bench: None,
+        #[cfg(feature = "http")]
+        http: &|listener, options| {
+            crate::http::serve_dense(model, listener, options, crate::http::shutdown_signal())
+        },
     };
     stdio_main(M::NAME, about, flags, |opt, i, o| {
         serve_dense(model, opt, i, o)
@@ -1105,7 +1341,7 @@ fn format_encoder_output<M: crate::EncoderModel>(out: &[f32], truncated: bool) -
 }
 
 /// `main` of a standalone encoder binary: stdin to stdout, errors to stderr.
-pub fn encoder_main<M: crate::EncoderModel>(model: &M) -> ExitCode {
+pub fn encoder_main<M: crate::EncoderModel + Sync>(model: &M) -> ExitCode {
     let text = if M::TOKENIZER_JSON.is_some() {
         " or {\"text\": \"...\"}"
     } else {
@@ -1137,6 +1373,10 @@ pub fn encoder_main<M: crate::EncoderModel>(model: &M) -> ExitCode {
         text: M::TOKENIZER_JSON.is_some(),
         batched: true,
         bench,
+        #[cfg(feature = "http")]
+        http: &|listener, options| {
+            crate::http::serve_encoder(model, listener, options, crate::http::shutdown_signal())
+        },
     };
     stdio_main(M::NAME, about, flags, |opt, i, o| {
         serve_encoder(model, opt, i, o)

@@ -96,6 +96,28 @@ impl Tokenizer {
 
     /// Token ids of `text` with the special tokens, truncated or refused as `truncate` says.
     pub fn encode(&self, text: &str, truncate: Truncate) -> Result<TextIds, Error> {
+        self.encode_input(text.into(), text.chars().count(), truncate)
+    }
+
+    /// Token ids of the pair `(first, second)` as one sequence (a cross-encoder's query and
+    /// passage): the tokenizer's pair template (`[CLS] a [SEP] b [SEP]` for BERT) and its
+    /// token types, the longer text cut first when the pair is too long.
+    pub fn encode_pair(
+        &self,
+        first: &str,
+        second: &str,
+        truncate: Truncate,
+    ) -> Result<TextIds, Error> {
+        let chars = first.chars().count() + second.chars().count();
+        self.encode_input((first, second).into(), chars, truncate)
+    }
+
+    fn encode_input(
+        &self,
+        input: tokenizers::EncodeInput<'_>,
+        chars: usize,
+        truncate: Truncate,
+    ) -> Result<TextIds, Error> {
         let limit = match truncate {
             Truncate::Refuse | Truncate::AtMax => self.max_len,
             Truncate::At(n) if n > 0 && n <= self.max_len => n,
@@ -122,13 +144,13 @@ impl Tokenizer {
             &*shorter
         };
         let e = t
-            .encode(text, true)
+            .encode(input, true)
             .map_err(|e| Error::Tokenizer(format!("cannot tokenize: {e}")))?;
         let truncated = !e.get_overflowing().is_empty();
         if truncated && truncate == Truncate::Refuse {
             return Err(Error::TextTooLong {
                 max: self.max_len,
-                chars: text.chars().count(),
+                chars,
             });
         }
         Ok(TextIds {

@@ -443,6 +443,7 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
     });
     let normalize = b.normalize;
     let family = b.family;
+    let precision = model.precision.name();
     let type_doc = format!(
         " The `{name}` model: {}, {layers} layers, hidden {h}, {heads} heads, FFN {inter}, {}, output {:?}{}.",
         b.family_display,
@@ -578,6 +579,10 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
                 const MAX_SEQ_LEN: usize = MAX_SEQ_LEN;
                 const LABELS: &'static [&'static str] = &LABELS;
                 const TOKENIZER_JSON: Option<&'static str> = TOKENIZER_JSON;
+                const FAMILY: &'static str = FAMILY;
+                const NORMALIZED: bool = #normalize;
+                const PRECISION: &'static str = #precision;
+                const BUILD_ID: &'static str = BLOB_ID;
                 fn forward(&self, input: &rt::BertInput<'_>, out: &mut [f32]) -> Result<(), rt::Error> {
                     #ty::forward(self, input, out)
                 }

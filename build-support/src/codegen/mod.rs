@@ -467,6 +467,8 @@ fn mlp(model: &Model, layout: &Layout, input_size: usize, layers: &[Linear]) -> 
                 const NAME: &'static str = #name;
                 const INPUT_SIZE: usize = INPUT_SIZE;
                 const OUTPUT_SIZE: usize = OUTPUT_SIZE;
+                const PRECISION: &'static str = #precision;
+                const BUILD_ID: &'static str = BLOB_ID;
                 fn forward(&self, input: &[f32], rows: usize, out: &mut [f32]) -> Result<(), rt::Error> {
                     #ty::forward(self, input, rows, out)
                 }

@@ -102,6 +102,7 @@ pub(super) fn generate(model: &Model, layout: &Layout, r: &Rnn) -> TokenStream {
         .placement
         .include("include_bytes", &format!("{}.blob", model.name));
     let (blob_id, blob_len) = (&layout.blob_id, lit(layout.blob_len));
+    let precision = model.precision.name();
     let kernels = kernel_list(model);
     let c_n_len = match r.cell {
         Cell::Lstm => quote!(NUM_LAYERS * NUM_DIRECTIONS * HIDDEN_SIZE),
@@ -203,6 +204,8 @@ pub(super) fn generate(model: &Model, layout: &Layout, r: &Rnn) -> TokenStream {
             impl rt::RecurrentModel for #ty {
                 const NAME: &'static str = #name;
                 const SHAPE: rt::ops::rnn::RnnShape = SHAPE;
+                const PRECISION: &'static str = #precision;
+                const BUILD_ID: &'static str = BLOB_ID;
                 fn forward(&self, input: &rt::RnnInput<'_>, out: rt::RnnOutput<'_>) -> Result<(), rt::Error> {
                     #ty::forward(self, input, out)
                 }
