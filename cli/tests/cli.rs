@@ -362,7 +362,7 @@ fn build_makes_a_working_bert_binary() {
             "tiny_bert_logits: line 1: sequence of 17 tokens is longer than max_seq_len 16\n",
         ),
         ("{\"text\": \"hello\"}\n", "tiny_bert_logits: line 1: `text`: this model has no tokenizer; send `input_ids`\n"),
-        ("{\"input_ids\": [2, -1]}\n", "tiny_bert_logits: line 1: `input_ids`[1]: expected a non-negative integer, found -1\n"),
+        ("{\"input_ids\": [2, -1]}\n", "tiny_bert_logits: line 1: `input_ids`[1]: expected a token id (a non-negative integer), found -1\n"),
     ];
     for (stdin, expected) in cases {
         let o = run_with_stdin(&exe, stdin);

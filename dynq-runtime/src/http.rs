@@ -46,9 +46,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use serde_json::{Map, Value};
+use serde_json::{json, Map, Value};
 
-use crate::serve::TextTokenizer;
+use crate::ops::bert::l2_normalize;
+use crate::serve::{kind as kind_of, TextTokenizer};
 use crate::BertOutput;
 
 /// Settings of an HTTP server: the `serve` subcommand's flags.
@@ -228,7 +229,7 @@ impl<M: crate::DenseModel> Compute for DenseCompute<'_, M> {
         vec![Err("a dense model takes rows".into()); inputs.len()]
     }
     fn line(&self, line: &str) -> Result<String, String> {
-        crate::serve::dense_line(self.0, line)
+        crate::serve::dense_line(self.0, line, &mut vec![0.0; M::OUTPUT_SIZE])
     }
 }
 
@@ -396,24 +397,14 @@ impl ApiError {
     /// The JSON answer, OpenAI's shape for `/v1/` routes.
     fn into_response(self, openai: bool) -> Response {
         let body = if openai {
-            let mut e = Map::new();
-            e.insert("message".into(), Value::from(self.message.as_str()));
             let kind = match self.status.as_u16() {
                 429 => "rate_limit_error",
                 500..=599 => "server_error",
                 _ => "invalid_request_error",
             };
-            e.insert("type".into(), Value::from(kind));
-            e.insert("param".into(), Value::Null);
-            e.insert("code".into(), Value::Null);
-            let mut m = Map::new();
-            m.insert("error".into(), Value::Object(e));
-            Value::Object(m)
+            json!({ "error": { "message": self.message, "type": kind, "param": null, "code": null } })
         } else {
-            let mut m = Map::new();
-            m.insert("error".into(), Value::from(self.message.as_str()));
-            m.insert("error_type".into(), Value::from(self.error_type()));
-            Value::Object(m)
+            json!({ "error": self.message, "error_type": self.error_type() })
         };
         let mut r = json_response(self.status, &body);
         if let Some(s) = self.retry_after {
@@ -438,17 +429,6 @@ fn json_response(status: StatusCode, body: &Value) -> Response {
 struct Usage {
     inputs: usize,
     tokens: usize,
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// The request body as a JSON object whose keys are all in `keys` (`model` and `user`, which
@@ -532,20 +512,9 @@ fn ids(v: &Value, path: &str) -> Result<Option<Vec<u32>>, ApiError> {
     if !items.first().is_some_and(Value::is_number) {
         return Ok(None);
     }
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, x)| {
-            x.as_u64()
-                .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| {
-                    ApiError::invalid(format!(
-                        "{path}[{i}]: expected a token id (a non-negative integer), found {x}"
-                    ))
-                })
-        })
-        .collect::<Result<Vec<u32>, _>>()
+    crate::serve::token_ids(items, path)
         .map(Some)
+        .map_err(ApiError::invalid)
 }
 
 /// `inputs` of an embedding route: a string, a list of token ids, or a list of strings and
@@ -847,14 +816,6 @@ impl App {
     }
 }
 
-/// L2-normalizes `v` in place (a zero vector stays zero).
-fn normalize(v: &mut [f32]) {
-    let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        v.iter_mut().for_each(|x| *x /= norm);
-    }
-}
-
 /// `x` as a JSON number in its shortest `f32` form (`null` if not finite).
 fn float(x: f32) -> Value {
     // `f32`'s Display is its shortest round-trip form; its `f64` reading prints the same digits,
@@ -952,7 +913,7 @@ async fn openai_embeddings_answer(app: &App, body: Result<Bytes, BytesRejection>
     let mut out = String::from(r#"{"object":"list","data":["#);
     for (i, row) in rows.iter_mut().enumerate() {
         if !normalized {
-            normalize(row);
+            l2_normalize(row);
         }
         let embedding = if base64 {
             use base64::Engine;
@@ -1047,7 +1008,7 @@ async fn embed_answer(app: &App, body: Result<Bytes, BytesRejection>, route: &st
             // A model that normalizes itself already answered unit vectors: normalizing again
             // would move the last bits away from the in-process result.
             if norm && !normalized {
-                normalize(r);
+                l2_normalize(r);
             }
         }
         json_text!(&rows)
@@ -1071,20 +1032,22 @@ fn scores(app: &App, logits: &[f32], raw: bool) -> Value {
         let sum: f32 = e.iter().sum();
         e.into_iter().map(|x| x / sum).enumerate().collect()
     };
-    s.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    rank(&mut s);
     Value::Array(
         s.into_iter()
             .map(|(i, score)| {
                 let label = labels
                     .get(i)
                     .map_or_else(|| format!("LABEL_{i}"), |l| (*l).to_owned());
-                let mut m = Map::new();
-                m.insert("score".into(), float(score));
-                m.insert("label".into(), Value::from(label));
-                Value::Object(m)
+                json!({ "score": float(score), "label": label })
             })
             .collect(),
     )
+}
+
+/// Sorts `(index, score)` by score, highest first (ties in index order).
+fn rank(s: &mut [(usize, f32)]) {
+    s.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
 }
 
 fn sigmoid(x: f32) -> f32 {
@@ -1214,26 +1177,22 @@ async fn rerank_answer(app: &App, body: Result<Bytes, BytesRejection>) -> Answer
         .map(|x| if raw { x } else { sigmoid(x) })
         .enumerate()
         .collect();
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    rank(&mut ranked);
     let body = ranked
         .into_iter()
         .map(|(i, score)| {
-            let mut m = Map::new();
-            m.insert("index".into(), Value::from(i));
-            m.insert("score".into(), float(score));
+            let mut m = json!({ "index": i, "score": float(score) });
             if return_text {
-                m.insert("text".into(), Value::from(texts[i]));
+                m["text"] = Value::from(texts[i]);
             }
-            Value::Object(m)
+            m
         })
         .collect();
     Ok((Value::Array(body).into(), usage))
 }
 
 async fn health() -> Response {
-    let mut m = Map::new();
-    m.insert("status".into(), Value::from("ok"));
-    json_response(StatusCode::OK, &Value::Object(m))
+    json_response(StatusCode::OK, &json!({ "status": "ok" }))
 }
 
 async fn info(State(app): State<Arc<App>>) -> Response {
@@ -1363,7 +1322,7 @@ async fn wrong_method(uri: Uri, method: Method) -> Response {
             "{method} {} is not served: {} takes {}",
             uri.path(),
             uri.path(),
-            if ["/health", "/info", "/metrics"].contains(&uri.path()) {
+            if GET_ROUTES.contains(&uri.path()) {
                 "GET"
             } else {
                 "POST"
@@ -1372,6 +1331,18 @@ async fn wrong_method(uri: Uri, method: Method) -> Response {
     )
     .into_response(uri.path().starts_with("/v1/"))
 }
+
+/// The routes every server has (`GET`).
+const GET_ROUTES: [&str; 3] = ["/health", "/info", "/metrics"];
+/// The model routes (`POST`): each model serves some of them ([`ModelInfo::routes`]).
+const POST_ROUTES: [&str; 6] = [
+    "/v1/embeddings",
+    "/embed",
+    "/embed_all",
+    "/predict",
+    "/classify",
+    "/rerank",
+];
 
 /// Logs one line per request and counts it in the metrics.
 async fn log_request(
@@ -1391,20 +1362,8 @@ async fn log_request(
         .get::<Usage>()
         .copied()
         .unwrap_or_default();
-    let known = ["/health", "/info", "/metrics"]
-        .iter()
-        .chain(
-            [
-                "/v1/embeddings",
-                "/embed",
-                "/embed_all",
-                "/predict",
-                "/classify",
-                "/rerank",
-            ]
-            .iter(),
-        )
-        .any(|r| *r == path);
+    // Unknown paths share one label: a client cannot grow the metrics without bound.
+    let known = GET_ROUTES.iter().chain(&POST_ROUTES).any(|r| *r == path);
     let route = if known { path.as_str() } else { "other" };
     let m = &app.metrics;
     m.requests

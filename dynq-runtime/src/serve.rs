@@ -670,15 +670,7 @@ fn stdio_main(
     use clap::{value_parser, Arg, ArgAction};
     let mut cmd = clap::Command::new(name)
         .about(about)
-        .arg(
-            Arg::new("threads")
-                .long("threads")
-                .value_name("N")
-                .env("DYNQ_THREADS")
-                .global(true)
-                .value_parser(value_parser!(u16).range(1..))
-                .help("Threads per forward call [default: all cores]"),
-        )
+        .arg(threads_arg().global(true))
         .arg(
             Arg::new("max_line_bytes")
                 .long("max-line-bytes")
@@ -725,11 +717,8 @@ fn stdio_main(
         cmd = cmd.subcommand(http_command(flags.text, flags.batched));
     }
     let m = cmd.get_matches();
-    if let Some(&n) = m.get_one::<u16>("threads") {
-        if let Err(e) = crate::set_threads(n.into()) {
-            eprintln!("{name}: --threads {n}: {e}");
-            return ExitCode::FAILURE;
-        }
+    if let Err(code) = apply_threads(name, &m) {
+        return code;
     }
     #[cfg(feature = "http")]
     if let Some(("serve", sm)) = m.subcommand() {
@@ -783,6 +772,27 @@ fn stdio_main(
             ExitCode::FAILURE
         }
     }
+}
+
+/// `--threads N` (or `DYNQ_THREADS`), which every standalone binary and `serve` take.
+fn threads_arg() -> clap::Arg {
+    clap::Arg::new("threads")
+        .long("threads")
+        .value_name("N")
+        .env("DYNQ_THREADS")
+        .value_parser(clap::value_parser!(u16).range(1..))
+        .help("Threads per forward call [default: all cores]")
+}
+
+/// Sets the compute threads from `--threads`, if given.
+fn apply_threads(name: &str, m: &clap::ArgMatches) -> Result<(), ExitCode> {
+    if let Some(&n) = m.get_one::<u16>("threads") {
+        if let Err(e) = crate::set_threads(n.into()) {
+            eprintln!("{name}: --threads {n}: {e}");
+            return Err(ExitCode::FAILURE);
+        }
+    }
+    Ok(())
 }
 
 /// The `serve` subcommand's flags.
@@ -956,23 +966,12 @@ fn http_main(name: &str, serve: HttpServe<'_>, m: &clap::ArgMatches) -> ExitCode
 /// `--threads`) at the top level. `cargo run --release --example serve` is one.
 #[cfg(feature = "http")]
 pub fn encoder_http_main<M: crate::EncoderModel + Sync>(model: &M) -> ExitCode {
-    use clap::{value_parser, Arg};
-    let cmd = http_command(M::TOKENIZER_JSON.is_some(), true)
+    let m = http_command(M::TOKENIZER_JSON.is_some(), true)
         .name(M::NAME)
-        .arg(
-            Arg::new("threads")
-                .long("threads")
-                .value_name("N")
-                .env("DYNQ_THREADS")
-                .value_parser(value_parser!(u16).range(1..))
-                .help("Threads per forward call [default: all cores]"),
-        );
-    let m = cmd.get_matches();
-    if let Some(&n) = m.get_one::<u16>("threads") {
-        if let Err(e) = crate::set_threads(n.into()) {
-            eprintln!("{}: --threads {n}: {e}", M::NAME);
-            return ExitCode::FAILURE;
-        }
+        .arg(threads_arg())
+        .get_matches();
+    if let Err(code) = apply_threads(M::NAME, &m) {
+        return code;
     }
     http_main(
         M::NAME,
@@ -1016,7 +1015,8 @@ pub fn recurrent_main<M: crate::RecurrentModel + Sync>(model: &M) -> ExitCode {
     })
 }
 
-fn kind(v: &Value) -> &'static str {
+/// What `v` is, for error messages ("a string", "an array", ...).
+pub(crate) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",
@@ -1049,20 +1049,19 @@ pub fn serve_dense<M: DenseModel>(
     input: impl BufRead + Send,
     output: impl Write,
 ) -> Result<Served, String> {
+    let mut out = vec![0.0f32; M::OUTPUT_SIZE];
     serve_lines(M::NAME, options, input, output, |line| {
-        dense_line(model, line)
+        dense_line(model, line, &mut out)
     })
 }
 
-/// Runs one input line of a dense model (see [`parse_dense_line`]) and returns its output
-/// line (see [`format_dense_output`]), or what was wrong.
-pub fn dense_line<M: DenseModel>(model: &M, line: &str) -> Result<String, String> {
+/// Runs one input line of a dense model (see [`parse_dense_line`]) into `out`
+/// (`M::OUTPUT_SIZE` floats, reused across lines) and returns its output line (see
+/// [`format_dense_output`]), or what was wrong.
+pub fn dense_line<M: DenseModel>(model: &M, line: &str, out: &mut [f32]) -> Result<String, String> {
     let row = parse_dense_line(line, M::INPUT_SIZE)?;
-    let mut out = vec![0.0f32; M::OUTPUT_SIZE];
-    model
-        .forward(&row, 1, &mut out)
-        .map_err(|e| e.to_string())?;
-    Ok(format_dense_output(&out))
+    model.forward(&row, 1, out).map_err(|e| e.to_string())?;
+    Ok(format_dense_output(out))
 }
 
 /// `main` of a standalone dense-model binary: stdin to stdout, errors to stderr.
@@ -1138,16 +1137,22 @@ fn id_array(map: &Map<String, Value>, key: &'static str) -> Result<Option<Vec<u3
             kind(v)
         ));
     };
+    token_ids(items, &format!("`{key}`")).map(Some)
+}
+
+/// The token ids in `items` (the array at `path`, for errors).
+pub(crate) fn token_ids(items: &[Value], path: &str) -> Result<Vec<u32>, String> {
     items
         .iter()
         .enumerate()
         .map(|(i, x)| {
             x.as_u64()
                 .and_then(|n| u32::try_from(n).ok())
-                .ok_or_else(|| format!("`{key}`[{i}]: expected a non-negative integer, found {x}"))
+                .ok_or_else(|| {
+                    format!("{path}[{i}]: expected a token id (a non-negative integer), found {x}")
+                })
         })
-        .collect::<Result<Vec<u32>, String>>()
-        .map(Some)
+        .collect()
 }
 
 /// One input line of an encoder model, parsed (see [`parse_encoder_line`]).
