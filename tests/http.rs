@@ -623,6 +623,11 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("{name} not in\n{text}"))
 }
 
+/// One request on a connection of its own.
+async fn post_once(addr: SocketAddr, path: &'static str, body: Value) -> Answer {
+    Client::connect(addr).await.unwrap().post(path, body).await
+}
+
 /// Polls `/info` until `requests_in_flight` reaches `n` (the polling request included).
 async fn wait_in_flight(addr: SocketAddr, n: u64) {
     let mut c = Client::connect(addr).await.unwrap();
@@ -832,13 +837,11 @@ fn classifier_and_reranker_routes() {
     );
     let addr = busy.addr;
     let held = gate.hold.lock().unwrap();
-    let first = rt.spawn(async move {
-        Client::connect(addr)
-            .await
-            .unwrap()
-            .post("/rerank", json!({ "query": "a", "texts": ["b"] }))
-            .await
-    });
+    let first = rt.spawn(post_once(
+        addr,
+        "/rerank",
+        json!({ "query": "a", "texts": ["b"] }),
+    ));
     rt.block_on(async {
         // The first is in the model once the queue is empty again with it in flight.
         wait_in_flight(addr, 2).await;
@@ -851,13 +854,11 @@ fn classifier_and_reranker_routes() {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
-    let second = rt.spawn(async move {
-        Client::connect(addr)
-            .await
-            .unwrap()
-            .post("/rerank", json!({ "query": "a", "texts": ["c"] }))
-            .await
-    });
+    let second = rt.spawn(post_once(
+        addr,
+        "/rerank",
+        json!({ "query": "a", "texts": ["c"] }),
+    ));
     rt.block_on(async {
         wait_in_flight(addr, 3).await;
         let mut c = Client::connect(addr).await.unwrap();
