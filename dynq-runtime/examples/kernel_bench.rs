@@ -22,9 +22,9 @@
 //! stream `W_hh` from memory.
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dynq_runtime::kernels::{packed_len, Kernel, QuantizedRows, Scalar};
+use dynq_runtime::kernels::{packed_len, peak, Kernel, QuantizedRows, Scalar};
 use dynq_runtime::{Activation, KernelId, QLinear};
 
 /// GEMM shapes (name, K, N).
@@ -38,242 +38,9 @@ const SHAPES: [(&str, usize, usize); 6] = [
 ];
 const MS: [usize; 4] = [1, 16, 128, 384];
 
-/// Median seconds per call of `f`, over batches of at least `min_batch`.
-fn time(mut f: impl FnMut(), budget: Duration) -> f64 {
-    f();
-    let start = Instant::now();
-    let mut reps = 0u32;
-    while start.elapsed() < budget / 10 {
-        f();
-        reps += 1;
-    }
-    let per_batch = reps.max(1);
-    let mut samples = Vec::new();
-    for _ in 0..7 {
-        let t = Instant::now();
-        for _ in 0..per_batch {
-            f();
-        }
-        samples.push(t.elapsed().as_secs_f64() / f64::from(per_batch));
-    }
-    samples.sort_by(f64::total_cmp);
-    samples[samples.len() / 2]
-}
-
-/// GOP/s of a pure-register loop: `spin(iters)` runs `iters` iterations of `ops_per_iter` ops.
-#[cfg(target_arch = "x86_64")]
-fn spin_gops<R>(iters: u64, ops_per_iter: f64, spin: impl Fn(u64) -> R) -> f64 {
-    let secs = time(
-        || {
-            black_box(spin(black_box(iters)));
-        },
-        Duration::from_millis(1500),
-    );
-    iters as f64 * ops_per_iter / secs / 1e9
-}
-
-/// The eight lanes of a ymm register (keeps a spin loop's result alive).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn lanes(v: std::arch::x86_64::__m256i) -> [i32; 8] {
-    let mut out = [0i32; 8];
-    // SAFETY: `out` holds 8 i32, one unaligned 32-byte store.
-    unsafe { std::arch::x86_64::_mm256_storeu_si256(out.as_mut_ptr().cast(), v) };
-    out
-}
-
-#[cfg(target_arch = "x86_64")]
-fn int8_peak_gops() -> Option<f64> {
-    use std::arch::x86_64::*;
-    #[target_feature(enable = "avx2")]
-    fn spin(iters: u64) -> [i32; 8] {
-        let ones = _mm256_set1_epi16(1);
-        let b = _mm256_set1_epi8(-2);
-        // Twelve independent chains; each feeds its accumulator back as the next u8 operand,
-        // so nothing is loop-invariant and the loop is throughput-bound, not latency-bound.
-        let mut acc = [0; 12].map(|i| _mm256_set1_epi8(i + 1));
-        for _ in 0..iters {
-            for acc in acc.iter_mut() {
-                *acc =
-                    _mm256_add_epi32(*acc, _mm256_madd_epi16(_mm256_maddubs_epi16(*acc, b), ones));
-            }
-        }
-        let mut s = acc[0];
-        for v in &acc[1..] {
-            s = _mm256_add_epi32(s, *v);
-        }
-        lanes(s)
-    }
-    dynq_runtime::kernels::Avx2::detect()?;
-    // SAFETY: AVX2 detected above.
-    Some(spin_gops(200_000u64, 12.0 * 64.0, |n| unsafe { spin(n) }))
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn int8_peak_gops() -> Option<f64> {
-    None
-}
-
-/// The peak of the exact AVX2 sequence (the one [`dynq_runtime::kernels::Avx2`] runs, so its
-/// ceiling): per broadcast activation vector, `vpabsb` once, then for each of two weight vectors
-/// `vpsignb` + `vpmaddubsw` + `vpmaddwd` + `vpaddd` (128 ops per broadcast). `vpabsb` and
-/// `vpsignb` need the same vector ports as the multiplies on CPUs whose integer multiplies run on
-/// two ports (Intel since Skylake), so this is below [`int8_peak_gops`] there.
-#[cfg(target_arch = "x86_64")]
-fn sign_trick_peak_gops() -> Option<f64> {
-    use std::arch::x86_64::*;
-    #[target_feature(enable = "avx2")]
-    fn spin(iters: u64) -> [i32; 8] {
-        let ones = _mm256_set1_epi16(1);
-        let (w0, w1) = (_mm256_set1_epi8(-2), _mm256_set1_epi8(3));
-        // Six rows of two accumulators; each row's first accumulator is its next activation
-        // vector, so nothing is loop-invariant.
-        let mut acc = [0; 6].map(|i| [_mm256_set1_epi8(i + 1), _mm256_set1_epi8(i + 7)]);
-        for _ in 0..iters {
-            for [a0, a1] in acc.iter_mut() {
-                let av = *a0;
-                let aa = _mm256_abs_epi8(av);
-                let p0 =
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(w0, av)), ones);
-                let p1 =
-                    _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(w1, av)), ones);
-                *a0 = _mm256_add_epi32(*a0, p0);
-                *a1 = _mm256_add_epi32(*a1, p1);
-            }
-        }
-        let mut s = _mm256_setzero_si256();
-        for [a0, a1] in &acc {
-            s = _mm256_add_epi32(s, _mm256_add_epi32(*a0, *a1));
-        }
-        lanes(s)
-    }
-    dynq_runtime::kernels::Avx2::detect()?;
-    // SAFETY: AVX2 detected above.
-    Some(spin_gops(200_000u64, 6.0 * 128.0, |n| unsafe { spin(n) }))
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn sign_trick_peak_gops() -> Option<f64> {
-    None
-}
-
-/// The AVX-512 VNNI peak: independent `vpdpbusd` zmm chains (64 MACs = 128 ops each).
-#[cfg(target_arch = "x86_64")]
-fn vnni512_peak_gops() -> Option<f64> {
-    use std::arch::x86_64::*;
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    fn spin(iters: u64) -> i32 {
-        let b = _mm512_set1_epi8(3);
-        let mut acc = [_mm512_setzero_si512(); 12];
-        for (i, a) in acc.iter_mut().enumerate() {
-            *a = _mm512_set1_epi32(i as i32 + 1);
-        }
-        for _ in 0..iters {
-            for acc in acc.iter_mut() {
-                *acc = _mm512_dpbusd_epi32(*acc, *acc, b);
-            }
-        }
-        acc.iter().fold(0, |s, v| s ^ _mm512_reduce_add_epi32(*v))
-    }
-    dynq_runtime::kernels::Avx512Vnni::detect()?;
-    // SAFETY: AVX-512 VNNI detected above.
-    Some(spin_gops(200_000u64, 12.0 * 128.0, |n| unsafe { spin(n) }))
-}
-
-/// The AVX-VNNI peak: independent `vpdpbusd` ymm chains (32 MACs = 64 ops each).
-#[cfg(target_arch = "x86_64")]
-fn vnni256_peak_gops() -> Option<f64> {
-    use std::arch::x86_64::*;
-    #[target_feature(enable = "avxvnni,avx2")]
-    fn spin(iters: u64) -> [i32; 8] {
-        let b = _mm256_set1_epi8(3);
-        let mut acc = [_mm256_setzero_si256(); 12];
-        for (i, a) in acc.iter_mut().enumerate() {
-            *a = _mm256_set1_epi32(i as i32 + 1);
-        }
-        for _ in 0..iters {
-            for acc in acc.iter_mut() {
-                *acc = _mm256_dpbusd_avx_epi32(*acc, *acc, b);
-            }
-        }
-        let mut s = acc[0];
-        for v in &acc[1..] {
-            s = _mm256_xor_si256(s, *v);
-        }
-        lanes(s)
-    }
-    dynq_runtime::kernels::AvxVnni::detect()?;
-    // SAFETY: AVX-VNNI detected above.
-    Some(spin_gops(200_000u64, 12.0 * 64.0, |n| unsafe { spin(n) }))
-}
-
-/// The AMX-INT8 peak: `tdpbusd` on four independent 16 x 16 i32 accumulator tiles from
-/// registers (16 x 16 x 64 MACs = 32768 ops each).
-#[cfg(target_arch = "x86_64")]
-fn amx_peak_gops() -> Option<f64> {
-    use std::arch::asm;
-    #[repr(C, align(64))]
-    struct TileConfig {
-        palette: u8,
-        start_row: u8,
-        reserved: [u8; 14],
-        colsb: [u16; 16],
-        rows: [u8; 16],
-        reserved2: [u8; 16],
-    }
-    fn spin(iters: u64) {
-        let mut config = TileConfig {
-            palette: 1,
-            start_row: 0,
-            reserved: [0; 14],
-            colsb: [0; 16],
-            rows: [0; 16],
-            reserved2: [0; 16],
-        };
-        config.colsb[..8].fill(64);
-        config.rows[..8].fill(16);
-        // SAFETY: `Amx::detect` (checked by the caller) proved AMX-INT8 and asked the OS for
-        // the tile state; the configuration is valid (8 tiles of 16 x 64 bytes), the loop
-        // touches only tile registers and the counter, and the tiles are released at the end.
-        unsafe {
-            asm!(
-                "ldtilecfg [{cfg}]",
-                "tilezero tmm0",
-                "tilezero tmm1",
-                "tilezero tmm2",
-                "tilezero tmm3",
-                "tilezero tmm4",
-                "tilezero tmm5",
-                "tilezero tmm6",
-                "tilezero tmm7",
-                "2:",
-                "tdpbusd tmm0, tmm4, tmm6",
-                "tdpbusd tmm1, tmm4, tmm7",
-                "tdpbusd tmm2, tmm5, tmm6",
-                "tdpbusd tmm3, tmm5, tmm7",
-                "dec {n}",
-                "jnz 2b",
-                "tilerelease",
-                cfg = in(reg) &config,
-                n = inout(reg) iters => _,
-                options(nostack),
-            );
-        }
-    }
-    dynq_runtime::kernels::Amx::detect()?;
-    Some(spin_gops(100_000, 4.0 * 32768.0, spin))
-}
-
-/// Read bandwidth in GB/s over a buffer well beyond the last-level cache.
-fn dram_gbps() -> f64 {
-    let buf: Vec<u64> = (0..(256usize << 20) / 8).map(|i| i as u64).collect();
-    let secs = time(
-        || {
-            black_box(buf.chunks(8).fold(0u64, |s, c| s.wrapping_add(c[0] ^ c[7])));
-        },
-        Duration::from_millis(1500),
-    );
-    buf.len() as f64 * 8.0 / secs / 1e9
+/// Median seconds per call of `f` (the same timing as the runtime's peak loops).
+fn time(f: impl FnMut(), budget: Duration) -> f64 {
+    peak::median_seconds(f, budget)
 }
 
 struct Operands {
@@ -462,13 +229,17 @@ fn bench_lstm_step(id: KernelId, budget: Duration) -> f64 {
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     let budget = Duration::from_millis(if quick { 150 } else { 600 });
-    let peak = int8_peak_gops();
-    let sign_peak = sign_trick_peak_gops();
-    #[cfg(target_arch = "x86_64")]
-    let (peak512, peak256, peak_amx) = (vnni512_peak_gops(), vnni256_peak_gops(), amx_peak_gops());
-    #[cfg(not(target_arch = "x86_64"))]
-    let (peak512, peak256, peak_amx): (Option<f64>, Option<f64>, Option<f64>) = (None, None, None);
-    let bw = dram_gbps();
+    // The peaks and the bandwidth come from the runtime (`kernels::peak`), the figures the
+    // per-op profile compares each op with.
+    let spin = Duration::from_millis(1500);
+    let peak = peak::maddubs_gops(spin);
+    let sign_peak = peak::int8_gops(KernelId::Avx2, spin);
+    let (peak512, peak256, peak_amx) = (
+        peak::int8_gops(KernelId::Avx512Vnni, spin),
+        peak::int8_gops(KernelId::AvxVnni, spin),
+        peak::int8_gops(KernelId::Amx, spin),
+    );
+    let bw = peak::read_gbps(256 << 20, 1, spin);
     match peak {
         Some(p) => println!("int8 peak (vpmaddubsw+vpmaddwd+vpaddd, one core): {p:.1} GOP/s"),
         None => println!("int8 peak: no x86 AVX2 here; fractions are left out"),
@@ -489,6 +260,11 @@ fn main() {
         println!("int8 peak (tdpbusd AMX tiles, one core): {p:.1} GOP/s");
     }
     println!("memory read bandwidth: {bw:.1} GB/s");
+    println!(
+        "cache read bandwidth (256 KiB, one core): {:.1} GB/s; f32 FMA peak (one core): {:.1} GFLOP/s",
+        peak::read_gbps(256 << 10, 1, spin),
+        peak::f32_fma_gflops(spin)
+    );
     println!();
     println!("| kernel | shape | M | ms | GOP/s | fraction of peak | M=1 vs weight streaming |");
     println!("|---|---|---|---|---|---|---|");

@@ -200,13 +200,13 @@ std::thread_local! {
 
 /// The `ldtilecfg` operand, palette 1: bytes per row and rows of each tile register.
 #[repr(C, align(64))]
-struct TileConfig {
-    palette: u8,
-    start_row: u8,
-    reserved: [u8; 14],
-    colsb: [u16; 16],
-    rows: [u8; 16],
-    reserved2: [u8; 16],
+pub(super) struct TileConfig {
+    pub(super) palette: u8,
+    pub(super) start_row: u8,
+    pub(super) reserved: [u8; 14],
+    pub(super) colsb: [u16; 16],
+    pub(super) rows: [u8; 16],
+    pub(super) reserved2: [u8; 16],
 }
 
 /// # Safety

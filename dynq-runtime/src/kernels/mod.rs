@@ -68,6 +68,7 @@ mod avxvnni;
 mod neon_dot;
 #[cfg(target_arch = "aarch64")]
 mod neon_i8mm;
+pub mod peak;
 mod scalar;
 #[cfg(feature = "rayon")]
 mod team;
