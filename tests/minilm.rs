@@ -149,7 +149,8 @@ fn thread_count_changes_no_bit() {
             .unwrap()
     };
     let (one, two, three) = (pool(1), pool(2), pool(3));
-    for len in [64, 97, 128, 255, 384] {
+    // Below 32 tokens the threads split the GEMMs' channels, from 32 on their rows.
+    for len in [5, 16, 31, 64, 97, 128, 255, 384] {
         let s = &joined[..len];
         let a = one.install(|| Minilm.embed(s).unwrap());
         for (n, p) in [(2, &two), (3, &three)] {

@@ -350,6 +350,34 @@ fn build_makes_a_working_bert_binary() {
         assert!(["negative", "neutral", "positive"].contains(&l["label"].as_str().unwrap()));
     }
 
+    // The per-op profile: every op of a logits model, then the total beside the limit.
+    let o = Command::new(&exe)
+        .args(["--profile", "12", "--runs", "3"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let table = text(&o.stdout);
+    for expected in [
+        "profile: tiny_bert_logits, 12 tokens",
+        "QKV            GEMM",
+        "attention      softmax",
+        "FFN up         activation",
+        "head out       GEMM",
+        "thread waits",
+        "total: ",
+    ] {
+        assert!(table.contains(expected), "{expected:?} not in\n{table}");
+    }
+    let o = Command::new(&exe)
+        .args(["--profile", "17"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        text(&o.stderr),
+        "tiny_bert_logits: --profile 17: sequence of 17 tokens is longer than max_seq_len 16\n"
+    );
+
     let cases = [
         ("{\"input_ids\": [2, 100, 3]}\n", "tiny_bert_logits: line 1: input_ids[1] = 100: expected a value below 100\n"),
         ("{\"input_ids\": []}\n", "tiny_bert_logits: line 1: empty input: a sequence needs at least one token\n"),

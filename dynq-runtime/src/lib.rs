@@ -46,6 +46,7 @@ pub mod http;
 pub mod kernels;
 pub mod models;
 pub mod ops;
+pub mod profile;
 pub mod quant;
 #[cfg(feature = "serve")]
 pub mod serve;

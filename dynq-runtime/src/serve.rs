@@ -622,11 +622,16 @@ struct Flags<'a> {
     batched: bool,
     /// `--bench-corpus FILE`: runs it and returns the line to print.
     bench: Option<BenchCorpus<'a>>,
+    /// `--profile SEQ_LEN [--runs N]` (an encoder): the per-op table to print.
+    profile: Option<ProfileRun<'a>>,
     /// The `serve` subcommand: runs the HTTP server on a bound listener until Ctrl-C or
     /// SIGTERM.
     #[cfg(feature = "http")]
     http: HttpServe<'a>,
 }
+
+/// `--profile SEQ_LEN` with `--runs N`: the table, or why it failed.
+type ProfileRun<'a> = &'a dyn Fn(usize, usize) -> Result<String, String>;
 
 /// How `serve` runs the model over HTTP (feature `http`).
 #[cfg(feature = "http")]
@@ -712,6 +717,28 @@ fn stdio_main(
                 ),
         );
     }
+    if flags.profile.is_some() {
+        cmd = cmd
+            .arg(
+                Arg::new("profile")
+                    .long("profile")
+                    .value_name("SEQ_LEN")
+                    .value_parser(value_parser!(u32).range(1..))
+                    .help(
+                        "Print where a forward of SEQ_LEN tokens spends its time, op by op, \
+                         beside this machine's limit for each op, instead of serving",
+                    ),
+            )
+            .arg(
+                Arg::new("runs")
+                    .long("runs")
+                    .value_name("N")
+                    .default_value("50")
+                    .requires("profile")
+                    .value_parser(value_parser!(u32).range(1..))
+                    .help("Forwards --profile averages"),
+            );
+    }
     #[cfg(feature = "http")]
     {
         cmd = cmd.subcommand(http_command(flags.text, flags.batched));
@@ -739,6 +766,22 @@ fn stdio_main(
         },
         progress_bytes: progress_total(),
     };
+    if let (Some(profile), Some(&len)) = (
+        flags.profile,
+        m.try_get_one::<u32>("profile").ok().flatten(),
+    ) {
+        let runs = m.get_one::<u32>("runs").map_or(50, |&r| r as usize);
+        return match profile(len as usize, runs) {
+            Ok(table) => {
+                print!("{table}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{name}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let (Some(bench), Some(path)) = (
         flags.bench,
         m.try_get_one::<std::path::PathBuf>("bench_corpus")
@@ -1002,6 +1045,7 @@ pub fn recurrent_main<M: crate::RecurrentModel + Sync>(model: &M) -> ExitCode {
         s.output_size(),
     );
     let flags = Flags {
+        profile: None,
         text: false,
         batched: false,
         bench: None,
@@ -1075,6 +1119,7 @@ pub fn dense_main<M: DenseModel + Sync>(model: &M) -> ExitCode {
         M::OUTPUT_SIZE
     );
     let flags = Flags {
+        profile: None,
         text: false,
         batched: false,
         bench: None,
@@ -1374,7 +1419,13 @@ pub fn encoder_main<M: crate::EncoderModel + Sync>(model: &M) -> ExitCode {
         .then_some(&bench as &dyn Fn(&std::path::Path, &ServeOptions) -> Result<String, String>);
     #[cfg(not(feature = "text"))]
     let bench = None;
+    let profile = |len: usize, runs: usize| {
+        crate::profile::encoder(model, len, runs)
+            .map(|p| p.to_string())
+            .map_err(|e| format!("--profile {len}: {e}"))
+    };
     let flags = Flags {
+        profile: Some(&profile),
         text: M::TOKENIZER_JSON.is_some(),
         batched: true,
         bench,

@@ -1,6 +1,7 @@
 //! With the `rayon` feature, a linear layer split over threads (each row block quantizing its
-//! own rows per token) gives the single-threaded result bit for bit, for every kernel, scheme
-//! and granularity, at row counts around the split thresholds.
+//! own rows per token, or for few rows each thread taking a run of output channels) gives the
+//! single-threaded result bit for bit, for every kernel, scheme and granularity, at row counts
+//! around the split thresholds.
 #![cfg(feature = "rayon")]
 
 use dynq_runtime::kernels::{packed_index, packed_len, Kernel};
@@ -49,7 +50,18 @@ impl dynq_runtime::Job for &Layer<'_> {
 
 #[test]
 fn threads_give_the_single_thread_result_bit_for_bit() {
-    let (k, n) = (70, 37);
+    // Row blocks around the split thresholds.
+    same_bits_on_three_threads(70, 37, &[1, 31, 32, 33, 64, 97, 130]);
+}
+
+#[test]
+fn few_rows_split_their_channels_and_give_the_same_bits() {
+    // Over a million multiply-adds with fewer than 32 rows: the threads share the channel
+    // tiles (a partial last tile of 12 channels), then row blocks from 32 rows on.
+    same_bits_on_three_threads(1000, 1100, &[1, 2, 7, 31, 32]);
+}
+
+fn same_bits_on_three_threads(k: usize, n: usize, row_counts: &[usize]) {
     let mut state = 12345u64;
     let mut next = || {
         state = state
@@ -76,7 +88,8 @@ fn threads_give_the_single_thread_result_bit_for_bit() {
         col_sums: &col_sums,
         bias: Some(&bias),
     });
-    let x: Vec<f32> = (0..130 * k)
+    let most = row_counts.iter().copied().max().unwrap_or(0);
+    let x: Vec<f32> = (0..most * k)
         .map(|i| next() * (1.0 + (i % 7) as f32))
         .collect();
     let one = rayon::ThreadPoolBuilder::new()
@@ -87,7 +100,7 @@ fn threads_give_the_single_thread_result_bit_for_bit() {
         .num_threads(3)
         .build()
         .unwrap();
-    for rows in [1, 31, 32, 33, 64, 97, 130] {
+    for &rows in row_counts {
         for scheme in [Scheme::Symmetric, Scheme::Asymmetric] {
             for granularity in [Granularity::PerToken, Granularity::PerTensor] {
                 let layer = Layer {

@@ -39,6 +39,10 @@
 //! compiled into this binary, concatenated and cut) after 10 warm-up runs, and prints one JSON
 //! line: `{"engine": "dynq", "variant": "int8", "seq_len": S, "threads": 1, "median_ms": ..,
 //! "min_ms": ..}` (the format of `bench/peers.sh`).
+//!
+//! `--profile S [--runs N]` prints where a forward on S tokens spends its time, op by op (see
+//! `dynq_runtime::profile`): time, share, rate reached and this machine's limit for each op,
+//! and the forward's total beside the sum of the limits.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, Write};
@@ -111,6 +115,16 @@ impl Precision {
             Precision::Int8 => dynq_runtime::serve::forward_each(&Minilm, inputs),
             #[cfg(feature = "f32-model")]
             Precision::F32 => dynq_runtime::serve::forward_each(&MinilmF32, inputs),
+        }
+    }
+
+    /// `--profile`: the per-op table of a forward on `len` tokens.
+    fn profile(self, len: usize, runs: usize) -> Result<String, dynq_runtime::Error> {
+        use dynq_runtime::profile::encoder;
+        match self {
+            Precision::Int8 => encoder(&Minilm, len, runs).map(|p| p.to_string()),
+            #[cfg(feature = "f32-model")]
+            Precision::F32 => encoder(&MinilmF32, len, runs).map(|p| p.to_string()),
         }
     }
 
@@ -429,7 +443,7 @@ fn parse_count(flag: &str, v: Option<String>) -> Result<usize, String> {
 const USAGE: &str =
     "usage: embed [--precision int8|f32] [--threads N] [--no-truncate] [--max-line-bytes N]
              [--batch-tokens N] [--pairs FILE | --bench SEQ_LEN [--runs N] |
-             --bench-corpus FILE] [TEXT ...]
+             --profile SEQ_LEN [--runs N] | --bench-corpus FILE] [TEXT ...]
 
 Embeds each TEXT (or each line of stdin) with all-MiniLM-L6-v2: one JSON array per line.
   --precision int8|f32   the INT8 build (default) or the f32 one (needs --features f32-model)
@@ -440,6 +454,8 @@ Embeds each TEXT (or each line of stdin) with all-MiniLM-L6-v2: one JSON array p
                          512; 1: one at a time); embeddings do not depend on it
   --pairs FILE           STS Spearman of score<TAB>sentence1<TAB>sentence2 lines
   --bench SEQ_LEN        time one forward on SEQ_LEN tokens (--runs N, default 50)
+  --profile SEQ_LEN      where a forward on SEQ_LEN tokens spends its time, op by op, beside
+                         this machine's limit for each op (--runs N, default 50)
   --bench-corpus FILE    embed every line of FILE in batches, print sentences/s and tokens/s";
 
 /// Embeds the TEXT arguments in token-budgeted batches and writes one line each: its
@@ -500,6 +516,7 @@ fn run() -> Result<(), Stop> {
     let mut pairs_file = None;
     let mut corpus = None;
     let (mut bench_len, mut runs) = (None, 50usize);
+    let mut profile_len = None;
     let (mut no_truncate, mut max_line) = (false, 1usize << 20);
     let mut batch_tokens = dynq_runtime::BATCH_TOKENS;
     let mut texts = Vec::new();
@@ -509,6 +526,7 @@ fn run() -> Result<(), Stop> {
             "--precision" => precision = Precision::parse(args.next().as_deref())?,
             "--pairs" => pairs_file = Some(args.next().ok_or("--pairs needs a file".to_string())?),
             "--bench" => bench_len = Some(parse_count("--bench", args.next())?),
+            "--profile" => profile_len = Some(parse_count("--profile", args.next())?),
             "--bench-corpus" => {
                 corpus = Some(
                     args.next()
@@ -540,6 +558,12 @@ fn run() -> Result<(), Stop> {
             }
             _ => texts.push(a),
         }
+    }
+    if let Some(len) = profile_len {
+        let table = precision
+            .profile(len, runs)
+            .map_err(|err| format!("--profile {len}: {err}"))?;
+        return write!(std::io::stdout(), "{table}").map_err(write_err);
     }
     let e = Embedder::new(precision, no_truncate)?;
     if let Some(len) = bench_len {

@@ -16,6 +16,7 @@ use crate::ops::bert::{
     LinearObserver, Ragged,
 };
 use crate::ops::{linear_dyn, ActQuant, Activation, Linear, QuantScratch};
+use crate::profile::{self, Op, Part};
 use crate::quant::padded_k;
 use crate::{BertInput, BertOutput, Error, Workspace};
 
@@ -173,6 +174,11 @@ pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
         scales: buf.scales,
         zero_points: buf.zero_points,
     };
+    profile::kernel(K::ID);
+    let region = profile::region(Op::Embeddings);
+    let timer = profile::time(Part::Lookup);
+    // At least the word rows come from memory (the tables are far larger than the caches).
+    profile::work(Part::Lookup, tokens * ew, tokens * ew * 4);
     for (s, input) in inputs.iter().enumerate() {
         let (start, len) = (seqs.start(s), seqs.len(s));
         match &e.projection {
@@ -196,7 +202,9 @@ pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
             relative_position_bias(r.table, r.num_buckets, r.max_distance, heads, len, rel);
         }
     }
+    drop((timer, region));
     if let Some(p) = &e.projection {
+        let _region = profile::region(Op::Projection);
         let none = Activation::None;
         linear_dyn(kernel, ew, h, emb, tokens, p, none, aq, &mut quant, x);
         observer.linear(0, EncoderLinear::Projection, emb, x);
@@ -218,8 +226,16 @@ pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
     }
     let x = &*x;
     match e.output {
-        BertOutput::LastHiddenState => out[..tokens * h].copy_from_slice(x),
+        BertOutput::LastHiddenState => {
+            let _region = profile::region(Op::Pooling);
+            let _timer = profile::time(Part::Pool);
+            profile::work(Part::Pool, tokens * h, tokens * h * 8);
+            out[..tokens * h].copy_from_slice(x);
+        }
         BertOutput::MeanPooled | BertOutput::Cls => {
+            let _region = profile::region(Op::Pooling);
+            let _timer = profile::time(Part::Pool);
+            profile::work(Part::Pool, tokens * h, tokens * h * 4);
             for (s, input) in inputs.iter().enumerate() {
                 let (start, len) = (seqs.start(s), seqs.len(s));
                 let rows = &x[start * h..(start + len) * h];
@@ -239,6 +255,7 @@ pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
             // The first token of each sequence, then the head over those rows (independent rows,
             // as in the layers).
             let (first, pooled) = head_rows.split_at_mut(count * h);
+            let region = profile::region(Op::HeadDense);
             for s in 0..count {
                 let start = seqs.start(s);
                 first[s * h..(s + 1) * h].copy_from_slice(&x[start * h..(start + 1) * h]);
@@ -259,6 +276,8 @@ pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
                 pooled,
             );
             observer.linear(0, EncoderLinear::HeadDense, first, pooled);
+            drop(region);
+            let _region = profile::region(Op::HeadOut);
             let out = &mut out[..count * on];
             linear_dyn(kernel, dn, on, pooled, count, &head.out, none, aq, q, out);
             observer.linear(0, EncoderLinear::HeadOut, pooled, out);

@@ -8,6 +8,7 @@
 use super::activation::{exp_k, madd};
 use super::{linear_dyn, linear_post, ActQuant, Activation, Linear, Post, QuantScratch};
 use crate::kernels::Kernel;
+use crate::profile::{self, Op, Part};
 use crate::Error;
 
 mod tiles;
@@ -473,6 +474,14 @@ pub fn attention<Kn: Kernel, D: Dims>(
     ctx: &mut [f32],
 ) {
     let h = dims.hidden();
+    profile::work(Part::KeyTranspose, len * h, len * h * 8);
+    profile::work(Part::Scores, 2 * len * len * h, 0);
+    profile::work(
+        Part::Softmax,
+        dims.heads() * len * len,
+        dims.heads() * len * len * 8,
+    );
+    profile::work(Part::ValueSum, 2 * len * len * h, 0);
     // kt[h][c][j] = k[j][h * d + c]: rows of kt split over the threads from 64 tokens on.
     let transpose = TransposeKeys { qkv, len, h };
     let min_rows = if len >= SHORT_SEQUENCE { 1 } else { usize::MAX };
@@ -520,6 +529,7 @@ struct TransposeKeys<'a> {
 impl crate::kernels::BlockTask for TransposeKeys<'_> {
     #[inline(always)]
     fn run(&self, hc0: usize, kt: &mut [f32], _: &mut [f32]) {
+        let _timer = profile::time(Part::KeyTranspose);
         let (qkv, len, h) = (self.qkv, self.len, self.h);
         let n = kt.len() / len;
         // Eight keys at a time: each store then fills 32 consecutive bytes instead of touching
@@ -681,6 +691,7 @@ fn attend_block<Kn: Kernel, const R: usize, const W: usize>(
     ctx: &mut [f32],
 ) {
     let (hidden, d, len) = (g.hidden, g.d, g.len);
+    let timer = profile::time(Part::Scores);
     for r in 0..R {
         let q = &qkv[(i + r) * 3 * hidden + h * d..][..d];
         for (t, &v) in qt.iter_mut().zip(q) {
@@ -703,7 +714,11 @@ fn attend_block<Kn: Kernel, const R: usize, const W: usize>(
             }
         }
     }
+    drop(timer);
+    let timer = profile::time(Part::Softmax);
     let inv = softmax_unscaled::<Kn, R>(scores, len);
+    drop(timer);
+    let _timer = profile::time(Part::ValueSum);
     // Values: W output lanes per query at a time, then 8, then one by one.
     let base = 2 * hidden + h * d;
     let mut c = 0;
@@ -1261,6 +1276,7 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
         &mut s.ffn[..len * i],
     );
     let q = &mut s.quant;
+    let region = profile::region(Op::Qkv);
     linear_dyn(
         kernel,
         h,
@@ -1274,6 +1290,8 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
         qkv,
     );
     observer.linear(index, EncoderLinear::Qkv, x, qkv);
+    drop(region);
+    let region = profile::region(Op::Attention);
     // INT8 models: bf16 products where the CPU has AMX tiles (`ffn` is free until the FFN
     // and holds the packed keys and values; `tmp` the transposed keys).
     let tiles = matches!(layer.qkv, Linear::Int8(_));
@@ -1290,19 +1308,29 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
         ffn,
         ctx,
     );
+    drop(region);
     let none = Activation::None;
+    let residual_norm = |x: &mut [f32], y: &[f32], norm: &LayerNorm<'_>| {
+        let _timer = profile::time(Part::ResidualNorm);
+        profile::work(Part::ResidualNorm, x.len(), x.len() * 12);
+        add_in_place(x, y);
+        layer_norm_dyn(x, h, norm);
+    };
     if O::ACTIVE {
         // Every linear's input and output whole, for the observer.
+        let region = profile::region(Op::AttnOut);
         linear_dyn(kernel, h, h, ctx, len, &layer.attn_out, none, aq, q, tmp);
         observer.linear(index, EncoderLinear::AttnOut, ctx, tmp);
-        add_in_place(x, tmp);
-        layer_norm_dyn(x, h, &layer.norm1);
+        residual_norm(x, tmp, &layer.norm1);
+        drop(region);
+        let region = profile::region(Op::FfnUp);
         linear_dyn(kernel, h, i, x, len, &layer.ffn_up, act, aq, q, ffn);
         observer.linear(index, EncoderLinear::FfnUp, x, ffn);
+        drop(region);
+        let _region = profile::region(Op::FfnDown);
         linear_dyn(kernel, i, h, ffn, len, &layer.ffn_down, none, aq, q, tmp);
         observer.linear(index, EncoderLinear::FfnDown, ffn, tmp);
-        add_in_place(x, tmp);
-        layer_norm_dyn(x, h, &layer.norm2);
+        residual_norm(x, tmp, &layer.norm2);
     } else {
         // The same arithmetic, each residual add and norm inside the GEMM's row blocks, and no
         // copies between the buffers: tmp = norm1(x + attn_out(ctx)) is the FFN's input and
@@ -1312,6 +1340,7 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
             residual: x,
             norm: &layer.norm1,
         };
+        let region = profile::region(Op::AttnOut);
         linear_post(
             kernel,
             h,
@@ -1325,11 +1354,15 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
             tmp,
             post,
         );
+        drop(region);
+        let region = profile::region(Op::FfnUp);
         linear_dyn(kernel, h, i, tmp, len, &layer.ffn_up, act, aq, q, ffn);
+        drop(region);
         let post = Post::ResidualNorm {
             residual: tmp,
             norm: &layer.norm2,
         };
+        let _region = profile::region(Op::FfnDown);
         linear_post(
             kernel,
             i,

@@ -1,6 +1,7 @@
 //! Layer functions called by generated code, generic over the kernel and constant dimensions.
 
-use crate::kernels::{Kernel, QuantizedRows};
+use crate::kernels::{Kernel, QuantizedRows, TILE_N};
+use crate::profile::{self, Part};
 use crate::quant::{
     padded_k, quantize_rows_asymmetric, quantize_rows_symmetric, Granularity, Scheme,
 };
@@ -168,6 +169,7 @@ impl Post<'_> {
     #[inline(always)]
     fn apply(self, r0: usize, n: usize, out: &mut [f32]) {
         if let Post::ResidualNorm { residual, norm } = self {
+            let _timer = profile::time(Part::ResidualNorm);
             let residual = &residual[r0 * n..r0 * n + out.len()];
             for (o, r) in out.iter_mut().zip(residual) {
                 *o += r;
@@ -195,16 +197,24 @@ pub(crate) fn linear_post<Kn: Kernel>(
     post: Post<'_>,
 ) {
     debug_assert_eq!((w.k(), w.n()), (k, n));
+    if let Post::ResidualNorm { .. } = post {
+        profile::work(Part::ResidualNorm, rows * n, rows * n * 12);
+    }
     let w = match w {
         Linear::Int8(q) => q,
         Linear::F32(f) => {
+            profile::work(Part::GemmF32, 2 * rows * k * n, k * n * 4);
             let out = &mut out[..rows * n];
+            let timer = profile::time(Part::GemmF32);
             kernel.gemm_f32(&x[..rows * k], rows, f, act, out);
+            drop(timer);
             post.apply(0, n, out);
             return;
         }
     };
     let stride = padded_k(k);
+    profile::work(Part::Gemm, rows * k * n, n * stride);
+    profile::work(Part::Quantize, rows * k, rows * (k * 4 + stride));
     let (x, out) = (&x[..rows * k], &mut out[..rows * n]);
     // Row blocks on the thread pool (feature `rayon`) once there is enough work to share.
     let (align, min_rows) = (4, 32);
@@ -219,13 +229,42 @@ pub(crate) fn linear_post<Kn: Kernel>(
         let quant = &mut scratch.quant[..rows * stride];
         let scales = &mut scratch.scales[..rows];
         let zero_points = &mut scratch.zero_points[..rows];
+        let timer = profile::time(Part::Quantize);
         let zero_points = quantize_activations(x, rows, k, stride, aq, quant, scales, zero_points);
+        drop(timer);
         Rows::Quantized {
             quant,
             scales,
             zero_points,
         }
     };
+    let threads = crate::kernels::threads();
+    let tiles = n.div_ceil(TILE_N);
+    if let Rows::Quantized {
+        quant,
+        scales,
+        zero_points,
+    } = source
+    {
+        if threads > 1
+            && rows < min_rows
+            && rows * k * n >= SPLIT_CHANNELS_MACS
+            && tiles >= 2 * threads
+        {
+            // Too few rows to share: the threads share the output channels instead, each
+            // streaming its part of the weights. Every kernel matches the scalar reference
+            // element by element, so the split changes no bit.
+            let a = QuantizedRows {
+                data: quant,
+                stride,
+                scales,
+                zero_points,
+            };
+            split_channels(kernel, a, rows, w, act, out, threads);
+            post.apply(0, n, out);
+            return;
+        }
+    }
     let task = QgemmBlocks {
         kernel,
         rows: source,
@@ -235,6 +274,107 @@ pub(crate) fn linear_post<Kn: Kernel>(
         post,
     };
     crate::kernels::for_each_block(kernel, rows, n, align, min_rows, out, &mut [], 0, &task);
+}
+
+/// Multiply-adds from which a GEMM of few rows (fewer than a row block per thread) splits its
+/// output channels over the threads: below it, a parallel region costs more than it saves.
+const SPLIT_CHANNELS_MACS: usize = 1 << 20;
+
+std::thread_local! {
+    /// [`split_channels`]' buffer on the forward thread: the product tile by tile, then each
+    /// thread's rows of its tiles.
+    static SPLIT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// `out = act(a W^T)` for few rows, on `threads` threads that each take a run of whole
+/// channel tiles: each block computes its tiles' `rows x width` product into its thread's
+/// scratch and writes it tile by tile (`[tile][row][16]`) into a shared buffer, which this
+/// thread then copies into `out`'s rows.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn split_channels<Kn: Kernel>(
+    kernel: Kn,
+    a: QuantizedRows<'_>,
+    rows: usize,
+    w: &QLinear<'_>,
+    act: Activation,
+    out: &mut [f32],
+    threads: usize,
+) {
+    let n = w.n;
+    let tiles = n.div_ceil(TILE_N);
+    let by_tile = tiles * rows * TILE_N;
+    // The largest block `for_each_block` may hand one thread.
+    let scratch_len = rows * tiles.div_ceil(threads) * TILE_N;
+    let mut buf = SPLIT.with(|b| std::mem::take(&mut *b.borrow_mut()));
+    if buf.len() < by_tile + threads * scratch_len {
+        buf.resize(by_tile + threads * scratch_len, 0.0);
+    }
+    let (by_tile_buf, scratch) = buf.split_at_mut(by_tile);
+    let task = ChannelBlocks {
+        kernel,
+        a,
+        rows,
+        w,
+        act,
+    };
+    crate::kernels::for_each_block(
+        kernel,
+        tiles,
+        rows * TILE_N,
+        1,
+        1,
+        by_tile_buf,
+        scratch,
+        scratch_len,
+        &task,
+    );
+    let _timer = profile::time(Part::Gemm);
+    for (t, tile) in by_tile_buf.chunks_exact(rows * TILE_N).enumerate() {
+        let (j0, width) = (t * TILE_N, TILE_N.min(n - t * TILE_N));
+        for (r, src) in tile.chunks_exact(TILE_N).enumerate() {
+            out[r * n + j0..r * n + j0 + width].copy_from_slice(&src[..width]);
+        }
+    }
+    SPLIT.with(|b| *b.borrow_mut() = buf);
+}
+
+/// A run of channel tiles of [`split_channels`].
+struct ChannelBlocks<'a, K> {
+    kernel: K,
+    a: QuantizedRows<'a>,
+    rows: usize,
+    w: &'a QLinear<'a>,
+    act: Activation,
+}
+
+impl<K: Kernel> crate::kernels::BlockTask for ChannelBlocks<'_, K> {
+    #[inline(always)]
+    fn run(&self, t0: usize, out: &mut [f32], scratch: &mut [f32]) {
+        let _timer = profile::time(Part::Gemm);
+        let (rows, w) = (self.rows, self.w);
+        let count = out.len() / (rows * TILE_N);
+        let j0 = t0 * TILE_N;
+        let width = (count * TILE_N).min(w.n - j0);
+        let stride = self.a.stride;
+        let part = QLinear {
+            n: width,
+            k: w.k,
+            weight: &w.weight[j0 * stride..(j0 + count * TILE_N) * stride],
+            scales: &w.scales[j0..j0 + width],
+            col_sums: &w.col_sums[j0..j0 + width],
+            bias: w.bias.map(|b| &b[j0..j0 + width]),
+        };
+        let product = &mut scratch[..rows * width];
+        self.kernel.qgemm(self.a, rows, &part, self.act, product);
+        for t in 0..count {
+            let tw = TILE_N.min(width - t * TILE_N);
+            for r in 0..rows {
+                let dst = &mut out[(t * rows + r) * TILE_N..][..tw];
+                dst.copy_from_slice(&product[r * width + t * TILE_N..][..tw]);
+            }
+        }
+    }
 }
 
 std::thread_local! {
@@ -329,6 +469,7 @@ impl<K: Kernel> crate::kernels::BlockTask for QgemmBlocks<'_, K> {
                     scales: &scales[r0..],
                     zero_points: zero_points.map(|z| &z[r0..]),
                 };
+                let _timer = profile::time(Part::Gemm);
                 self.kernel.qgemm(a, m, self.w, self.act, out);
             }
             Rows::Raw { x, k, aq } => {
@@ -344,14 +485,18 @@ impl<K: Kernel> crate::kernels::BlockTask for QgemmBlocks<'_, K> {
                     z.resize(m, 0);
                 }
                 let x = &x[r0 * k..(r0 + m) * k];
+                let timer = profile::time(Part::Quantize);
                 let zp = quantize_activations(x, m, k, stride, aq, q, s, z);
+                drop(timer);
                 let a = QuantizedRows {
                     data: &q[..m * stride],
                     stride,
                     scales: &s[..m],
                     zero_points: zp,
                 };
+                let timer = profile::time(Part::Gemm);
                 self.kernel.qgemm(a, m, self.w, self.act, out);
+                drop(timer);
                 BLOCK_QUANT.with(|b| *b.borrow_mut() = bufs);
             }
         }

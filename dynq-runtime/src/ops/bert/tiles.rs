@@ -84,6 +84,9 @@ pub fn attention_bf16<Kn: Kernel, D: Dims>(
             && kernel.attention_tiles().is_some()
         {
             let g = Geometry::new(hidden, heads, len);
+            use crate::profile::{work, Part};
+            work(Part::KeyTranspose, 3 * len * hidden, len * hidden * 6);
+            work(Part::Tiles, 4 * len * len * hidden, 0);
             let packed = &mut spare[..need];
             let pack = PackHeads { g, qkv };
             crate::kernels::for_each_block(
@@ -244,6 +247,7 @@ mod imp {
     impl BlockTask for PackHeads<'_> {
         #[inline(always)]
         fn run(&self, h0: usize, out: &mut [f32], _: &mut [f32]) {
+            let _timer = crate::profile::time(crate::profile::Part::KeyTranspose);
             let g = self.g;
             let (h, d, len) = (g.hidden, g.d, g.len);
             let chunks = g.dp / 32;
@@ -326,6 +330,7 @@ mod imp {
     impl<Kn: Kernel> BlockTask for TileBlocks<'_, Kn> {
         #[inline(always)]
         fn run(&self, i0: usize, ctx: &mut [f32], _: &mut [f32]) {
+            let _timer = crate::profile::time(crate::profile::Part::Tiles);
             let tiles = self
                 .kernel
                 .attention_tiles()
