@@ -12,7 +12,9 @@
 # 4. embedding cosine on the benchmark inputs (dynq INT8 vs f32, peers vs PyTorch FP32)
 # 5. every engine/variant for S in {16,128,384} x threads in {1,2}, each in its own process,
 #    alternating rounds (3; 1 with --quick)
-# 6. target/bench/peers.{json,md,svg}; the last line printed is
+# 6. the same INT8 timings with AMX hidden from dynq and ONNX Runtime alike (bench/noamx.c,
+#    built with cc): a second table in peers.md, raw results in peers-noamx-raw.jsonl
+# 7. target/bench/peers.{json,md,svg}; the last line printed is
 #    `dynq/ORT int8 ratio at S=128 1T: R`
 # See bench/README.md.
 set -euo pipefail
@@ -21,7 +23,7 @@ QUICK=()
 for arg in "$@"; do
     case "$arg" in
         --quick) QUICK=(--quick) ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "peers.sh: unknown argument '$arg' (expected --quick)" >&2; exit 2 ;;
     esac
 done
@@ -66,6 +68,18 @@ step "Timing (each configuration in its own process${QUICK:+; quick})"
 "$PY" bench/run_peers.py "${QUICK[@]}" --embed "$EMBED" --embed-f32 "$EMBED_F32" \
     || die "benchmark driver failed"
 
+step "Timing without AMX (bench/noamx.c: ONNX Runtime and dynq on their AVX-512 VNNI code)"
+NOAMX_RAW="$OUT/peers-noamx-raw.jsonl"
+rm -f "$NOAMX_RAW"
+if cc -O2 -o "$OUT/noamx" bench/noamx.c; then
+    "$PY" bench/run_peers.py "${QUICK[@]}" --int8-only --wrap "$OUT/noamx" --out "$NOAMX_RAW" \
+        --embed "$EMBED" --embed-f32 "$EMBED_F32" \
+        || echo "peers.sh: the run under noamx failed; its table is left out" >&2
+else
+    echo "peers.sh: cannot build bench/noamx.c (cc); the table without AMX is left out" >&2
+fi
+
 step "Report"
-"$PY" bench/report.py "${QUICK[@]}" --embed "$EMBED" --elapsed "$(( $(date +%s) - START ))" \
+"$PY" bench/report.py "${QUICK[@]}" --embed "$EMBED" --noamx-raw "$NOAMX_RAW" \
+    --elapsed "$(( $(date +%s) - START ))" \
     || die "report failed"

@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-from run_peers import SEQ_LENS, THREADS, VARIANTS  # noqa: E402
+from run_peers import INT8_VARIANTS, SEQ_LENS, THREADS, VARIANTS  # noqa: E402
 
 LABELS = {
     ("dynq", "int8"): "dynq INT8",
@@ -187,6 +187,34 @@ def markdown(results, meta, fidelity, binary_size=None):
     return "\n".join(lines) + "\n"
 
 
+def noamx_markdown(results):
+    """The second table: dynq INT8 and ONNX Runtime INT8 with AMX hidden from both."""
+    head = "| engine | " + " | ".join(f"S={s} {t}T" for s, t in COLUMNS) + " |"
+    lines = [
+        "## Without AMX: both engines under bench/noamx.c",
+        "",
+        "The same processes run under `noamx`, a seccomp filter that makes "
+        "`arch_prctl(ARCH_REQ_XCOMP_PERM)` fail, so ONNX Runtime (MLAS) and dynq both fall back "
+        "to their AVX-512 VNNI code (on a CPU without AMX nothing changes). Median ms.",
+        "",
+        head,
+        "|" + "---|" * (len(COLUMNS) + 1),
+    ]
+    for e, v in INT8_VARIANTS:
+        lines.append(f"| {LABELS[(e, v)]} | "
+                     + " | ".join(fmt(ms(results, e, v, s, t)) for s, t in COLUMNS) + " |")
+    lines.append("| dynq INT8 / ONNX Runtime INT8 (faster variant) | " + " | ".join(
+        fmt(ratio(ms(results, "dynq", "int8", s, t), best_ort_int8(results, s, t)[0]), 2)
+        for s, t in COLUMNS) + " |")
+    kernel = next((r.get("kernel") for r in results if r["engine"] == "dynq" and r.get("kernel")), None)
+    lines += ["", f"dynq kernel under noamx: {kernel or 'n/a'}."]
+    missing = [r for r in results if r["median_ms"] is None and r.get("error") != "not run"]
+    for r in missing:
+        lines.append(f"- n/a: {LABELS[(r['engine'], r['variant'])]} S={r['seq_len']} "
+                     f"{r['threads']}T: {r.get('error', 'failed')}")
+    return "\n".join(lines) + "\n"
+
+
 def chart(results, path, title):
     import matplotlib
 
@@ -230,6 +258,8 @@ def main():
     ap.add_argument("--elapsed", type=float, default=None)
     ap.add_argument("--embed", default=None,
                     help="the INT8 embed binary (--features rayon) whose size peers.md gives")
+    ap.add_argument("--noamx-raw", default=None,
+                    help="raw results of the run under noamx (a second table)")
     a = ap.parse_args()
 
     with open(a.raw) as f:
@@ -257,6 +287,12 @@ def main():
         json.dump(results, f, indent=1)
     binary_size = os.path.getsize(a.embed) if a.embed and os.path.exists(a.embed) else None
     md = markdown(results, meta, fidelity, binary_size)
+    if a.noamx_raw and os.path.exists(a.noamx_raw):
+        with open(a.noamx_raw) as f:
+            noamx = aggregate([json.loads(line) for line in f if line.strip()])
+        with open(common.OUT_DIR / "peers-noamx.json", "w") as f:
+            json.dump(noamx, f, indent=1)
+        md += "\n" + noamx_markdown(noamx)
     if a.elapsed is not None:
         md += f"\nWhole run (setup, build, export, benchmark): {a.elapsed:.0f} s.\n"
     with open(common.OUT_DIR / "peers.md", "w") as f:

@@ -2,6 +2,7 @@
 rounds, and write the raw results.
 
     python bench/run_peers.py [--quick] [--rounds R] [--embed PATH] [--embed-f32 PATH]
+                              [--int8-only] [--wrap PROGRAM] [--out PATH]
 
 dynq runs as `RAYON_NUM_THREADS=T EMBED --bench S --runs N` for INT8 and `EMBED_F32 --bench S
 --runs N --precision f32` for f32: `--embed` is the plain INT8 binary and `--embed-f32` one
@@ -10,6 +11,11 @@ which must then have the f32 model for the f32 rows); ONNX Runtime and PyTorch a
 prints one JSON line; its peak RSS comes from wait4. Every round runs all configurations (in
 reverse order on odd rounds, so drift hits all alike). Writes target/bench/peers-raw.jsonl
 (one line per process, errors included) for bench/report.py.
+
+`--wrap PROGRAM` runs every process as `PROGRAM CMD ...`: bench/peers.sh passes bench/noamx.c's
+binary, which hides AMX from dynq and ONNX Runtime alike (both then run their AVX-512 VNNI
+code), with `--int8-only` (dynq INT8 and the two ONNX Runtime INT8 variants) and
+`--out target/bench/peers-noamx-raw.jsonl`.
 """
 
 import argparse
@@ -32,6 +38,11 @@ VARIANTS = [
     ("onnxruntime", "int8_per_channel"),
     ("pytorch", "f32"),
     ("pytorch", "int8"),
+]
+INT8_VARIANTS = [
+    ("dynq", "int8"),
+    ("onnxruntime", "int8_per_tensor"),
+    ("onnxruntime", "int8_per_channel"),
 ]
 RUNS = {16: 200, 128: 100, 384: 50}
 QUICK_RUNS = {16: 30, 128: 15, 384: 8}
@@ -92,11 +103,15 @@ def main():
     ap.add_argument("--embed-f32", default=None,
                     help="embed binary built with --features f32-model (default: --embed)")
     ap.add_argument("--out", default=str(common.OUT_DIR / "peers-raw.jsonl"))
+    ap.add_argument("--int8-only", action="store_true",
+                    help="only dynq INT8 and the ONNX Runtime INT8 variants")
+    ap.add_argument("--wrap", default=None, help="run every process under this program")
     a = ap.parse_args()
     rounds = a.rounds or (1 if a.quick else 3)
     runs = QUICK_RUNS if a.quick else RUNS
 
-    configs = [(e, v, s, t) for s in SEQ_LENS for t in THREADS for e, v in VARIANTS]
+    variants = INT8_VARIANTS if a.int8_only else VARIANTS
+    configs = [(e, v, s, t) for s in SEQ_LENS for t in THREADS for e, v in variants]
     total = rounds * len(configs)
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     n = 0
@@ -108,6 +123,8 @@ def main():
                 n += 1
                 cmd, env = command(engine, variant, seq_len, threads, runs[seq_len], a.embed,
                                    a.embed_f32 or a.embed)
+                if a.wrap:
+                    cmd = [a.wrap] + cmd
                 rc, out, err, rss, wall = run_process(cmd, env)
                 res = parse(out) if rc == 0 else None
                 rec = {"round": r, "engine": engine, "variant": variant, "seq_len": seq_len,
