@@ -595,7 +595,7 @@ impl fmt::Display for Profile {
         });
         writeln!(
             f,
-            "limits per core: int8 {int8} ({}), f32 {:.0} GFLOP/s, cache {:.0} GB/s; memory {:.1} GB/s",
+            "limits per core: int8 {int8} ({}), f32 {:.0} GFLOP/s, cache {:.0} GB/s; memory, all threads: {:.1} GB/s",
             peak::int8_instruction(l.kernel),
             l.f32_flops / 1e9,
             l.cache_bytes / 1e9,

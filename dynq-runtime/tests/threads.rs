@@ -6,7 +6,7 @@
 
 use dynq_runtime::kernels::{packed_index, packed_len, Kernel};
 use dynq_runtime::ops::{linear_dyn, ActQuant, Linear, QuantScratch};
-use dynq_runtime::{Activation, Granularity, KernelId, QLinear, Scheme};
+use dynq_runtime::{Activation, F32Linear, Granularity, KernelId, QLinear, Scheme};
 
 struct Layer<'a> {
     w: Linear<'a>,
@@ -80,12 +80,20 @@ fn same_bits_on_three_threads(k: usize, n: usize, row_counts: &[usize]) {
     }
     let scales: Vec<f32> = (0..n).map(|j| 0.01 + j as f32 * 1e-3).collect();
     let bias: Vec<f32> = (0..n).map(|_| next()).collect();
-    let w = Linear::Int8(QLinear {
+    let int8 = Linear::Int8(QLinear {
         n,
         k,
         weight: &weight,
         scales: &scales,
         col_sums: &col_sums,
+        bias: Some(&bias),
+    });
+    // An f32 layer (`keep_f32`, f32 builds): row blocks from 2 rows over 2^20 multiply-adds.
+    let weight_f32: Vec<f32> = (0..n * k).map(|_| next()).collect();
+    let f32 = Linear::F32(F32Linear {
+        n,
+        k,
+        weight: &weight_f32,
         bias: Some(&bias),
     });
     let most = row_counts.iter().copied().max().unwrap_or(0);
@@ -100,9 +108,17 @@ fn same_bits_on_three_threads(k: usize, n: usize, row_counts: &[usize]) {
         .num_threads(3)
         .build()
         .unwrap();
-    for &rows in row_counts {
+    for (w, &rows) in [int8, f32]
+        .into_iter()
+        .flat_map(|w| row_counts.iter().map(move |r| (w, r)))
+    {
         for scheme in [Scheme::Symmetric, Scheme::Asymmetric] {
             for granularity in [Granularity::PerToken, Granularity::PerTensor] {
+                if matches!(w, Linear::F32(_))
+                    && (scheme, granularity) != (Scheme::Symmetric, Granularity::PerToken)
+                {
+                    continue; // f32 layers quantize nothing
+                }
                 let layer = Layer {
                     w,
                     x: &x[..rows * k],
@@ -120,9 +136,14 @@ fn same_bits_on_three_threads(k: usize, n: usize, row_counts: &[usize]) {
                             .iter()
                             .map(|v| v.to_bits())
                             .eq(split.iter().map(|v| v.to_bits())),
-                        "{} rows, {scheme:?} {granularity:?}, {}: 3 threads differ from 1",
+                        "{} rows, {scheme:?} {granularity:?}, {}, {}: 3 threads differ from 1",
                         rows,
-                        id.name()
+                        id.name(),
+                        if matches!(w, Linear::F32(_)) {
+                            "f32"
+                        } else {
+                            "int8"
+                        }
                     );
                 }
             }

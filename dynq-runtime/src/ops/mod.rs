@@ -204,11 +204,23 @@ pub(crate) fn linear_post<Kn: Kernel>(
         Linear::Int8(q) => q,
         Linear::F32(f) => {
             profile::work(Part::GemmF32, 2 * rows * k * n, k * n * 4);
+            // Row blocks over the threads from two rows and 2^20 multiply-adds: every kernel's
+            // f32 product computes each row on its own, so the split changes no bit.
+            let min_rows = if rows * k * n >= SPLIT_CHANNELS_MACS {
+                2
+            } else {
+                usize::MAX
+            };
+            let task = F32Blocks {
+                kernel,
+                x: &x[..rows * k],
+                k,
+                w: f,
+                act,
+                post,
+            };
             let out = &mut out[..rows * n];
-            let timer = profile::time(Part::GemmF32);
-            kernel.gemm_f32(&x[..rows * k], rows, f, act, out);
-            drop(timer);
-            post.apply(0, n, out);
+            crate::kernels::for_each_block(kernel, rows, n, 1, min_rows, out, &mut [], 0, &task);
             return;
         }
     };
@@ -337,6 +349,30 @@ fn split_channels<Kn: Kernel>(
         }
     }
     SPLIT.with(|b| *b.borrow_mut() = buf);
+}
+
+/// The f32 product of [`linear_post`] over a block of rows, then `post` on them.
+struct F32Blocks<'a, K> {
+    kernel: K,
+    x: &'a [f32],
+    k: usize,
+    w: &'a F32Linear<'a>,
+    act: Activation,
+    post: Post<'a>,
+}
+
+impl<K: Kernel> crate::kernels::BlockTask for F32Blocks<'_, K> {
+    #[inline(always)]
+    fn run(&self, r0: usize, out: &mut [f32], _scratch: &mut [f32]) {
+        let Some(m) = out.len().checked_div(self.w.n) else {
+            return; // no output channels: nothing to compute
+        };
+        let x = &self.x[r0 * self.k..(r0 + m) * self.k];
+        let timer = profile::time(Part::GemmF32);
+        self.kernel.gemm_f32(x, m, self.w, self.act, out);
+        drop(timer);
+        self.post.apply(r0, self.w.n, out);
+    }
 }
 
 /// A run of channel tiles of [`split_channels`].
