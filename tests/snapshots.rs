@@ -133,6 +133,18 @@ fn tiny_electra() {
     insta::assert_snapshot!("tiny_electra_code", g.code);
 }
 
+/// ModernBERT with every bias: pre-norm layers (the first without an attention norm), rotary
+/// tables per attention kind, global and sliding-window layers, the gated FFN, the final norm,
+/// and the head with its norm and CLS pooling.
+#[test]
+fn tiny_modernbert() {
+    let toml =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/modernbert/modernbert_bias_logits.toml");
+    let g = generate(&toml, &Options::default(), Placement::Relative).unwrap();
+    insta::assert_snapshot!("tiny_modernbert_code", g.code);
+    insta::assert_snapshot!("tiny_modernbert_manifest", g.blob.manifest);
+}
+
 #[test]
 fn bidirectional_two_layer_lstm() {
     // Layer 1 kept in f32 shows both kinds of weight views in one recurrent model.

@@ -176,14 +176,30 @@ pub struct EncoderLayer {
     pub qkv: Linear,
     /// Attention output projection.
     pub attn_out: Linear,
-    /// LayerNorm after attention.
-    pub norm1: Norm,
-    /// FFN up-projection (with the activation).
+    /// Post-norm: the LayerNorm after attention. Pre-norm: the attention input's, `None`
+    /// where the layer has none (ModernBERT's first layer).
+    pub norm1: Option<Norm>,
+    /// FFN up-projection (with the activation; gated FFNs: `[2 intermediate, hidden]`, the
+    /// activation applied to the first half times the second).
     pub ffn_up: Linear,
     /// FFN down-projection.
     pub ffn_down: Linear,
-    /// LayerNorm after the FFN.
+    /// Post-norm: the LayerNorm after the FFN. Pre-norm: the FFN input's.
     pub norm2: Norm,
+    /// Index into [`Encoder::rotary`] of this layer's rotary table, if any.
+    pub rotary: Option<usize>,
+    /// Sliding-window attention: tokens attend to tokens at most this far away.
+    pub window: Option<usize>,
+}
+
+/// A rotary position table: `[positions, head_dim]`, per position the cosines then the sines
+/// of `position * inv_freq`.
+#[derive(Debug, Clone)]
+pub struct RotaryTable {
+    /// The RoPE base.
+    pub theta: f64,
+    /// The table (its name says which layers use it).
+    pub table: Tensor,
 }
 
 /// How position ids are assigned (the runtime's `Positions`).
@@ -193,6 +209,8 @@ pub enum Positions {
     Absolute,
     /// RoBERTa's numbering after the padding id.
     AfterPadding(u32),
+    /// No position table: rotary positions in attention.
+    None,
 }
 
 /// MPNet's relative position bias.
@@ -206,11 +224,16 @@ pub struct RelativeBias {
     pub max_distance: usize,
 }
 
-/// A classification head on the first token.
+/// A classification head: `out(norm(dense(pool(x))))`.
 #[derive(Debug, Clone)]
 pub struct Head {
+    /// Mean pooling over the mask instead of the first token (ModernBERT's
+    /// `classifier_pooling = "mean"`).
+    pub mean: bool,
     /// The dense layer, its activation included.
     pub dense: Linear,
+    /// A LayerNorm after the activation (ModernBERT).
+    pub norm: Option<Norm>,
     /// The output layer.
     pub out: Linear,
 }
@@ -238,6 +261,10 @@ pub struct Encoder {
     pub eps: f32,
     /// FFN activation.
     pub act: ActivationSpec,
+    /// Pre-norm layers with a final norm (ModernBERT) instead of post-norm (BERT).
+    pub pre_norm: bool,
+    /// Gated FFN (GeGLU): `act(input) * gate` from the up-projection's two halves.
+    pub gated: bool,
     /// Longest input accepted.
     pub max_seq_len: usize,
     /// The padding token id (`pad_token_id`), when the config names one in the vocabulary:
@@ -254,8 +281,9 @@ pub struct Encoder {
     pub word_storage: EmbeddingStorage,
     /// Position numbering.
     pub positions: Positions,
-    /// `[rows, embedding_width]`: the rows `max_seq_len` tokens can reach.
-    pub position: Tensor,
+    /// `[rows, embedding_width]`: the rows `max_seq_len` tokens can reach (none for
+    /// [`Positions::None`]).
+    pub position: Option<Tensor>,
     /// `[type_vocab, embedding_width]`, for families with token types.
     pub token_type: Option<Tensor>,
     /// Embedding LayerNorm.
@@ -266,12 +294,40 @@ pub struct Encoder {
     pub relative: Option<RelativeBias>,
     /// Encoder layers.
     pub layers: Vec<EncoderLayer>,
+    /// Rotary tables the layers refer to (ModernBERT: global and local).
+    pub rotary: Vec<RotaryTable>,
+    /// The norm after the last layer (pre-norm encoders).
+    pub final_norm: Option<Norm>,
+    /// Matryoshka truncation of pooled outputs (`[encoder] dims`), renormalized.
+    pub dims: Option<usize>,
     /// Classification head, for `logits`.
     pub head: Option<Head>,
     /// Class names, in id order.
     pub labels: Vec<String>,
     /// The `tokenizer.json` text, embedded in the generated code.
     pub tokenizer: Option<String>,
+}
+
+impl Encoder {
+    /// Every tensor besides the linear layers and the word table, in blob order: positions,
+    /// token types, relative bias, rotary tables, then every norm's scale and shift.
+    pub fn small_tensors(&self) -> Vec<&Tensor> {
+        let norms = std::iter::once(&self.emb_norm)
+            .chain(
+                self.layers
+                    .iter()
+                    .flat_map(|l| l.norm1.iter().chain(std::iter::once(&l.norm2))),
+            )
+            .chain(&self.final_norm)
+            .chain(self.head.iter().flat_map(|h| &h.norm));
+        self.position
+            .iter()
+            .chain(&self.token_type)
+            .chain(self.relative.iter().map(|r| &r.table))
+            .chain(self.rotary.iter().map(|r| &r.table))
+            .chain(norms.flat_map(|n| [&n.gamma, &n.beta]))
+            .collect()
+    }
 }
 
 impl Model {

@@ -224,12 +224,7 @@ pub fn generate_from(
     let mut word_table = None;
     if let ir::Body::Encoder(b) = &model.body {
         word_table = Some(store_table(&mut writer, &b.word, b.word_storage));
-        let norms =
-            std::iter::once(&b.emb_norm).chain(b.layers.iter().flat_map(|l| [&l.norm1, &l.norm2]));
-        let small = std::iter::once(&b.position)
-            .chain(&b.token_type)
-            .chain(b.relative.iter().map(|r| &r.table))
-            .chain(norms.flat_map(|n| [&n.gamma, &n.beta]));
+        let small = b.small_tensors();
         for t in small {
             tensors.push((t.name.clone(), store(&mut writer, t, false)));
         }

@@ -137,6 +137,10 @@ pub struct EncoderSection {
     /// L2-normalize pooled outputs (`mean_pooled`, `cls`).
     #[serde(default)]
     pub normalize: bool,
+    /// Matryoshka truncation of pooled outputs (`mean_pooled`, `cls`): keep the first `dims`
+    /// values and L2-normalize them again. Default: the whole hidden width.
+    #[serde(default)]
+    pub dims: Option<Spanned<usize>>,
     /// A Hugging Face `tokenizer.json`, embedded in the generated code for text input.
     #[serde(default)]
     pub tokenizer: Option<Spanned<String>>,

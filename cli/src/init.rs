@@ -67,7 +67,8 @@ fn detect_family(config_path: &Path) -> Result<&'static Family> {
 /// and sentence-transformers), the output (`logits` when the weights have the family's
 /// classification head and the config names its labels in `id2label`, else `mean_pooled`,
 /// L2-normalized when a sentence-transformers `modules.json` says so), `max_seq_len` from
-/// `sentence_bert_config.json`, and a `tokenizer.json` next to the config.
+/// `sentence_bert_config.json`, and a `tokenizer.json` next to the config. `dims` truncates
+/// pooled embeddings (Matryoshka, `[encoder] dims`).
 ///
 /// ```no_run
 /// use std::path::Path;
@@ -75,6 +76,7 @@ fn detect_family(config_path: &Path) -> Result<&'static Family> {
 ///     Path::new("models/minilm/config.json"),
 ///     Path::new("models/minilm/model.safetensors"),
 ///     Some(Path::new("models/minilm/minilm.toml")),
+///     None,
 ///     None,
 /// ).unwrap();
 /// assert_eq!((d.family, d.prefix.as_str()), ("bert", ""));
@@ -84,6 +86,7 @@ pub fn describe(
     weights_path: &Path,
     toml_path: Option<&Path>,
     name: Option<&str>,
+    dims: Option<usize>,
 ) -> Result<Described> {
     let f = detect_family(config_path)?;
     let config = EncoderConfig::load(config_path, f)?;
@@ -124,10 +127,17 @@ pub fn describe(
         (false, _) => (BertOutputSpec::MeanPooled, "no classifier head".into()),
     };
     let read = |file: &str| std::fs::read_to_string(config_dir.join(file)).ok();
-    let normalize = output == BertOutputSpec::MeanPooled
+    let (output, output_note) = match (output, pooling_mode(config_dir)?) {
+        (BertOutputSpec::MeanPooled, Some((mode, file))) => (
+            mode,
+            format!("{output_note}; {file} pools by {}", mode.name()),
+        ),
+        (o, _) => (o, output_note),
+    };
+    let normalize = matches!(output, BertOutputSpec::MeanPooled | BertOutputSpec::Cls)
         && read("modules.json").is_some_and(|m| m.contains("models.Normalize"));
     let reach = match f.positions {
-        PositionKind::Absolute => config.max_position_embeddings,
+        PositionKind::Absolute | PositionKind::Rotary => config.max_position_embeddings,
         PositionKind::AfterPadding => config
             .max_position_embeddings
             .saturating_sub(config.pad_token_id.unwrap_or(0) as usize + 1),
@@ -207,13 +217,25 @@ pub fn describe(
         format!("output = {}", quoted(output.name())),
         &format!("the weights have {output_note}"),
     );
-    if output == BertOutputSpec::MeanPooled {
+    if matches!(output, BertOutputSpec::MeanPooled | BertOutputSpec::Cls) {
         let why = if normalize {
             "modules.json ends with a Normalize step"
         } else {
             "true for cosine-similarity embeddings"
         };
         toml += &line(format!("normalize = {normalize}"), why);
+    }
+    if let Some(d) = dims {
+        if !matches!(output, BertOutputSpec::MeanPooled | BertOutputSpec::Cls) {
+            return Err(Error::Options(format!(
+                "--dims {d}: truncates pooled embeddings, but this checkpoint's output is {} (a classifier)",
+                output.name()
+            )));
+        }
+        toml += &line(
+            format!("dims = {d}"),
+            "Matryoshka: the first values only, L2-normalized again",
+        );
     }
     if let Some(t) = &tokenizer {
         toml += &line(
@@ -239,6 +261,59 @@ pub fn describe(
         output,
         tokenizer,
     })
+}
+
+/// The pooling of a sentence-transformers checkpoint: the `Pooling` module that
+/// `modules.json` lists, read from its `config.json`. Mean and first-token pooling are what
+/// dynq computes; another mode (max, last token, weighted mean, several at once) is refused,
+/// since a description that pooled otherwise would give different embeddings.
+fn pooling_mode(dir: &Path) -> Result<Option<(BertOutputSpec, String)>> {
+    let Ok(text) = std::fs::read_to_string(dir.join("modules.json")) else {
+        return Ok(None);
+    };
+    let Ok(modules) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Ok(None);
+    };
+    let Some(path) = modules.as_array().and_then(|m| {
+        m.iter()
+            .find(|m| {
+                m["type"]
+                    .as_str()
+                    .is_some_and(|t| t.ends_with("models.Pooling"))
+            })
+            .and_then(|m| m["path"].as_str().map(String::from))
+    }) else {
+        return Ok(None);
+    };
+    let file = dir.join(&path).join("config.json");
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        return Ok(None);
+    };
+    let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Weights {
+        file: file.clone(),
+        message: format!("not a valid pooling config: {e}"),
+    })?;
+    let on: Vec<&str> = v
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, x)| k.starts_with("pooling_mode") && x.as_bool() == Some(true))
+                .map(|(k, _)| k.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    let name = format!("{path}/config.json");
+    match on.as_slice() {
+        ["pooling_mode_mean_tokens"] => Ok(Some((BertOutputSpec::MeanPooled, name))),
+        ["pooling_mode_cls_token"] => Ok(Some((BertOutputSpec::Cls, name))),
+        [] => Ok(None),
+        other => Err(Error::Weights {
+            file,
+            message: format!(
+                "pooling {other:?}: dynq pools by the mean (pooling_mode_mean_tokens) or the first token (pooling_mode_cls_token) only"
+            ),
+        }),
+    }
 }
 
 /// Writes `contents` to `path` (through a temporary file and a rename), refusing to replace an

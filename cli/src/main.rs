@@ -70,6 +70,10 @@ enum Cmd {
         /// The model's name (default: from the output file or the checkpoint's directory).
         #[arg(long)]
         name: Option<String>,
+        /// Matryoshka truncation of pooled embeddings: keep the first N values, L2-normalized
+        /// again (`[encoder] dims`).
+        #[arg(long, value_name = "N")]
+        dims: Option<usize>,
         /// Replace the output file if it exists.
         #[arg(long)]
         force: bool,
@@ -192,14 +196,20 @@ fn run(cli: Cli) -> Result<(), Stop> {
             weights,
             out,
             name,
+            dims,
             force,
         } => {
             if let Some(out) = out.as_deref().filter(|o| o.exists() && !force) {
                 // Refuse before the work, not after it.
                 dynq_cli::init::write_new(out, "", false)?;
             }
-            let d =
-                dynq_cli::init::describe(&hf_config, &weights, out.as_deref(), name.as_deref())?;
+            let d = dynq_cli::init::describe(
+                &hf_config,
+                &weights,
+                out.as_deref(),
+                name.as_deref(),
+                dims,
+            )?;
             match out {
                 Some(out) => {
                     dynq_cli::init::write_new(&out, &d.toml, force)?;

@@ -641,10 +641,14 @@ impl<'a> EncoderViews<'a> {
                 .map(|(l, p)| EncoderLayer {
                     qkv: lin(&p[0]),
                     attn_out: lin(&p[1]),
-                    norm1: layer_norm(&l.norm1, ir.eps),
+                    norm1: l.norm1.as_ref().map(|n| layer_norm(n, ir.eps)),
                     ffn_up: lin(&p[2]),
                     ffn_down: lin(&p[3]),
                     norm2: layer_norm(&l.norm2, ir.eps),
+                    rotary: l.rotary.map(|t| rt::ops::bert::Rotary {
+                        table: &ir.rotary[t].table.data,
+                    }),
+                    window: l.window,
                 })
                 .collect();
             let head_at = projection + 4 * ir.layers.len();
@@ -655,8 +659,9 @@ impl<'a> EncoderViews<'a> {
                         (true, WordTable::F16(w)) => Table::F16(w),
                         (true, WordTable::I8 { rows, scales }) => Table::I8 { rows, scales },
                     },
-                    position: &ir.position.data,
+                    position: ir.position.as_ref().map_or(&[][..], |p| &p.data),
                     positions: match ir.positions {
+                        Positions::None => rt::ops::bert::Positions::None,
                         Positions::Absolute => rt::ops::bert::Positions::Absolute,
                         Positions::AfterPadding(p) => {
                             rt::ops::bert::Positions::AfterPadding { padding_idx: p }
@@ -673,7 +678,13 @@ impl<'a> EncoderViews<'a> {
                     max_distance: r.max_distance,
                 }),
                 layers,
-                act: activation(ir.act),
+                shape: rt::ops::bert::LayerShape {
+                    act: activation(ir.act),
+                    pre_norm: ir.pre_norm,
+                    gated: ir.gated,
+                },
+                final_norm: ir.final_norm.as_ref().map(|n| layer_norm(n, ir.eps)),
+                dims: ir.dims,
                 output: match ir.output {
                     BertOutputSpec::MeanPooled => rt::BertOutput::MeanPooled,
                     BertOutputSpec::Cls => rt::BertOutput::Cls,
@@ -682,8 +693,14 @@ impl<'a> EncoderViews<'a> {
                 },
                 normalize: ir.normalize,
                 head: ir.head.as_ref().map(|h| rt_encoder::Head {
+                    pooling: if h.mean {
+                        rt_encoder::HeadPooling::Mean
+                    } else {
+                        rt_encoder::HeadPooling::First
+                    },
                     dense: lin(&preps[head_at]),
                     act: activation(h.dense.activation),
+                    norm: h.norm.as_ref().map(|n| layer_norm(n, ir.eps)),
                     out: lin(&preps[head_at + 1]),
                 }),
                 vocab: ir.vocab,

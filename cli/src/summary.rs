@@ -176,14 +176,7 @@ pub fn summarize(model: &Model, weights: &Weights) -> Result<Summary> {
             0,
         ),
         Body::Encoder(b) => {
-            let norms = std::iter::once(&b.emb_norm)
-                .chain(b.layers.iter().flat_map(|l| [&l.norm1, &l.norm2]));
-            let small: usize = std::iter::once(&b.position)
-                .chain(&b.token_type)
-                .chain(b.relative.iter().map(|r| &r.table))
-                .chain(norms.flat_map(|n| [&n.gamma, &n.beta]))
-                .map(|t| t.data.len())
-                .sum();
+            let small: usize = b.small_tensors().into_iter().map(|t| t.data.len()).sum();
             let table = TableSummary::word(b);
             int8_bytes += table.bytes + 4 * small;
             embeddings = Some(table);

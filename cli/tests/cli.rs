@@ -751,9 +751,94 @@ fn init_picks_the_family() {
     ]);
     assert_eq!(code, Some(1));
     assert!(
-        err.contains("key `model_type`: \"gpt2\" is not a family dynq compiles; supported model types: \"bert\", \"roberta\", \"xlm-roberta\", \"distilbert\", \"mpnet\", \"electra\""),
+        err.contains("key `model_type`: \"gpt2\" is not a family dynq compiles; supported model types: \"bert\", \"roberta\", \"xlm-roberta\", \"distilbert\", \"mpnet\", \"electra\", \"modernbert\""),
         "{err}"
     );
+}
+
+/// ModernBERT: the family from `model_type`, the `model.` prefix, the head; for a
+/// sentence-transformers embedder, the pooling mode of its `Pooling` module (CLS here; a
+/// mode dynq does not compute is refused) and `--dims` (Matryoshka).
+#[test]
+fn init_reads_modernbert_and_sentence_transformers_pooling() {
+    let src = root().join("tests/golden/modernbert/modernbert");
+    let dir = tempfile::tempdir().unwrap();
+    let toml = dir.path().join("logits.toml");
+    let (code, _, err) = dynq_run(args![
+        "init",
+        "--hf-config",
+        src.join("config.json"),
+        "--weights",
+        src.join("model.safetensors"),
+        "-o",
+        toml
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains("family modernbert, prefix \"model.\", output logits"),
+        "{err}"
+    );
+    // An embedder: the body alone (no head), with sentence-transformers' modules.
+    let ckpt = dir.path().join("embedder");
+    std::fs::create_dir_all(ckpt.join("1_Pooling")).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("config.json")).unwrap()).unwrap();
+    config["architectures"] = serde_json::json!(["ModernBertModel"]);
+    std::fs::write(ckpt.join("config.json"), config.to_string()).unwrap();
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let body: Vec<(String, safetensors::tensor::TensorView<'_>)> = st
+        .tensors()
+        .into_iter()
+        .filter_map(|(n, t)| n.strip_prefix("model.").map(|n| (n.to_string(), t)))
+        .collect();
+    safetensors::serialize_to_file(body, None, &ckpt.join("model.safetensors")).unwrap();
+    std::fs::write(
+        ckpt.join("modules.json"),
+        r#"[{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"}]"#,
+    )
+    .unwrap();
+    let pooling = |mode: &str| {
+        std::fs::write(
+            ckpt.join("1_Pooling/config.json"),
+            format!(r#"{{"word_embedding_dimension": 36, "pooling_mode_cls_token": false, "pooling_mode_mean_tokens": false, "{mode}": true}}"#),
+        )
+        .unwrap();
+    };
+    pooling("pooling_mode_cls_token");
+    let toml = dir.path().join("embedder.toml");
+    let (code, _, err) = dynq_run(args![
+        "init",
+        "--hf-config",
+        ckpt.join("config.json"),
+        "--weights",
+        ckpt.join("model.safetensors"),
+        "-o",
+        toml,
+        "--dims",
+        "24"
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("prefix \"\", output cls"), "{err}");
+    let written = std::fs::read_to_string(&toml).unwrap();
+    for line in ["output = \"cls\"", "normalize = true", "dims = 24"] {
+        assert!(written.contains(line), "{line}: {written}");
+    }
+    let (code, out, err) = dynq_run(args!["check", toml]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains(": ok"), "{out}");
+    pooling("pooling_mode_max_tokens");
+    let (code, _, err) = dynq_run(args![
+        "init",
+        "--hf-config",
+        ckpt.join("config.json"),
+        "--weights",
+        ckpt.join("model.safetensors")
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("pooling_mode_max_tokens"), "{err}");
 }
 
 #[test]

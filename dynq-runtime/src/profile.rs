@@ -41,15 +41,17 @@ pub enum Op {
     Projection,
     /// The fused Q, K, V projection of each layer.
     Qkv,
-    /// Each layer's self-attention.
+    /// Each layer's self-attention (global layers).
     Attention,
+    /// The self-attention of sliding-window (local) layers.
+    LocalAttention,
     /// The attention output projection, residual and norm.
     AttnOut,
     /// The FFN up-projection and its activation.
     FfnUp,
     /// The FFN down-projection, residual and norm.
     FfnDown,
-    /// Pooling and normalization of the output.
+    /// The final norm (pre-norm encoders), pooling and normalization of the output.
     Pooling,
     /// The classification head's dense layer.
     HeadDense,
@@ -58,11 +60,12 @@ pub enum Op {
 }
 
 impl Op {
-    const ALL: [Op; 10] = [
+    const ALL: [Op; 11] = [
         Op::Embeddings,
         Op::Projection,
         Op::Qkv,
         Op::Attention,
+        Op::LocalAttention,
         Op::AttnOut,
         Op::FfnUp,
         Op::FfnDown,
@@ -78,6 +81,7 @@ impl Op {
             Op::Projection => "projection",
             Op::Qkv => "QKV",
             Op::Attention => "attention",
+            Op::LocalAttention => "local attention",
             Op::AttnOut => "attention out",
             Op::FfnUp => "FFN up",
             Op::FfnDown => "FFN down",
@@ -116,10 +120,15 @@ pub enum Part {
     Tiles,
     /// Mean or first-token pooling, L2 normalization.
     Pool,
+    /// Rotary position embedding of queries and keys (in the QKV product's epilogue).
+    Rotary,
+    /// A gated FFN's `act(input) * gate`, the activation included (in the up-projection's
+    /// epilogue), and the compaction of its rows.
+    Gate,
 }
 
 impl Part {
-    const ALL: [Part; 12] = [
+    const ALL: [Part; 14] = [
         Part::Lookup,
         Part::Quantize,
         Part::Gemm,
@@ -132,6 +141,8 @@ impl Part {
         Part::ValueSum,
         Part::Tiles,
         Part::Pool,
+        Part::Rotary,
+        Part::Gate,
     ];
 
     /// The row label.
@@ -149,6 +160,8 @@ impl Part {
             Part::ValueSum => "P V",
             Part::Tiles => "bf16 tiles",
             Part::Pool => "pool",
+            Part::Rotary => "rotary",
+            Part::Gate => "gate",
         }
     }
 }

@@ -1,7 +1,8 @@
 //! BERT self-attention (f32): every kernel's entry point, blocked 8 or 4 queries at a time with
 //! 32, 16, 8 and 1 key/lane remainders, against softmax(Q K^T / sqrt(d) + mask) V computed
 //! here in f64, over head widths and lengths that hit every remainder (1 token, 7, 9, 33 ...).
-//! Cases with an even seed also carry a relative position bias per head (MPNet's).
+//! Cases with an even seed also carry a relative position bias per head (MPNet's); cases
+//! whose seed is 1 modulo 3 attend through a sliding window (ModernBERT's local layers).
 
 use dynq_runtime::kernels::Kernel;
 use dynq_runtime::ops::bert::{
@@ -17,6 +18,8 @@ struct Case {
     mask_bias: Vec<f32>,
     /// `[heads][2 len - 1]`: added to the score of query i and key j at `len - 1 + j - i`.
     relative: Option<Vec<f32>>,
+    /// Query i attends to keys j with |i - j| <= window only.
+    window: Option<usize>,
 }
 
 impl Case {
@@ -42,6 +45,13 @@ impl Case {
             })
             .collect();
         mask_bias[0] = 0.0; // at least one key attended
+        let window = (seed % 3 == 1).then_some(1 + (seed / 3 % 9) as usize);
+        if let Some(w) = window {
+            // At least one key attended in every query's window.
+            for j in (0..len).step_by(w + 1) {
+                mask_bias[j] = 0.0;
+            }
+        }
         let relative = seed.is_multiple_of(2).then(|| {
             (0..heads * (2 * len - 1))
                 .map(|t| ((t * 37 + seed as usize) % 23) as f32 / 23.0 * 4.0 - 2.0)
@@ -57,6 +67,7 @@ impl Case {
             qkv,
             mask_bias,
             relative,
+            window,
         }
     }
 
@@ -78,8 +89,14 @@ impl Case {
                         dot / (d as f64).sqrt() + rel + f64::from(self.mask_bias[j])
                     })
                     .collect();
-                let max = s.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-                let e: Vec<f64> = s.iter().map(|v| (v - max).exp()).collect();
+                let outside = |j: usize| self.window.is_some_and(|w| i.abs_diff(j) > w);
+                let max = (0..len)
+                    .filter(|&j| !outside(j))
+                    .map(|j| s[j])
+                    .fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = (0..len)
+                    .map(|j| if outside(j) { 0.0 } else { (s[j] - max).exp() })
+                    .collect();
                 let sum: f64 = e.iter().sum();
                 for c in 0..d {
                     out[i * h + head * d + c] =
@@ -122,6 +139,7 @@ fn run_attention<K: Kernel>(kernel: K, c: &Case, bf16: bool) -> Vec<f32> {
     let mask = ScoreBias {
         mask: &c.mask_bias,
         relative: c.relative.as_deref(),
+        window: c.window,
     };
     if bf16 {
         // Stale values in the spare buffer must not matter.

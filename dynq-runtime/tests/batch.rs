@@ -2,17 +2,19 @@
 //! any batch (random lengths from 1 to past the long-sequence threshold, random order and
 //! position), at 1 and 2 threads, on every kernel this machine has, for INT8 and f32 weights
 //! and every piece a family can select (token types, the position offset, the embedding
-//! projection, the relative bias, pooled, CLS, last-hidden-state and logits outputs); and the
+//! projection, the relative bias, pooled, CLS, last-hidden-state and logits outputs, and
+//! ModernBERT's pieces: pre-norm layers, rotary positions, a sliding window, a gated FFN, a
+//! final norm and a mean-pooled head with a norm); and the
 //! linear layers' row count is the batch's total token count (no padding computed).
 #![cfg(feature = "rayon")]
 
 use dynq_runtime::kernels::Kernel;
 use dynq_runtime::models::encoder::{
-    batch_output_len, forward, output_len, run_batch, Encoder, Head, RelativeBias,
+    batch_output_len, forward, output_len, run_batch, Encoder, Head, HeadPooling, RelativeBias,
 };
 use dynq_runtime::ops::bert::{
-    Embeddings, EncoderDims, EncoderLayer, EncoderLinear, LayerNorm, LinearObserver, Positions,
-    Table, SHORT_SEQUENCE,
+    Embeddings, EncoderDims, EncoderLayer, EncoderLinear, LayerNorm, LayerShape, LinearObserver,
+    Positions, Rotary, Table, SHORT_SEQUENCE,
 };
 use dynq_runtime::ops::ActQuant;
 use dynq_runtime::{Activation, BertInput, BertOutput, Granularity, KernelId, Scheme, Workspace};
@@ -52,7 +54,7 @@ impl Norm {
 struct Layer {
     qkv: Matrix,
     attn_out: Matrix,
-    norm1: Norm,
+    norm1: Option<Norm>,
     ffn_up: Matrix,
     ffn_down: Matrix,
     norm2: Norm,
@@ -74,7 +76,12 @@ struct Model {
     layers: Vec<Layer>,
     output: BertOutput,
     head: Option<(Matrix, Matrix)>,
+    /// ModernBERT's pieces: the rotary table and the final norm.
+    modern: Option<(Vec<f32>, Norm)>,
 }
+
+/// The sliding window of the modern encoders' second layer.
+const WINDOW: usize = 5;
 
 const BUCKETS: usize = 32;
 
@@ -88,10 +95,17 @@ impl Model {
         projection: bool,
         relative: bool,
         output: BertOutput,
+        modern: bool,
         seed: u64,
     ) -> Self {
         let mut rng = Rng(seed);
         let h = heads * head_width;
+        // ModernBERT has no position table, token types, projection or relative bias.
+        let (offset, types, projection, relative) = if modern {
+            (false, false, false, false)
+        } else {
+            (offset, types, projection, relative)
+        };
         let dims = EncoderDims {
             hidden: h,
             heads,
@@ -99,17 +113,20 @@ impl Model {
         };
         let ew = if projection { h / 2 + 3 } else { h };
         let (vocab, max_len) = (40, SHORT_SEQUENCE + 20);
-        let positions = if offset {
+        let positions = if modern {
+            Positions::None
+        } else if offset {
             Positions::AfterPadding { padding_idx: 1 }
         } else {
             Positions::Absolute
         };
+        let up = if modern { 2 } else { 1 } * dims.intermediate;
         let layers = (0..2)
-            .map(|_| Layer {
+            .map(|l| Layer {
                 qkv: matrix(3 * h, h, &mut rng),
                 attn_out: matrix(h, h, &mut rng),
-                norm1: Norm::new(h, &mut rng),
-                ffn_up: matrix(dims.intermediate, h, &mut rng),
+                norm1: (!modern || l > 0).then(|| Norm::new(h, &mut rng)),
+                ffn_up: matrix(up, h, &mut rng),
                 ffn_down: matrix(h, dims.intermediate, &mut rng),
                 norm2: Norm::new(h, &mut rng),
             })
@@ -130,6 +147,18 @@ impl Model {
             output,
             head: (output == BertOutput::Logits)
                 .then(|| (matrix(h, h, &mut rng), matrix(3, h, &mut rng))),
+            modern: modern.then(|| {
+                // Angles position / 10^c: cos and sin of every head lane at every position.
+                let half = head_width / 2;
+                let mut table = Vec::new();
+                for p in 0..max_len {
+                    let angles: Vec<f32> =
+                        (0..half).map(|c| p as f32 / 10f32.powi(c as i32)).collect();
+                    table.extend(angles.iter().map(|a| a.cos()));
+                    table.extend(angles.iter().map(|a| a.sin()));
+                }
+                (table, Norm::new(h, &mut rng))
+            }),
         }
     }
 
@@ -152,21 +181,36 @@ impl Model {
             layers: self
                 .layers
                 .iter()
-                .map(|l| EncoderLayer {
+                .enumerate()
+                .map(|(i, l)| EncoderLayer {
                     qkv: l.qkv.view(int8),
                     attn_out: l.attn_out.view(int8),
-                    norm1: l.norm1.view(),
+                    norm1: l.norm1.as_ref().map(Norm::view),
                     ffn_up: l.ffn_up.view(int8),
                     ffn_down: l.ffn_down.view(int8),
                     norm2: l.norm2.view(),
+                    rotary: self.modern.as_ref().map(|(table, _)| Rotary { table }),
+                    window: (self.modern.is_some() && i == 1).then_some(WINDOW),
                 })
                 .collect(),
-            act: Activation::Gelu,
+            shape: LayerShape {
+                act: Activation::Gelu,
+                pre_norm: self.modern.is_some(),
+                gated: self.modern.is_some(),
+            },
+            final_norm: self.modern.as_ref().map(|(_, n)| n.view()),
             output: self.output,
             normalize: self.output == BertOutput::MeanPooled,
+            dims: None,
             head: self.head.as_ref().map(|(dense, out)| Head {
+                pooling: if self.modern.is_some() {
+                    HeadPooling::Mean
+                } else {
+                    HeadPooling::First
+                },
                 dense: dense.view(int8),
                 act: Activation::Tanh,
+                norm: self.modern.as_ref().map(|(_, n)| n.view()),
                 out: out.view(int8),
             }),
             vocab: self.vocab,
@@ -273,6 +317,7 @@ proptest! {
         types in any::<bool>(),
         projection in any::<bool>(),
         relative in any::<bool>(),
+        modern in any::<bool>(),
         output in outputs(),
         int8 in any::<bool>(),
         asymmetric in any::<bool>(),
@@ -283,7 +328,7 @@ proptest! {
         masked in any::<bool>(),
         seed in any::<u64>(),
     ) {
-        let m = Model::new(heads, head_width, offset, types, projection, relative, output, seed);
+        let m = Model::new(heads, head_width, offset, types, projection, relative, output, modern, seed);
         let e = m.view(int8);
         let aq = ActQuant {
             granularity: Granularity::PerToken,
@@ -295,7 +340,7 @@ proptest! {
             .map(|&l| (0..l).map(|_| 2 + ((rng.next() + 1.0) * 18.0) as u32).collect())
             .collect();
         let type_ids: Vec<Vec<u32>> =
-            lens.iter().map(|&l| (0..l).map(|i| u32::from(types && i * 2 >= l)).collect()).collect();
+            lens.iter().map(|&l| (0..l).map(|i| u32::from(types && !modern && i * 2 >= l)).collect()).collect();
         // Some padding at the end of the longer sequences, with its mask.
         let masks: Vec<Vec<u32>> =
             lens.iter().map(|&l| (0..l).map(|i| u32::from(!masked || l < 4 || i + 2 < l)).collect()).collect();
@@ -366,7 +411,17 @@ proptest! {
 /// the promise holds for it too, at 1 and 2 threads, symmetric and asymmetric.
 #[test]
 fn per_tensor_scales_keep_the_batch_promise() {
-    let m = Model::new(2, 8, true, true, false, false, BertOutput::MeanPooled, 7);
+    let m = Model::new(
+        2,
+        8,
+        true,
+        true,
+        false,
+        false,
+        BertOutput::MeanPooled,
+        false,
+        7,
+    );
     let e = m.view(true);
     let lens = [3usize, 17, SHORT_SEQUENCE + 6, 9, 1];
     let mut rng = Rng(11);
@@ -439,6 +494,7 @@ fn a_wrong_batch_output_length_names_the_total() {
         false,
         false,
         BertOutput::LastHiddenState,
+        false,
         3,
     );
     let e = m.view(true);

@@ -75,7 +75,8 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
     };
     let output_size = match b.output {
         BertOutputSpec::Logits => b.labels.len(),
-        _ => h,
+        BertOutputSpec::LastHiddenState => h,
+        _ => b.dims.unwrap_or(h),
     };
 
     // One function per layer builds its weight views; its doc comment is the provenance.
@@ -90,7 +91,28 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
             linear_value(&l.ffn_up, layout),
             linear_value(&l.ffn_down, layout),
         );
-        let (norm1, norm2) = (norm_value(&l.norm1, &eps, layout), norm_value(&l.norm2, &eps, layout));
+        let norm1 = match &l.norm1 {
+            Some(n) => {
+                let v = norm_value(n, &eps, layout);
+                quote!(Some(#v))
+            }
+            None => quote!(None),
+        };
+        let norm2 = norm_value(&l.norm2, &eps, layout);
+        let rotary = match l.rotary {
+            Some(t) => {
+                let v = layout.f32_view(&b.rotary[t].table.name);
+                quote!(Some(rt::ops::bert::Rotary { table: #v }))
+            }
+            None => quote!(None),
+        };
+        let window = match l.window {
+            Some(w) => {
+                let w = lit(w);
+                quote!(Some(#w))
+            }
+            None => quote!(None),
+        };
         quote! {
             #(#[doc = #docs])*
             fn #f(b: &rt::blob::Blob<'static>) -> Result<rt::ops::bert::EncoderLayer<'static>, rt::Error> {
@@ -101,6 +123,8 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
                     ffn_up: #ffn_up,
                     ffn_down: #ffn_down,
                     norm2: #norm2,
+                    rotary: #rotary,
+                    window: #window,
                 })
             }
         }
@@ -111,8 +135,12 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
     });
 
     let (word, word_doc) = word_table(b, layout);
-    let position = layout.f32_view(&b.position.name);
+    let position = match &b.position {
+        Some(p) => layout.f32_view(&p.name),
+        None => quote!(&[]),
+    };
     let positions = match b.positions {
+        Positions::None => quote!(rt::ops::bert::Positions::None),
         Positions::Absolute => quote!(rt::ops::bert::Positions::Absolute),
         Positions::AfterPadding(p) => {
             let p = proc_macro2::Literal::u32_unsuffixed(p);
@@ -154,6 +182,12 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
         }
         None => quote!(None),
     };
+    for r in &b.rotary {
+        docs.push(format!(
+            " {}: rotary table, {} positions x {} (cos, sin), base {}",
+            r.table.name, r.table.shape[0], r.table.shape[1], r.theta
+        ));
+    }
     let head = match &b.head {
         Some(hd) => {
             docs.push(provenance(&hd.dense, layout.linear(&hd.dense.name)));
@@ -163,10 +197,37 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
                 linear_value(&hd.out, layout),
             );
             let act = activation_tokens(hd.dense.activation);
-            quote!(Some(rt::models::encoder::Head { dense: #dv, act: #act, out: #ov }))
+            let pooling = if hd.mean {
+                quote!(rt::models::encoder::HeadPooling::Mean)
+            } else {
+                quote!(rt::models::encoder::HeadPooling::First)
+            };
+            let norm = match &hd.norm {
+                Some(n) => {
+                    let v = norm_value(n, &eps, layout);
+                    quote!(Some(#v))
+                }
+                None => quote!(None),
+            };
+            quote!(Some(rt::models::encoder::Head { pooling: #pooling, dense: #dv, act: #act, norm: #norm, out: #ov }))
         }
         None => quote!(None),
     };
+    let final_norm = match &b.final_norm {
+        Some(n) => {
+            let v = norm_value(n, &eps, layout);
+            quote!(Some(#v))
+        }
+        None => quote!(None),
+    };
+    let dims = match b.dims {
+        Some(d) => {
+            let d = lit(d);
+            quote!(Some(#d))
+        }
+        None => quote!(None),
+    };
+    let (pre_norm, gated) = (b.pre_norm, b.gated);
 
     let aq = act_quant_tokens(model);
     let act = activation_tokens(b.act);
@@ -497,9 +558,11 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
                             projection: #projection,
                             relative: #relative,
                             layers: vec![#(#layer_calls),*],
-                            act: #act,
+                            shape: rt::ops::bert::LayerShape { act: #act, pre_norm: #pre_norm, gated: #gated },
+                            final_norm: #final_norm,
                             output: #output_kind,
                             normalize: #normalize,
+                            dims: #dims,
                             head: #head,
                             vocab: VOCAB_SIZE,
                             type_vocab: TYPE_VOCAB_SIZE,

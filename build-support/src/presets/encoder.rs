@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 
-use super::family::{self, Family, PositionKind};
+use super::family::{self, Arch, Family, PositionKind};
 use super::KeepF32;
 use crate::error::{Error, Result};
 use crate::hf_config::EncoderConfig;
@@ -21,19 +21,19 @@ const MPNET_MAX_DISTANCE: usize = 128;
 
 /// Reads tensors under the configured prefix, remembers what it read, and explains shape
 /// errors with the config.
-struct Reader<'a> {
-    weights: &'a Weights,
-    prefix: &'a str,
-    config_note: String,
-    read: RefCell<BTreeSet<String>>,
+pub(super) struct Reader<'a> {
+    pub(super) weights: &'a Weights,
+    pub(super) prefix: &'a str,
+    pub(super) config_note: String,
+    pub(super) read: RefCell<BTreeSet<String>>,
 }
 
 impl Reader<'_> {
-    fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+    pub(super) fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         self.get_exact(&format!("{}{name}", self.prefix), shape)
     }
 
-    fn get_exact(&self, full: &str, shape: &[usize]) -> Result<Tensor> {
+    pub(super) fn get_exact(&self, full: &str, shape: &[usize]) -> Result<Tensor> {
         self.read.borrow_mut().insert(full.to_string());
         self.weights.get(full, shape).map_err(|e| match e {
             Error::Tensor {
@@ -51,7 +51,7 @@ impl Reader<'_> {
         })
     }
 
-    fn norm(&self, name: &str, h: usize) -> Result<Norm> {
+    pub(super) fn norm(&self, name: &str, h: usize) -> Result<Norm> {
         Ok(Norm {
             gamma: self.get(&format!("{name}.weight"), &[h])?,
             beta: self.get(&format!("{name}.bias"), &[h])?,
@@ -59,7 +59,7 @@ impl Reader<'_> {
     }
 
     /// A linear layer named in full (`{prefix}` already replaced).
-    fn linear_exact(
+    pub(super) fn linear_exact(
         &self,
         keep: &KeepF32<'_>,
         full: &str,
@@ -223,21 +223,17 @@ fn choose_family(spec: &SpecFile, config_path: &std::path::Path) -> Result<&'sta
     }
 }
 
-pub(super) fn expand(
+/// A checkpoint without the family's word table under `prefix` but with it under another
+/// prefix: the error names the prefix to set.
+pub(super) fn prefix_hint(
     spec: &SpecFile,
     weights: &Weights,
-    keep: &KeepF32<'_>,
-    precision: Precision,
-) -> Result<Body> {
+    f: &Family,
+    prefix: &str,
+) -> Result<()> {
     let s = &spec.spec;
     let preset = s.model.preset.get_ref().name();
-    let section = spec.encoder_section().expect("validated by spec").get_ref();
     let config_rel = s.model.config.as_ref().expect("validated by spec");
-    let config_path = spec.resolve(config_rel.get_ref());
-    let f = choose_family(spec, &config_path)?;
-    let c = EncoderConfig::load(&config_path, f)?;
-    let prefix = section.prefix.as_str();
-
     let word_name = format!("{prefix}{}", f.tensors.word);
     if !weights.contains(&word_name) {
         let hint = [f.prefix, ""]
@@ -255,6 +251,134 @@ pub(super) fn expand(
         }
     }
 
+    Ok(())
+}
+
+/// The head's output layer (`f.head.out`, `h` inputs) and its class names: `id2label`, or
+/// `LABEL_i` without one.
+pub(super) fn read_out_layer(
+    r: &Reader<'_>,
+    keep: &KeepF32<'_>,
+    f: &Family,
+    c: &EncoderConfig,
+    config_path: &std::path::Path,
+    h: usize,
+) -> Result<(crate::ir::Linear, Vec<String>)> {
+    let weights = r.weights;
+    let out_weight = format!("{}.weight", f.head.out);
+    let n = match weights.shape(&out_weight).as_deref() {
+        Some([n, _]) => *n,
+        _ => c.id2label.len().max(1),
+    };
+    let out = r.linear_exact(keep, f.head.out, h, n, ActivationSpec::None)?;
+    let mut labels = c.labels(config_path)?;
+    if labels.is_empty() {
+        labels = (0..n).map(|i| format!("LABEL_{i}")).collect();
+    }
+    if labels.len() != n {
+        return Err(Error::Tensor {
+            file: weights.path().to_path_buf(),
+            tensor: out_weight,
+            message: format!(
+                "{n} classes, but id2label in {} names {}",
+                config_path.display(),
+                labels.len()
+            ),
+        });
+    }
+    Ok((out, labels))
+}
+
+/// Every tensor of the encoder body must have been read: a piece this family does not
+/// compute (a relative bias in a BERT, a second token-type table, ...) means the checkpoint
+/// is not what the family describes.
+pub(super) fn check_all_read(
+    r: &Reader<'_>,
+    f: &Family,
+    c: &EncoderConfig,
+    config_path: &std::path::Path,
+) -> Result<()> {
+    let (weights, prefix, t) = (r.weights, r.prefix, f.tensors);
+    let (e, h) = (c.embedding_size, c.hidden_size);
+    let read = r.read.borrow();
+    let extra: Vec<String> = weights
+        .names()
+        .into_iter()
+        .filter(|n| {
+            n.strip_prefix(prefix).is_some_and(|rest| {
+                t.body.iter().any(|b| rest.starts_with(b))
+                    && !rest.ends_with("position_ids")
+                    && !rest.ends_with("token_type_ids")
+            }) && !read.contains(n)
+        })
+        .collect();
+    if let Some(first) = extra.first() {
+        let why = if e == h && f.tensors.projection.is_some_and(|p| first.contains(p)) {
+            format!(
+                "; {} has a projection only when {} differs from {}",
+                f.display,
+                c.keys.embedding_size.unwrap_or("embedding_size"),
+                c.keys.hidden
+            )
+        } else {
+            String::new()
+        };
+        return Err(Error::Tensor {
+            file: weights.path().to_path_buf(),
+            tensor: first.clone(),
+            message: format!(
+                "not part of the {} encoder as {} describes it ({} such tensor{}){why}: is this checkpoint of another family?",
+                f.display,
+                config_path.display(),
+                extra.len(),
+                if extra.len() == 1 { "" } else { "s" }
+            ),
+        });
+    }
+
+    Ok(())
+}
+
+/// The `tokenizer.json` of `[encoder] tokenizer`, checked to be one.
+pub(super) fn read_tokenizer(spec: &SpecFile) -> Result<Option<String>> {
+    let section = spec.encoder_section().expect("validated by spec").get_ref();
+    let tokenizer = match &section.tokenizer {
+        Some(t) => {
+            let path = spec.resolve(t.get_ref());
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| Error::io(&path, "cannot read tokenizer", e))?;
+            if !text.trim_start().starts_with('{') {
+                return Err(Error::Weights {
+                    file: path,
+                    message: "not a Hugging Face tokenizer.json (expected a JSON object)".into(),
+                });
+            }
+            Some(text)
+        }
+        None => None,
+    };
+    Ok(tokenizer)
+}
+
+pub(super) fn expand(
+    spec: &SpecFile,
+    weights: &Weights,
+    keep: &KeepF32<'_>,
+    precision: Precision,
+) -> Result<Body> {
+    let s = &spec.spec;
+    let preset = s.model.preset.get_ref().name();
+    let section = spec.encoder_section().expect("validated by spec").get_ref();
+    let config_rel = s.model.config.as_ref().expect("validated by spec");
+    let config_path = spec.resolve(config_rel.get_ref());
+    let f = choose_family(spec, &config_path)?;
+    let c = EncoderConfig::load(&config_path, f)?;
+    let prefix = section.prefix.as_str();
+    prefix_hint(spec, weights, f, prefix)?;
+    if f.arch == Arch::ModernBert {
+        return super::modernbert::expand(spec, weights, keep, precision, f, &c, &config_path);
+    }
+
     let (h, i, v, e) = (
         c.hidden_size,
         c.intermediate_size,
@@ -263,6 +387,7 @@ pub(super) fn expand(
     );
     let positions = match f.positions {
         PositionKind::Absolute => Positions::Absolute,
+        PositionKind::Rotary => Positions::None,
         PositionKind::AfterPadding => {
             let pad = c.pad_token_id.ok_or_else(|| Error::Weights {
                 file: config_path.clone(),
@@ -286,13 +411,13 @@ pub(super) fn expand(
     };
     // The longest input the position table allows.
     let reach = match positions {
-        Positions::Absolute => c.max_position_embeddings,
+        Positions::Absolute | Positions::None => c.max_position_embeddings,
         Positions::AfterPadding(pad) => c.max_position_embeddings - pad as usize - 1,
     };
     let max_seq_len = match &section.max_seq_len {
         Some(m) if *m.get_ref() == 0 || *m.get_ref() > reach => {
             let what = match positions {
-                Positions::Absolute => format!("{} ({reach})", c.keys.max_positions),
+                Positions::Absolute | Positions::None => format!("{} ({reach})", c.keys.max_positions),
                 Positions::AfterPadding(pad) => format!(
                     "{} - pad_token_id - 1 ({} - {pad} - 1 = {reach}: {} positions start after the padding id)",
                     c.keys.max_positions, c.max_position_embeddings, f.display
@@ -334,6 +459,7 @@ pub(super) fn expand(
     let word = r.get(f.tensors.word, &[v, e])?;
     let mut position = r.get(f.tensors.position, &[c.max_position_embeddings, e])?;
     let rows = match positions {
+        Positions::None => 0,
         Positions::Absolute => max_seq_len,
         Positions::AfterPadding(pad) => pad as usize + 1 + max_seq_len,
     };
@@ -384,10 +510,12 @@ pub(super) fn expand(
         layers.push(EncoderLayer {
             qkv: r.fused_qkv(keep, f, &base, h)?,
             attn_out: r.linear(keep, &format!("{base}.{}", t.attn_out), h, h, none)?,
-            norm1: r.norm(&format!("{base}.{}", t.norm1), h)?,
+            norm1: Some(r.norm(&format!("{base}.{}", t.norm1), h)?),
             ffn_up: r.linear(keep, &format!("{base}.{}", t.ffn_up), h, i, act)?,
             ffn_down: r.linear(keep, &format!("{base}.{}", t.ffn_down), i, h, none)?,
             norm2: r.norm(&format!("{base}.{}", t.norm2), h)?,
+            rotary: None,
+            window: None,
         });
     }
     let next_layer = format!("{prefix}{}.", f.layer(c.num_hidden_layers));
@@ -410,86 +538,22 @@ pub(super) fn expand(
     let (head, labels) = if output == BertOutputSpec::Logits {
         let dense = f.head.dense.replace("{prefix}", prefix);
         let dense = r.linear_exact(keep, &dense, h, h, f.head.act)?;
-        let out_weight = format!("{}.weight", f.head.out);
-        let n = match weights.shape(&out_weight).as_deref() {
-            Some([n, _]) => *n,
-            _ => c.id2label.len().max(1),
-        };
-        let out = r.linear_exact(keep, f.head.out, h, n, ActivationSpec::None)?;
-        let mut labels = c.labels(&config_path)?;
-        if labels.is_empty() {
-            labels = (0..n).map(|i| format!("LABEL_{i}")).collect();
-        }
-        if labels.len() != n {
-            return Err(Error::Tensor {
-                file: weights.path().to_path_buf(),
-                tensor: out_weight,
-                message: format!(
-                    "{n} classes, but id2label in {} names {}",
-                    config_path.display(),
-                    labels.len()
-                ),
-            });
-        }
-        (Some(Head { dense, out }), labels)
+        let (out, labels) = read_out_layer(&r, keep, f, &c, &config_path, h)?;
+        (
+            Some(Head {
+                mean: false,
+                dense,
+                norm: None,
+                out,
+            }),
+            labels,
+        )
     } else {
         (None, Vec::new())
     };
 
-    // Every tensor of the encoder body must have been read: a piece this family does not
-    // compute (a relative bias in a BERT, a second token-type table, ...) means the checkpoint
-    // is not what the family describes.
-    let read = r.read.borrow();
-    let extra: Vec<String> = weights
-        .names()
-        .into_iter()
-        .filter(|n| {
-            n.strip_prefix(prefix).is_some_and(|rest| {
-                t.body.iter().any(|b| rest.starts_with(b))
-                    && !rest.ends_with("position_ids")
-                    && !rest.ends_with("token_type_ids")
-            }) && !read.contains(n)
-        })
-        .collect();
-    if let Some(first) = extra.first() {
-        let why = if e == h && f.tensors.projection.is_some_and(|p| first.contains(p)) {
-            format!(
-                "; {} has a projection only when {} differs from {}",
-                f.display,
-                c.keys.embedding_size.unwrap_or("embedding_size"),
-                c.keys.hidden
-            )
-        } else {
-            String::new()
-        };
-        return Err(Error::Tensor {
-            file: weights.path().to_path_buf(),
-            tensor: first.clone(),
-            message: format!(
-                "not part of the {} encoder as {} describes it ({} such tensor{}){why}: is this checkpoint of another family?",
-                f.display,
-                config_path.display(),
-                extra.len(),
-                if extra.len() == 1 { "" } else { "s" }
-            ),
-        });
-    }
-
-    let tokenizer = match &section.tokenizer {
-        Some(t) => {
-            let path = spec.resolve(t.get_ref());
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| Error::io(&path, "cannot read tokenizer", e))?;
-            if !text.trim_start().starts_with('{') {
-                return Err(Error::Weights {
-                    file: path,
-                    message: "not a Hugging Face tokenizer.json (expected a JSON object)".into(),
-                });
-            }
-            Some(text)
-        }
-        None => None,
-    };
+    check_all_read(&r, f, &c, &config_path)?;
+    let tokenizer = read_tokenizer(spec)?;
 
     Ok(Body::Encoder(Box::new(Encoder {
         family: f.name,
@@ -502,6 +566,8 @@ pub(super) fn expand(
         type_vocab: token_type.as_ref().map_or(0, |_| c.type_vocab_size),
         eps: c.layer_norm_eps as f32,
         act,
+        pre_norm: false,
+        gated: false,
         max_seq_len,
         pad_id: c
             .pad_token_id
@@ -516,14 +582,49 @@ pub(super) fn expand(
             Precision::F32 => EmbeddingStorage::F32,
         },
         positions,
-        position,
+        position: Some(position),
         token_type,
         emb_norm,
         projection,
         relative,
         layers,
+        rotary: Vec::new(),
+        final_norm: None,
+        dims: output_dims(spec, output, h)?,
         head,
         labels,
         tokenizer,
     })))
+}
+
+/// `[encoder] dims`: at most the hidden width, for pooled outputs only.
+pub(super) fn output_dims(
+    spec: &SpecFile,
+    output: BertOutputSpec,
+    hidden: usize,
+) -> Result<Option<usize>> {
+    let preset = spec.spec.model.preset.get_ref().name();
+    let section = spec.encoder_section().expect("validated by spec").get_ref();
+    let Some(d) = &section.dims else {
+        return Ok(None);
+    };
+    if !matches!(output, BertOutputSpec::MeanPooled | BertOutputSpec::Cls) {
+        return Err(spec.error(
+            d.span(),
+            format!(
+                "key `{preset}.dims`: truncates pooled outputs; expected output = \"mean_pooled\" or \"cls\", found {:?}",
+                output.name()
+            ),
+        ));
+    }
+    if *d.get_ref() == 0 || *d.get_ref() > hidden {
+        return Err(spec.error(
+            d.span(),
+            format!(
+                "key `{preset}.dims`: expected 1 to the hidden width ({hidden}), found {}",
+                d.get_ref()
+            ),
+        ));
+    }
+    Ok((*d.get_ref() < hidden).then_some(*d.get_ref()))
 }

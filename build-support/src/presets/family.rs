@@ -11,6 +11,18 @@ pub enum PositionKind {
     Absolute,
     /// RoBERTa's: from `pad_token_id + 1`, padding tokens at `pad_token_id`.
     AfterPadding,
+    /// No position table: rotary embeddings in attention (ModernBERT).
+    Rotary,
+}
+
+/// How a family's layers are built, and so how its checkpoint is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    /// BERT's: post-norm layers, separate Q, K, V, a plain FFN, learned positions.
+    PostNorm,
+    /// ModernBERT's: pre-norm layers, fused `Wqkv`, rotary positions, global and
+    /// sliding-window layers, a gated FFN, a final norm, optional biases.
+    ModernBert,
 }
 
 /// The config.json keys a family uses for each hyper-parameter.
@@ -55,7 +67,8 @@ pub struct TensorNames {
     pub relative: Option<&'static str>,
     /// A layer's prefix, e.g. `encoder.layer.{l}`.
     pub layer: &'static str,
-    /// Query, key and value projections, below the layer prefix.
+    /// Query, key and value projections, below the layer prefix (ModernBERT: one fused
+    /// projection, named three times).
     pub qkv: [&'static str; 3],
     /// Attention output projection.
     pub attn_out: &'static str,
@@ -104,6 +117,8 @@ pub struct Family {
     pub positions: PositionKind,
     /// The classification head.
     pub head: HeadNames,
+    /// How its layers are built.
+    pub arch: Arch,
 }
 
 const BERT_KEYS: ConfigKeys = ConfigKeys {
@@ -157,6 +172,7 @@ const ROBERTA: Family = Family {
     tensors: BERT_TENSORS,
     positions: PositionKind::AfterPadding,
     head: ROBERTA_HEAD,
+    arch: Arch::PostNorm,
 };
 
 /// Every family dynq compiles, in the order error messages list them.
@@ -175,6 +191,7 @@ pub const FAMILIES: &[Family] = &[
             act: ActivationSpec::Tanh,
             out: "classifier",
         },
+        arch: Arch::PostNorm,
     },
     ROBERTA,
     Family {
@@ -224,6 +241,7 @@ pub const FAMILIES: &[Family] = &[
             act: ActivationSpec::Relu,
             out: "classifier",
         },
+        arch: Arch::PostNorm,
     },
     Family {
         name: "mpnet",
@@ -245,6 +263,7 @@ pub const FAMILIES: &[Family] = &[
         },
         positions: PositionKind::AfterPadding,
         head: ROBERTA_HEAD,
+        arch: Arch::PostNorm,
     },
     Family {
         name: "electra",
@@ -268,6 +287,51 @@ pub const FAMILIES: &[Family] = &[
             act: ActivationSpec::Gelu,
             out: "classifier.out_proj",
         },
+        arch: Arch::PostNorm,
+    },
+    Family {
+        name: "modernbert",
+        display: "ModernBERT",
+        model_types: &["modernbert"],
+        prefix: "model.",
+        keys: ConfigKeys {
+            vocab: "vocab_size",
+            hidden: "hidden_size",
+            layers: "num_hidden_layers",
+            heads: "num_attention_heads",
+            intermediate: "intermediate_size",
+            act: "hidden_activation",
+            eps: Some("norm_eps"),
+            max_positions: "max_position_embeddings",
+            type_vocab: None,
+            embedding_size: None,
+        },
+        fixed_eps: 1e-5,
+        tensors: TensorNames {
+            word: "embeddings.tok_embeddings.weight",
+            position: "",
+            token_type: None,
+            emb_norm: "embeddings.norm",
+            projection: None,
+            relative: None,
+            layer: "layers.{l}",
+            qkv: ["attn.Wqkv", "attn.Wqkv", "attn.Wqkv"],
+            attn_out: "attn.Wo",
+            norm1: "attn_norm",
+            ffn_up: "mlp.Wi",
+            ffn_down: "mlp.Wo",
+            norm2: "mlp_norm",
+            body: &["embeddings.", "layers.", "final_norm."],
+        },
+        positions: PositionKind::Rotary,
+        // `classifier_activation` in the config (GELU by default); the head's pooling
+        // (`classifier_pooling`) and norm come from the config too.
+        head: HeadNames {
+            dense: "head.dense",
+            act: ActivationSpec::Gelu,
+            out: "classifier",
+        },
+        arch: Arch::ModernBert,
     },
 ];
 

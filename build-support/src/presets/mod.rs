@@ -3,6 +3,8 @@
 mod encoder;
 pub mod family;
 mod mlp;
+mod modernbert;
+pub use modernbert::{rotary_inverse_frequencies, rotary_table};
 mod rnn;
 
 use std::cell::Cell;

@@ -11,9 +11,9 @@
 
 use crate::kernels::Kernel;
 use crate::ops::bert::{
-    embed_dyn, encoder_layer_dyn, l2_normalize, mask_bias, mean_pool_dyn, ragged_scores_len,
-    relative_position_bias, Dims, Embeddings, EncoderLayer, EncoderLinear, EncoderScratch,
-    LinearObserver, Ragged,
+    embed_dyn, encoder_layer_dyn, l2_normalize, layer_norm_dyn, mask_bias, mean_pool_dyn,
+    ragged_scores_len, relative_position_bias, Dims, Embeddings, EncoderLayer, EncoderLinear,
+    EncoderScratch, LayerNorm, LayerShape, LinearObserver, Ragged,
 };
 use crate::ops::{linear_dyn, ActQuant, Activation, Linear, QuantScratch};
 use crate::profile::{self, Op, Part};
@@ -31,16 +31,30 @@ pub struct RelativeBias<'a> {
     pub max_distance: usize,
 }
 
-/// A sequence-classification head on the first token: `out(act(dense(x[0])))`.
+/// A sequence-classification head: `out(norm(act(dense(pool(x)))))`, the norm only where
+/// the family has one (ModernBERT).
 #[derive(Debug, Clone, Copy)]
 pub struct Head<'a> {
+    /// Which row the head reads: the first token's, or the mean over the mask.
+    pub pooling: HeadPooling,
     /// BERT's pooler, RoBERTa's and ELECTRA's `classifier.dense`, DistilBERT's
-    /// `pre_classifier`.
+    /// `pre_classifier`, ModernBERT's `head.dense`.
     pub dense: Linear<'a>,
     /// Its activation: tanh, ReLU or GELU by family.
     pub act: Activation,
+    /// ModernBERT's `head.norm` after the activation.
+    pub norm: Option<LayerNorm<'a>>,
     /// The layer that gives the logits.
     pub out: Linear<'a>,
+}
+
+/// The row a classification head reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadPooling {
+    /// The first token's (BERT-like families; ModernBERT's `classifier_pooling = "cls"`).
+    First,
+    /// The mean over the attended tokens (ModernBERT's `classifier_pooling = "mean"`).
+    Mean,
 }
 
 /// An encoder's weights and the choices its family makes.
@@ -56,12 +70,17 @@ pub struct Encoder<'a> {
     pub relative: Option<RelativeBias<'a>>,
     /// The layers, in order.
     pub layers: Vec<EncoderLayer<'a>>,
-    /// The FFN activation.
-    pub act: Activation,
+    /// How the layers are put together: FFN activation, pre- or post-norm, gated FFN.
+    pub shape: LayerShape,
+    /// The norm after the last layer (pre-norm encoders).
+    pub final_norm: Option<LayerNorm<'a>>,
     /// What [`forward`] writes.
     pub output: BertOutput,
     /// L2-normalize pooled outputs.
     pub normalize: bool,
+    /// Matryoshka truncation of pooled outputs: their first `dims` values, L2-normalized
+    /// again (`None`: the whole hidden width).
+    pub dims: Option<usize>,
     /// The classification head (required for [`BertOutput::Logits`]).
     pub head: Option<Head<'a>>,
     /// Vocabulary size: larger token ids are refused.
@@ -78,7 +97,8 @@ pub struct Encoder<'a> {
 /// The `f32` buffers of [`forward`] for the batch `seqs` on `threads` threads, in the order it
 /// carves them from the workspace: hidden states, Q K V, context, temporary, FFN, scores,
 /// mask bias, relative position bias (MPNet), unprojected embeddings (ELECTRA) and the head's
-/// rows (first tokens, then the dense layer's output).
+/// rows (pooled rows, then the dense layer's output; or one pooled vector before its
+/// Matryoshka truncation).
 fn buffer_lens<D: Dims>(dims: D, e: &Encoder<'_>, seqs: Ragged<'_>, threads: usize) -> [usize; 10] {
     let (h, i, t, b) = (
         dims.hidden(),
@@ -96,14 +116,17 @@ fn buffer_lens<D: Dims>(dims: D, e: &Encoder<'_>, seqs: Ragged<'_>, threads: usi
     };
     let head = match (&e.head, e.output) {
         (Some(head), BertOutput::Logits) => b * (h + head.dense.n()),
+        // A pooled vector before its truncation.
+        (_, BertOutput::MeanPooled | BertOutput::Cls) if e.dims.is_some() => h,
         _ => 0,
     };
+    let up = if e.shape.gated { 2 * i } else { i };
     [
         t * h,
         t * 3 * h,
         t * h,
         t * h,
-        t * i,
+        t * up,
         ragged_scores_len(seqs, h, threads),
         t,
         rel,
@@ -127,12 +150,12 @@ pub fn quant_len<D: Dims>(dims: D, e: &Encoder<'_>, tokens: usize) -> usize {
 }
 
 /// Values [`forward`] writes per sequence of `len` tokens: `len x hidden` for the last hidden
-/// state, else the pooled vector or the logits.
+/// state, else the pooled vector (truncated to [`Encoder::dims`]) or the logits.
 pub fn output_len<D: Dims>(dims: D, e: &Encoder<'_>, len: usize) -> usize {
     match (e.output, &e.head) {
         (BertOutput::LastHiddenState, _) => len * dims.hidden(),
         (BertOutput::Logits, Some(head)) => head.out.n(),
-        _ => dims.hidden(),
+        _ => e.dims.unwrap_or(dims.hidden()),
     }
 }
 
@@ -221,8 +244,14 @@ pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
     };
     for (index, layer) in e.layers.iter().enumerate() {
         encoder_layer_dyn(
-            kernel, dims, layer, index, e.act, aq, seqs, x, &mut s, observer,
+            kernel, dims, layer, index, e.shape, aq, seqs, x, &mut s, observer,
         );
+    }
+    if let Some(norm) = &e.final_norm {
+        let _region = profile::region(Op::Pooling);
+        let _timer = profile::time(Part::ResidualNorm);
+        profile::work(Part::ResidualNorm, tokens * h, tokens * h * 8);
+        layer_norm_dyn(x, h, norm);
     }
     let x = &*x;
     match e.output {
@@ -236,15 +265,22 @@ pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
             let _region = profile::region(Op::Pooling);
             let _timer = profile::time(Part::Pool);
             profile::work(Part::Pool, tokens * h, tokens * h * 4);
+            let width = e.dims.unwrap_or(h);
+            let pooled = &mut head_rows[..];
             for (s, input) in inputs.iter().enumerate() {
                 let (start, len) = (seqs.start(s), seqs.len(s));
                 let rows = &x[start * h..(start + len) * h];
-                let o = &mut out[s * h..(s + 1) * h];
+                let o = &mut out[s * width..(s + 1) * width];
+                // Truncated outputs pool the whole width first (mean pooling reads it all).
+                let p: &mut [f32] = if width == h { o } else { &mut pooled[..h] };
                 match e.output {
-                    BertOutput::MeanPooled => mean_pool_dyn(rows, h, input, len, o),
-                    _ => o.copy_from_slice(&rows[..h]),
+                    BertOutput::MeanPooled => mean_pool_dyn(rows, h, input, len, p),
+                    _ => p.copy_from_slice(&rows[..h]),
                 }
-                if e.normalize {
+                if width != h {
+                    o.copy_from_slice(&pooled[..width]);
+                    l2_normalize(o);
+                } else if e.normalize {
                     l2_normalize(o);
                 }
             }
@@ -256,9 +292,15 @@ pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
             // as in the layers).
             let (first, pooled) = head_rows.split_at_mut(count * h);
             let region = profile::region(Op::HeadDense);
-            for s in 0..count {
-                let start = seqs.start(s);
-                first[s * h..(s + 1) * h].copy_from_slice(&x[start * h..(start + 1) * h]);
+            for (s, input) in inputs.iter().enumerate() {
+                let (start, len) = (seqs.start(s), seqs.len(s));
+                let row = &mut first[s * h..(s + 1) * h];
+                match head.pooling {
+                    HeadPooling::First => row.copy_from_slice(&x[start * h..(start + 1) * h]),
+                    HeadPooling::Mean => {
+                        mean_pool_dyn(&x[start * h..(start + len) * h], h, input, len, row)
+                    }
+                }
             }
             let q = &mut s.quant;
             let none = Activation::None;
@@ -276,6 +318,10 @@ pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
                 pooled,
             );
             observer.linear(0, EncoderLinear::HeadDense, first, pooled);
+            if let Some(norm) = &head.norm {
+                let _timer = profile::time(Part::ResidualNorm);
+                layer_norm_dyn(pooled, dn, norm);
+            }
             drop(region);
             let _region = profile::region(Op::HeadOut);
             let out = &mut out[..count * on];

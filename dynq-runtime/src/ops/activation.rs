@@ -187,6 +187,13 @@ pub fn apply_activation(act: Activation, v: &mut [f32]) {
             Some(crate::profile::time(crate::profile::Part::Activation))
         }
     };
+    activate(act, v);
+}
+
+/// [`apply_activation`] without the profile's accounting (for epilogues that account for
+/// it themselves, such as a gated FFN's).
+#[inline(always)]
+pub(crate) fn activate(act: Activation, v: &mut [f32]) {
     match act {
         Activation::None => {}
         // Plain loops, not `for_each`: the std adaptor may stay out of line, and then it would

@@ -202,6 +202,10 @@ pub struct ScoreBias<'a> {
     /// key `j` in head `h` gets `relative[h * (2 len - 1) + len - 1 + j - i]`
     /// ([`relative_position_bias`]).
     pub relative: Option<&'a [f32]>,
+    /// Sliding-window attention: query `i` attends to keys `j` with `|i - j| <= window`
+    /// only (the others as if masked); the keys outside are never computed, so a local
+    /// layer's cost grows linearly with the length.
+    pub window: Option<usize>,
 }
 
 impl<'a> ScoreBias<'a> {
@@ -210,6 +214,7 @@ impl<'a> ScoreBias<'a> {
         ScoreBias {
             mask,
             relative: None,
+            window: None,
         }
     }
 
@@ -284,6 +289,9 @@ pub enum Positions {
         /// The padding token id (`pad_token_id`), which is also the first position row used.
         padding_idx: u32,
     },
+    /// No position table: positions enter through rotary embeddings in attention
+    /// ([`Rotary`]; ModernBERT).
+    None,
 }
 
 impl Positions {
@@ -298,6 +306,7 @@ impl Positions {
         match self {
             Positions::Absolute => len,
             Positions::AfterPadding { padding_idx } => padding_idx as usize + 1 + len,
+            Positions::None => 0,
         }
     }
 }
@@ -326,14 +335,22 @@ pub struct EncoderLayer<'a> {
     pub qkv: Linear<'a>,
     /// Attention output projection.
     pub attn_out: Linear<'a>,
-    /// LayerNorm after attention.
-    pub norm1: LayerNorm<'a>,
-    /// FFN up-projection (GELU fused into its epilogue).
+    /// Post-norm layers: the LayerNorm after attention. Pre-norm layers: the LayerNorm of
+    /// the attention's input, `None` where the layer has none (ModernBERT's first layer).
+    pub norm1: Option<LayerNorm<'a>>,
+    /// FFN up-projection (GELU fused into its epilogue). Gated FFNs: `2 x intermediate`
+    /// outputs, `[input | gate]`.
     pub ffn_up: Linear<'a>,
     /// FFN down-projection.
     pub ffn_down: Linear<'a>,
-    /// LayerNorm after the FFN.
+    /// Post-norm layers: the LayerNorm after the FFN. Pre-norm layers: the LayerNorm of the
+    /// FFN's input.
     pub norm2: LayerNorm<'a>,
+    /// Rotary position embedding of queries and keys, if the model has one.
+    pub rotary: Option<Rotary<'a>>,
+    /// Sliding-window attention: each token attends to the tokens at most this far from it
+    /// (ModernBERT's local layers: `local_attention / 2`); `None`: every token.
+    pub window: Option<usize>,
 }
 
 /// Scratch of one forward over a ragged batch of `tokens` tokens ([`Ragged`]), carved from
@@ -379,6 +396,10 @@ pub fn embed_dyn(e: &Embeddings<'_>, input: &BertInput<'_>, h: usize, out: &mut 
                 next += 1;
                 padding_idx as usize + next
             }
+            Positions::None => {
+                word_row(e.word, id as usize, row);
+                continue;
+            }
         };
         let id = id as usize;
         let pos = &e.position[pos * h..(pos + 1) * h];
@@ -410,6 +431,64 @@ pub fn embed_dyn(e: &Embeddings<'_>, input: &BertInput<'_>, h: usize, out: &mut 
         }
     }
     layer_norm_dyn(out, h, &e.norm);
+}
+
+/// Word row `id` of `table` into `row` (no position, no token type: rotary models).
+#[inline(always)]
+fn word_row(table: Table<'_>, id: usize, row: &mut [f32]) {
+    let h = row.len();
+    match table {
+        Table::F32(w) => row.copy_from_slice(&w[id * h..(id + 1) * h]),
+        Table::F16(w) => {
+            for (o, &w) in row.iter_mut().zip(&w[id * h..(id + 1) * h]) {
+                *o = half::f16::from_bits(w).to_f32();
+            }
+        }
+        Table::I8 { rows, scales } => {
+            let s = scales[id];
+            for (o, &q) in row.iter_mut().zip(&rows[id * h..(id + 1) * h]) {
+                *o = f32::from(q) * s;
+            }
+        }
+    }
+}
+
+/// Rotary position embedding of one attention kind: `[positions][d]` values per position,
+/// the `d / 2` cosines then the `d / 2` sines of `position * inv_freq[c]` (`d` the head width),
+/// computed at build time as `transformers` computes them (f32 angle, its cosine and sine).
+#[derive(Debug, Clone, Copy)]
+pub struct Rotary<'a> {
+    /// `[positions][d]`: cosines, then sines.
+    pub table: &'a [f32],
+}
+
+/// Rotates the query and key parts of one fused `[q | k | v]` row (`3 h` values, `heads`
+/// heads) to position `pos`, as `transformers`' `apply_rotary_pos_emb` does:
+/// `x * cos + rotate_half(x) * sin`, each product rounded before the sum (no fused
+/// multiply-add), so the results are the reference's bit for bit given the same table.
+///
+/// ```
+/// use dynq_runtime::ops::bert::{rotate_qk, Rotary};
+/// // One head of width 2 at position 1 with angle pi/2: cos 0, sin 1.
+/// let table = [1.0, 0.0, 0.0, 1.0];
+/// let mut row = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+/// rotate_qk(&mut row, 2, 1, Rotary { table: &table }, 1);
+/// assert_eq!(row, [-2.0, 1.0, -4.0, 3.0, 5.0, 6.0]);
+/// ```
+#[inline(always)]
+pub fn rotate_qk(row: &mut [f32], h: usize, heads: usize, rotary: Rotary<'_>, pos: usize) {
+    let d = h / heads;
+    let half = d / 2;
+    let t = &rotary.table[pos * d..(pos + 1) * d];
+    let (cos, sin) = t.split_at(half);
+    for x in row[..2 * h].chunks_exact_mut(d) {
+        let (a, b) = x.split_at_mut(half);
+        for c in 0..half {
+            let (x1, x2) = (a[c], b[c]);
+            a[c] = x1 * cos[c] - x2 * sin[c];
+            b[c] = x2 * cos[c] + x1 * sin[c];
+        }
+    }
 }
 
 /// Normalizes each row of `x` in place: `(x - mean) / sqrt(var + eps) * gamma + beta`, with
@@ -474,14 +553,16 @@ pub fn attention<Kn: Kernel, D: Dims>(
     ctx: &mut [f32],
 ) {
     let h = dims.hidden();
+    // Keys per query: all, or the window's.
+    let keys = bias.window.map_or(len, |w| len.min(2 * w + 1));
     profile::work(Part::KeyTranspose, len * h, len * h * 8);
-    profile::work(Part::Scores, 2 * len * len * h, 0);
+    profile::work(Part::Scores, 2 * len * keys * h, 0);
     profile::work(
         Part::Softmax,
-        dims.heads() * len * len,
-        dims.heads() * len * len * 8,
+        dims.heads() * len * keys,
+        dims.heads() * len * keys * 8,
     );
-    profile::work(Part::ValueSum, 2 * len * len * h, 0);
+    profile::work(Part::ValueSum, 2 * len * keys * h, 0);
     // kt[h][c][j] = k[j][h * d + c]: rows of kt split over the threads from 64 tokens on.
     let transpose = TransposeKeys { qkv, len, h };
     let min_rows = if len >= SHORT_SEQUENCE { 1 } else { usize::MAX };
@@ -616,12 +697,6 @@ fn attend_rows<Kn: Kernel>(
     let rows = ctx.len() / hidden;
     // Queries are scaled by 1 / sqrt(head width) as they are copied into a block.
     let scale = 1.0 / (d as f32).sqrt();
-    let g = Geometry {
-        hidden,
-        d,
-        len,
-        scale,
-    };
     let block = if Kn::WIDE_F32 { 8 } else { 4 };
     let mut stack = [[0.0f32; QUERY_BLOCK]; STACK_HEAD_WIDTH];
     let mut heap = Vec::new();
@@ -637,17 +712,37 @@ fn attend_rows<Kn: Kernel>(
         while r < rows {
             let ctx = &mut ctx[r * hidden..];
             let rel = bias.relative_head(h, len);
-            let args = (qkv, kh, bias.mask, h, i0 + r);
-            if rows - r < block {
-                attend_block::<Kn, 1, 32>(&g, args, rel, qt, scores, ctx);
-                r += 1;
+            let i = i0 + r;
+            let n = if rows - r < block {
+                1
             } else if Kn::WIDE_F32 {
-                attend_block::<Kn, 8, 32>(&g, args, rel, qt, scores, ctx);
-                r += 8;
+                8
             } else {
-                attend_block::<Kn, 4, 16>(&g, args, rel, qt, scores, ctx);
-                r += 4;
+                4
+            };
+            // The keys any of the block's queries attends to: all, or the windows' union.
+            let (first, end) = match bias.window {
+                None => (0, len),
+                Some(w) => (i.saturating_sub(w), len.min(i + n + w)),
+            };
+            let g = Geometry {
+                hidden,
+                d,
+                len: end - first,
+                first,
+                stride: len,
+                scale,
+            };
+            let args = (qkv, kh, bias.mask, h, i);
+            // `Kn::WIDE_F32` is a constant: each kernel instantiates two block shapes.
+            if n == 1 {
+                attend_block::<Kn, 1, 32>(&g, args, rel, bias.window, qt, scores, ctx);
+            } else if Kn::WIDE_F32 {
+                attend_block::<Kn, 8, 32>(&g, args, rel, bias.window, qt, scores, ctx);
+            } else {
+                attend_block::<Kn, 4, 16>(&g, args, rel, bias.window, qt, scores, ctx);
             }
+            r += n;
         }
     }
 }
@@ -657,8 +752,12 @@ struct Geometry {
     hidden: usize,
     /// Head width.
     d: usize,
-    /// Keys.
+    /// Keys of the block: `first..first + len` of the sequence's.
     len: usize,
+    /// The block's first key.
+    first: usize,
+    /// The sequence's length: the row stride of the transposed keys.
+    stride: usize,
     /// `1 / sqrt(d)`.
     scale: f32,
 }
@@ -686,6 +785,7 @@ fn attend_block<Kn: Kernel, const R: usize, const W: usize>(
     g: &Geometry,
     (qkv, kh, mask_bias, h, i): (&[f32], &[f32], &[f32], usize, usize),
     relative: Option<&[f32]>,
+    window: Option<usize>,
     qt: &mut [[f32; QUERY_BLOCK]],
     scores: &mut [f32],
     ctx: &mut [f32],
@@ -706,11 +806,22 @@ fn attend_block<Kn: Kernel, const R: usize, const W: usize>(
     j0 = score_keys::<Kn, R, 8>(g, qt, kh, mask_bias, j0, scores);
     score_keys::<Kn, R, 1>(g, qt, kh, mask_bias, j0, scores);
     if let Some(rel) = relative {
-        // (mask + q.k) + relative bias: query i's row of the bias is `rel[len - 1 - i..]`.
+        // (mask + q.k) + relative bias: query i's row of the bias is `rel[stride - 1 - i..]`.
         for r in 0..R {
-            let row = &rel[len - 1 - (i + r)..][..len];
+            let row = &rel[g.stride - 1 - (i + r) + g.first..][..len];
             for (j, &b) in row.iter().enumerate() {
                 scores[score_at(j, r)] += b;
+            }
+        }
+    }
+    if let Some(w) = window {
+        // Keys of the block's range outside a query's own window, as if masked.
+        for r in 0..R {
+            let q = i + r;
+            for j in 0..len {
+                if (g.first + j).abs_diff(q) > w {
+                    scores[score_at(j, r)] = f32::MIN;
+                }
             }
         }
     }
@@ -813,13 +924,15 @@ fn score_keys<Kn: Kernel, const R: usize, const W: usize>(
     mut j0: usize,
     scores: &mut [f32],
 ) -> usize {
-    let len = g.len;
+    let (len, first, stride) = (g.len, g.first, g.stride);
     while j0 + W <= len {
-        let bias: &[f32; W] = mask_bias[j0..j0 + W].try_into().expect("W keys");
+        let bias: &[f32; W] = mask_bias[first + j0..][..W].try_into().expect("W keys");
         let (mut a0, mut a1, mut a2, mut a3) = (*bias, *bias, *bias, *bias);
         let (mut a4, mut a5, mut a6, mut a7) = (*bias, *bias, *bias, *bias);
         for (c, q) in qt.iter().enumerate().take(g.d) {
-            let row: &[f32; W] = kh[c * len + j0..][..W].try_into().expect("W keys");
+            let row: &[f32; W] = kh[c * stride + first + j0..][..W]
+                .try_into()
+                .expect("W keys");
             per_query!(R, [a0, a1, a2, a3, a4, a5, a6, a7], |r, acc| {
                 axpy::<Kn, W>(acc, q[r], row);
             });
@@ -863,7 +976,7 @@ fn weigh_values<Kn: Kernel, const R: usize, const W: usize>(
                 .try_into()
                 .expect("a key group");
             for t in 0..KEY_GROUP.min(len - j0) {
-                let v: &[f32; W] = qkv[base + (j0 + t) * stride + c..][..W]
+                let v: &[f32; W] = qkv[base + (g.first + j0 + t) * stride + c..][..W]
                     .try_into()
                     .expect("W lanes");
                 per_query!(R, [a0, a1, a2, a3, a4, a5, a6, a7], |r, acc| {
@@ -913,7 +1026,19 @@ pub fn encoder_layer<
     let dims = ConstDims::<H, HEADS, I>;
     let offsets = [0, len];
     let seqs = Ragged::new(&offsets);
-    encoder_layer_dyn(kernel, dims, layer, 0, act, aq, seqs, x, s, &mut NoObserver);
+    let shape = LayerShape::post_norm(act);
+    encoder_layer_dyn(
+        kernel,
+        dims,
+        layer,
+        0,
+        shape,
+        aq,
+        seqs,
+        x,
+        s,
+        &mut NoObserver,
+    );
 }
 
 /// The sequences of a ragged batch, back to back without padding: sequence `s` is tokens
@@ -1018,7 +1143,8 @@ fn short_piece(len: usize, hidden: usize) -> usize {
 
 /// Self-attention of every sequence of a ragged batch: `qkv` and `ctx` hold the batch's
 /// tokens back to back, `mask` one bias per token, `relative` (MPNet) each sequence's
-/// `heads x (2 len - 1)` bias in turn. Sequences of [`SHORT_SEQUENCE`] tokens or more run one
+/// `heads x (2 len - 1)` bias in turn, `window` the sliding window of a local layer
+/// ([`ScoreBias::window`]). Sequences of [`SHORT_SEQUENCE`] tokens or more run one
 /// after the other, each split across the threads (on the AMX tiles for INT8 models:
 /// `tiles`); shorter ones run a whole sequence per thread at a time, so that a batch of short
 /// sentences keeps every thread busy. `scores` holds [`ragged_scores_len`] values, `kt` and
@@ -1033,12 +1159,16 @@ pub fn ragged_attention<Kn: Kernel, D: Dims>(
     seqs: Ragged<'_>,
     mask: &[f32],
     relative: Option<&[f32]>,
+    window: Option<usize>,
     scores: &mut [f32],
     kt: &mut [f32],
     spare: &mut [f32],
     ctx: &mut [f32],
 ) {
     let (h, heads) = (dims.hidden(), dims.heads());
+    // The bf16 tiles compute every key: sliding-window layers take the f32 path, which
+    // computes only the window.
+    let tiles = tiles && window.is_none();
     let short = seqs.longest(|l| l < SHORT_SEQUENCE);
     if short > 0 {
         let piece = short_piece(short, h);
@@ -1050,6 +1180,7 @@ pub fn ragged_attention<Kn: Kernel, D: Dims>(
             seqs,
             mask,
             relative,
+            window,
         };
         crate::kernels::for_each_span(
             kernel,
@@ -1067,7 +1198,7 @@ pub fn ragged_attention<Kn: Kernel, D: Dims>(
             continue;
         }
         let start = seqs.start(s);
-        let bias = sequence_bias(seqs, s, heads, mask, relative);
+        let bias = sequence_bias(seqs, s, heads, mask, relative, window);
         let (qkv, ctx) = (
             &qkv[start * 3 * h..(start + len) * 3 * h],
             &mut ctx[start * h..(start + len) * h],
@@ -1088,11 +1219,13 @@ fn sequence_bias<'a>(
     heads: usize,
     mask: &'a [f32],
     relative: Option<&'a [f32]>,
+    window: Option<usize>,
 ) -> ScoreBias<'a> {
     let (start, len) = (seqs.start(s), seqs.len(s));
     ScoreBias {
         mask: &mask[start..start + len],
         relative: relative.map(|r| &r[seqs.relative_start(s, heads)..][..heads * (2 * len - 1)]),
+        window,
     }
 }
 
@@ -1106,6 +1239,7 @@ struct ShortAttention<'a, Kn, D> {
     seqs: Ragged<'a>,
     mask: &'a [f32],
     relative: Option<&'a [f32]>,
+    window: Option<usize>,
 }
 
 impl<Kn: Kernel, D: Dims> crate::kernels::BlockTask for ShortAttention<'_, Kn, D> {
@@ -1123,7 +1257,7 @@ impl<Kn: Kernel, D: Dims> crate::kernels::BlockTask for ShortAttention<'_, Kn, D
         if len >= SHORT_SEQUENCE {
             return;
         }
-        let bias = sequence_bias(seqs, s, heads, self.mask, self.relative);
+        let bias = sequence_bias(seqs, s, heads, self.mask, self.relative, self.window);
         let qkv = &self.qkv[first_row * 3 * h..(first_row + len) * 3 * h];
         let (scores, kt) = scratch.split_at_mut(scores_len(len, 1));
         let kt = &mut kt[..len * h];
@@ -1248,6 +1382,31 @@ impl Dims for EncoderDims {
     }
 }
 
+/// How an encoder's layers are put together (the same for all of them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerShape {
+    /// The FFN activation.
+    pub act: Activation,
+    /// Pre-norm layers (ModernBERT): `x += attn(norm1(x)); x += ffn(norm2(x))`, the
+    /// encoder's final norm after the last layer. Otherwise post-norm (BERT):
+    /// `x = norm1(x + attn(x)); x = norm2(x + ffn(x))`.
+    pub pre_norm: bool,
+    /// A gated FFN (GeGLU): the up-projection gives `[input | gate]` and `act(input) * gate`
+    /// goes down. Otherwise `act(up(x))` goes down.
+    pub gated: bool,
+}
+
+impl LayerShape {
+    /// BERT's layers: post-norm, plain FFN with `act`.
+    pub const fn post_norm(act: Activation) -> Self {
+        LayerShape {
+            act,
+            pre_norm: false,
+            gated: false,
+        }
+    }
+}
+
 /// One encoder layer over a ragged batch `seqs`, in place on `x` (`tokens x H`): the linear
 /// layers over all tokens, attention per sequence ([`ragged_attention`]). The sizes come as
 /// [`Dims`] (constants in generated code, values in `dynq report`), and `observer` sees each
@@ -1259,7 +1418,7 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
     dims: D,
     layer: &EncoderLayer<'_>,
     index: usize,
-    act: Activation,
+    shape: LayerShape,
     aq: ActQuant,
     seqs: Ragged<'_>,
     x: &mut [f32],
@@ -1269,29 +1428,54 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
     let (h, i) = (dims.hidden(), dims.intermediate());
     let len = seqs.tokens();
     let x = &mut x[..len * h];
-    let (qkv, ctx, tmp, ffn) = (
+    let (qkv, ctx, tmp) = (
         &mut s.qkv[..len * 3 * h],
         &mut s.ctx[..len * h],
         &mut s.tmp[..len * h],
-        &mut s.ffn[..len * i],
     );
     let q = &mut s.quant;
+    let none = Activation::None;
     let region = profile::region(Op::Qkv);
-    linear_dyn(
+    // Pre-norm: the attention's input is norm1(x) (in tmp), or x where there is no norm1.
+    let pre = match (shape.pre_norm, &layer.norm1) {
+        (true, Some(norm)) => {
+            let _timer = profile::time(Part::ResidualNorm);
+            profile::work(Part::ResidualNorm, len * h, len * h * 8);
+            tmp.copy_from_slice(x);
+            layer_norm_dyn(tmp, h, norm);
+            true
+        }
+        _ => false,
+    };
+    let input: &[f32] = if pre { tmp } else { x };
+    let post = match layer.rotary {
+        Some(rotary) => Post::Rotary {
+            rotary,
+            seqs,
+            heads: dims.heads(),
+        },
+        None => Post::None,
+    };
+    linear_post(
         kernel,
         h,
         3 * h,
-        x,
+        input,
         len,
         &layer.qkv,
-        Activation::None,
+        none,
         aq,
         q,
         qkv,
+        post,
     );
-    observer.linear(index, EncoderLinear::Qkv, x, qkv);
+    observer.linear(index, EncoderLinear::Qkv, input, qkv);
     drop(region);
-    let region = profile::region(Op::Attention);
+    let region = profile::region(if layer.window.is_some() {
+        Op::LocalAttention
+    } else {
+        Op::Attention
+    });
     // INT8 models: bf16 products where the CPU has AMX tiles (`ffn` is free until the FFN
     // and holds the packed keys and values; `tmp` the transposed keys).
     let tiles = matches!(layer.qkv, Linear::Int8(_));
@@ -1303,44 +1487,42 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
         seqs,
         s.mask_bias,
         s.relative,
+        layer.window,
         s.scores,
         tmp,
-        ffn,
+        &mut s.ffn[..len * i],
         ctx,
     );
     drop(region);
-    let none = Activation::None;
-    let residual_norm = |x: &mut [f32], y: &[f32], norm: &LayerNorm<'_>| {
+    // One call site per linear for both arrangements (each instantiates the whole GEMM per
+    // kernel): what differs is the epilogue and where the rows go.
+    let up = if shape.gated { 2 * i } else { i };
+    let (q, ctx, tmp, ffn) = (
+        &mut s.quant,
+        &mut s.ctx[..len * h],
+        &mut s.tmp[..len * h],
+        &mut s.ffn[..len * up],
+    );
+    let norm1 = layer.norm1.as_ref();
+    // Pre-norm: `x + sublayer` becomes x, and its norm the next sublayer's input in tmp.
+    let next_input = |x: &mut [f32], tmp: &mut [f32], norm: &LayerNorm<'_>| {
         let _timer = profile::time(Part::ResidualNorm);
         profile::work(Part::ResidualNorm, x.len(), x.len() * 12);
-        add_in_place(x, y);
-        layer_norm_dyn(x, h, norm);
+        x.copy_from_slice(tmp);
+        layer_norm_dyn(tmp, h, norm);
     };
+    // Attention output: post-norm tmp = norm1(x + attn_out(ctx)); pre-norm tmp = x + attn_out.
+    let region = profile::region(Op::AttnOut);
     if O::ACTIVE {
-        // Every linear's input and output whole, for the observer.
-        let region = profile::region(Op::AttnOut);
+        // The raw product for the observer, then the same arithmetic.
         linear_dyn(kernel, h, h, ctx, len, &layer.attn_out, none, aq, q, tmp);
         observer.linear(index, EncoderLinear::AttnOut, ctx, tmp);
-        residual_norm(x, tmp, &layer.norm1);
-        drop(region);
-        let region = profile::region(Op::FfnUp);
-        linear_dyn(kernel, h, i, x, len, &layer.ffn_up, act, aq, q, ffn);
-        observer.linear(index, EncoderLinear::FfnUp, x, ffn);
-        drop(region);
-        let _region = profile::region(Op::FfnDown);
-        linear_dyn(kernel, i, h, ffn, len, &layer.ffn_down, none, aq, q, tmp);
-        observer.linear(index, EncoderLinear::FfnDown, ffn, tmp);
-        residual_norm(x, tmp, &layer.norm2);
+        residual(tmp, x, if shape.pre_norm { None } else { norm1 }, h);
     } else {
-        // The same arithmetic, each residual add and norm inside the GEMM's row blocks, and no
-        // copies between the buffers: tmp = norm1(x + attn_out(ctx)) is the FFN's input and
-        // its residual, and x = norm2(tmp + ffn_down(ffn)) the layer's output. (Copying tmp back
-        // into x after each norm ran on one thread between two parallel regions.)
-        let post = Post::ResidualNorm {
-            residual: x,
-            norm: &layer.norm1,
+        let post = match (shape.pre_norm, norm1) {
+            (false, Some(norm)) => Post::ResidualNorm { residual: x, norm },
+            _ => Post::Add { residual: x },
         };
-        let region = profile::region(Op::AttnOut);
         linear_post(
             kernel,
             h,
@@ -1354,15 +1536,59 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
             tmp,
             post,
         );
-        drop(region);
-        let region = profile::region(Op::FfnUp);
-        linear_dyn(kernel, h, i, tmp, len, &layer.ffn_up, act, aq, q, ffn);
-        drop(region);
-        let post = Post::ResidualNorm {
-            residual: tmp,
-            norm: &layer.norm2,
+    }
+    if shape.pre_norm {
+        next_input(x, tmp, &layer.norm2);
+    }
+    drop(region);
+    // FFN up from tmp: the activation in the GEMM's epilogue, or the gate after it.
+    let region = profile::region(Op::FfnUp);
+    let (act, post) = if shape.gated {
+        (none, Post::Gated { act: shape.act })
+    } else {
+        (shape.act, Post::None)
+    };
+    linear_post(
+        kernel,
+        h,
+        up,
+        tmp,
+        len,
+        &layer.ffn_up,
+        act,
+        aq,
+        q,
+        ffn,
+        post,
+    );
+    if shape.gated {
+        // Row r's `act(input) * gate` (its first i values) to row r of a `len x i` buffer,
+        // in place: rows move down in order, each onto rows already done.
+        let _timer = profile::time(Part::Gate);
+        for r in 1..len {
+            ffn.copy_within(r * up..r * up + i, r * i);
+        }
+    }
+    let ffn = &ffn[..len * i];
+    observer.linear(index, EncoderLinear::FfnUp, tmp, ffn);
+    drop(region);
+    // FFN down: post-norm x = norm2(tmp + down); pre-norm tmp = x + down, then into x.
+    let _region = profile::region(Op::FfnDown);
+    let (out, res): (&mut [f32], &mut [f32]) = if shape.pre_norm { (tmp, x) } else { (x, tmp) };
+    if O::ACTIVE {
+        linear_dyn(kernel, i, h, ffn, len, &layer.ffn_down, none, aq, q, out);
+        observer.linear(index, EncoderLinear::FfnDown, ffn, out);
+        let norm = (!shape.pre_norm).then_some(&layer.norm2);
+        residual(out, res, norm, h);
+    } else {
+        let post = if shape.pre_norm {
+            Post::Add { residual: res }
+        } else {
+            Post::ResidualNorm {
+                residual: res,
+                norm: &layer.norm2,
+            }
         };
-        let _region = profile::region(Op::FfnDown);
         linear_post(
             kernel,
             i,
@@ -1373,9 +1599,25 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
             none,
             aq,
             q,
-            x,
+            out,
             post,
         );
+    }
+    if shape.pre_norm {
+        let _timer = profile::time(Part::ResidualNorm);
+        res.copy_from_slice(out);
+    }
+}
+
+/// `out = norm(out + residual)` (or without the norm), as [`Post::ResidualNorm`] and
+/// [`Post::Add`] do inside the GEMM's blocks.
+#[inline(always)]
+fn residual(out: &mut [f32], residual: &[f32], norm: Option<&LayerNorm<'_>>, h: usize) {
+    let _timer = profile::time(Part::ResidualNorm);
+    profile::work(Part::ResidualNorm, out.len(), out.len() * 12);
+    add_in_place(out, residual);
+    if let Some(norm) = norm {
+        layer_norm_dyn(out, h, norm);
     }
 }
 

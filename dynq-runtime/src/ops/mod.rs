@@ -162,19 +162,69 @@ pub(crate) enum Post<'a> {
         residual: &'a [f32],
         norm: &'a bert::LayerNorm<'a>,
     },
+    /// `row += residual row`: a pre-norm sublayer's residual connection.
+    Add { residual: &'a [f32] },
+    /// Rotary position embedding of the query and key parts of fused `[q | k | v]` rows
+    /// ([`bert::rotate_qk`]): the positions count from each sequence's first token.
+    Rotary {
+        rotary: bert::Rotary<'a>,
+        seqs: bert::Ragged<'a>,
+        heads: usize,
+    },
+    /// A gated FFN's epilogue (GeGLU): each `[input | gate]` row of width `2 i` becomes
+    /// `act(input) * gate` in its first `i` values.
+    Gated { act: Activation },
 }
 
 impl Post<'_> {
     /// Applies to output rows `r0..r0 + out.len() / n`.
     #[inline(always)]
     fn apply(self, r0: usize, n: usize, out: &mut [f32]) {
-        if let Post::ResidualNorm { residual, norm } = self {
-            let _timer = profile::time(Part::ResidualNorm);
-            let residual = &residual[r0 * n..r0 * n + out.len()];
-            for (o, r) in out.iter_mut().zip(residual) {
-                *o += r;
+        match self {
+            Post::None => {}
+            Post::ResidualNorm { residual, norm } => {
+                let _timer = profile::time(Part::ResidualNorm);
+                let residual = &residual[r0 * n..r0 * n + out.len()];
+                for (o, r) in out.iter_mut().zip(residual) {
+                    *o += r;
+                }
+                bert::layer_norm_dyn(out, n, norm);
             }
-            bert::layer_norm_dyn(out, n, norm);
+            Post::Add { residual } => {
+                let _timer = profile::time(Part::ResidualNorm);
+                let residual = &residual[r0 * n..r0 * n + out.len()];
+                for (o, r) in out.iter_mut().zip(residual) {
+                    *o += r;
+                }
+            }
+            Post::Rotary {
+                rotary,
+                seqs,
+                heads,
+            } => {
+                let _timer = profile::time(Part::Rotary);
+                let offsets = seqs.offsets();
+                // The sequence of the block's first row, then onwards.
+                let mut s = offsets.partition_point(|&o| o <= r0).saturating_sub(1);
+                for (t, row) in out.chunks_exact_mut(n).enumerate() {
+                    let token = r0 + t;
+                    while s + 1 < offsets.len() - 1 && offsets[s + 1] <= token {
+                        s += 1;
+                    }
+                    bert::rotate_qk(row, n / 3, heads, rotary, token - offsets[s]);
+                }
+            }
+            Post::Gated { act } => {
+                let _timer = profile::time(Part::Gate);
+                let i = n / 2;
+                for row in out.chunks_exact_mut(n) {
+                    let (input, gate) = row.split_at_mut(i);
+                    activation::activate(act, input);
+                    for (x, g) in input.iter_mut().zip(&*gate) {
+                        *x *= g;
+                    }
+                }
+            }
         }
     }
 }
@@ -197,8 +247,12 @@ pub(crate) fn linear_post<Kn: Kernel>(
     post: Post<'_>,
 ) {
     debug_assert_eq!((w.k(), w.n()), (k, n));
-    if let Post::ResidualNorm { .. } = post {
-        profile::work(Part::ResidualNorm, rows * n, rows * n * 12);
+    match post {
+        Post::ResidualNorm { .. } => profile::work(Part::ResidualNorm, rows * n, rows * n * 12),
+        Post::Add { .. } => profile::work(Part::ResidualNorm, rows * n, rows * n * 12),
+        Post::Rotary { .. } => profile::work(Part::Rotary, rows * n, rows * n * 4),
+        Post::Gated { .. } => profile::work(Part::Gate, rows * n / 2, rows * n * 6),
+        Post::None => {}
     }
     let w = match w {
         Linear::Int8(q) => q,

@@ -78,7 +78,9 @@ pub fn attention_bf16<Kn: Kernel, D: Dims>(
     {
         let (hidden, heads) = (dims.hidden(), dims.heads());
         let need = tile_spare_len(hidden, heads, len);
+        // Sliding windows take the f32 path, which computes only the window's keys.
         if len >= MIN_TILE_TOKENS
+            && bias.window.is_none()
             && spare.len() >= need
             && hidden.is_multiple_of(heads)
             && kernel.attention_tiles().is_some()
