@@ -67,13 +67,30 @@ impl Reader<'_> {
         n: usize,
         act: ActivationSpec,
     ) -> Result<Linear> {
+        self.linear_with_bias(keep, full, k, n, act, true)
+    }
+
+    /// [`Self::linear_exact`] with a bias only where `bias` (ModernBERT's optional biases).
+    pub(super) fn linear_with_bias(
+        &self,
+        keep: &KeepF32<'_>,
+        full: &str,
+        k: usize,
+        n: usize,
+        act: ActivationSpec,
+        bias: bool,
+    ) -> Result<Linear> {
         Ok(Linear {
             name: full.to_string(),
             ident: ident_for(full),
             in_features: k,
             out_features: n,
             weight: self.get_exact(&format!("{full}.weight"), &[n, k])?,
-            bias: Some(self.get_exact(&format!("{full}.bias"), &[n])?),
+            bias: if bias {
+                Some(self.get_exact(&format!("{full}.bias"), &[n])?)
+            } else {
+                None
+            },
             activation: act,
             precision: keep.precision_of(&[full]),
         })

@@ -16,7 +16,7 @@ use super::KeepF32;
 use crate::error::{Error, Result};
 use crate::hf_config::{ClassifierPooling, EncoderConfig, ModernBertOptions};
 use crate::ir::{
-    ident_for, Body, Encoder, EncoderLayer, Head, Linear, Norm, Positions, Precision, RotaryTable,
+    Body, Encoder, EncoderLayer, Head, Linear, Norm, Positions, Precision, RotaryTable,
 };
 use crate::spec::{ActivationSpec, BertOutputSpec, EmbeddingStorage, SpecFile};
 use crate::weights::{SourceDtype, Tensor};
@@ -83,31 +83,8 @@ impl Reader<'_> {
         n: usize,
         bias: bool,
     ) -> Result<Linear> {
-        self.linear_full(keep, &format!("{}{name}", self.prefix), k, n, bias)
-    }
-
-    fn linear_full(
-        &self,
-        keep: &KeepF32<'_>,
-        full: &str,
-        k: usize,
-        n: usize,
-        bias: bool,
-    ) -> Result<Linear> {
-        Ok(Linear {
-            name: full.to_string(),
-            ident: ident_for(full),
-            in_features: k,
-            out_features: n,
-            weight: self.get_exact(&format!("{full}.weight"), &[n, k])?,
-            bias: if bias {
-                Some(self.get_exact(&format!("{full}.bias"), &[n])?)
-            } else {
-                None
-            },
-            activation: ActivationSpec::None,
-            precision: keep.precision_of(&[full]),
-        })
+        let full = format!("{}{name}", self.prefix);
+        self.linear_with_bias(keep, &full, k, n, ActivationSpec::None, bias)
     }
 }
 
@@ -255,7 +232,14 @@ pub(super) fn expand(
         .as_ref()
         .map_or(BertOutputSpec::MeanPooled, |o| *o.get_ref());
     let (head, labels) = if output == BertOutputSpec::Logits {
-        let mut dense = r.linear_full(keep, f.head.dense, h, h, o.classifier_bias)?;
+        let mut dense = r.linear_with_bias(
+            keep,
+            f.head.dense,
+            h,
+            h,
+            ActivationSpec::None,
+            o.classifier_bias,
+        )?;
         dense.activation = activation(&o.classifier_activation);
         let norm = r.norm_maybe_bias_exact("head.norm", h, o.norm_bias)?;
         let (out, labels) = read_out_layer(&r, keep, f, c, config_path, h)?;
