@@ -854,7 +854,7 @@ pub fn cases() -> Vec<Case> {
             "encoder_unknown_model_type",
             &BERT_CONFIG.replace("{\n", "{\n  \"model_type\": \"gpt2\",\n"),
             &bert_tensors(1),
-            format!("{DIR}/config.json: key `model_type`: \"gpt2\" is not a family dynq compiles; supported model types: \"bert\", \"roberta\", \"xlm-roberta\", \"distilbert\", \"mpnet\", \"electra\""),
+            format!("{DIR}/config.json: key `model_type`: \"gpt2\" is not a family dynq compiles; supported model types: \"bert\", \"roberta\", \"xlm-roberta\", \"distilbert\", \"mpnet\", \"electra\", \"modernbert\""),
         ),
         bert(
             "encoder_leftover_tensor",
@@ -873,7 +873,7 @@ pub fn cases() -> Vec<Case> {
                 weights(safetensors(&bert_tensors(1))),
                 config(BERT_CONFIG),
             ],
-            message: format!("{DIR}/model.toml:8:10: key `encoder.family`: unknown family \"gpt\", expected one of \"bert\", \"roberta\", \"xlm-roberta\", \"distilbert\", \"mpnet\", \"electra\""),
+            message: format!("{DIR}/model.toml:8:10: key `encoder.family`: unknown family \"gpt\", expected one of \"bert\", \"roberta\", \"xlm-roberta\", \"distilbert\", \"mpnet\", \"electra\", \"modernbert\""),
         },
         Case {
             name: "encoder_family_without_model_type",
@@ -882,7 +882,7 @@ pub fn cases() -> Vec<Case> {
                 weights(safetensors(&bert_tensors(1))),
                 config(BERT_CONFIG),
             ],
-            message: format!("{DIR}/model.toml:7:1: key `encoder.family`: {DIR}/config.json has no `model_type`; name the family, one of \"bert\", \"roberta\", \"xlm-roberta\", \"distilbert\", \"mpnet\", \"electra\""),
+            message: format!("{DIR}/model.toml:7:1: key `encoder.family`: {DIR}/config.json has no `model_type`; name the family, one of \"bert\", \"roberta\", \"xlm-roberta\", \"distilbert\", \"mpnet\", \"electra\", \"modernbert\""),
         },
         Case {
             name: "bert_unknown_embeddings",
