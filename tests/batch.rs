@@ -6,9 +6,8 @@
 //! ModernBERT's pieces: pre-norm layers, rotary positions, a sliding window, a gated FFN, a
 //! final norm and a mean-pooled head with a norm); and the
 //! linear layers' row count is the batch's total token count (no padding computed).
-#![cfg(feature = "rayon")]
 
-use dynq_runtime::kernels::Kernel;
+use dynq_runtime::kernels::Scalar;
 use dynq_runtime::models::encoder::{
     batch_output_len, forward, output_len, run_batch, Encoder, Head, HeadPooling, RelativeBias,
 };
@@ -20,6 +19,8 @@ use dynq_runtime::ops::ActQuant;
 use dynq_runtime::{Activation, BertInput, BertOutput, Granularity, KernelId, Scheme, Workspace};
 use proptest::prelude::*;
 
+// The runtime's test helpers (a deterministic generator, f32 and packed INT8 matrices).
+#[path = "../dynq-runtime/tests/common/mod.rs"]
 mod common;
 use common::{Matrix, Rng};
 
@@ -231,35 +232,8 @@ impl LinearObserver for Rows {
     }
 }
 
-/// One forward of `inputs` on the kernel `dispatch` picks from one id.
-struct Run<'a, O> {
-    dims: EncoderDims,
-    e: &'a Encoder<'a>,
-    aq: ActQuant,
-    inputs: &'a [BertInput<'a>],
-    observer: &'a mut O,
-}
-
-impl<O: LinearObserver + Send> dynq_runtime::Job for Run<'_, O> {
-    type Output = Vec<f32>;
-    #[inline(always)]
-    fn run<K: Kernel>(self, kernel: K) -> Vec<f32> {
-        let mut out = vec![f32::NAN; batch_output_len(self.dims, self.e, self.inputs)];
-        let mut ws = Workspace::new();
-        forward(
-            kernel,
-            self.dims,
-            self.e,
-            self.aq,
-            self.inputs,
-            &mut ws,
-            &mut out,
-            self.observer,
-        );
-        out
-    }
-}
-
+/// `run_batch`, generated code's entry point, on `threads` threads with the kernel `id` (or the
+/// best one below it that this CPU has).
 fn run_on(
     id: KernelId,
     threads: usize,
@@ -267,34 +241,25 @@ fn run_on(
     e: &Encoder<'_>,
     aq: ActQuant,
     inputs: &[BertInput<'_>],
-    observer: &mut (impl LinearObserver + Send),
 ) -> Vec<f32> {
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build()
         .unwrap();
     pool.install(|| {
-        dynq_runtime::dispatch(
-            Run {
-                dims: m.dims,
-                e,
-                aq,
-                inputs,
-                observer,
-            },
+        let mut out = vec![f32::NAN; batch_output_len(m.dims, e, inputs)];
+        run_batch(
+            m.dims,
+            e,
+            aq,
             &[id],
+            inputs,
+            &mut Workspace::new(),
+            &mut out,
         )
-        .unwrap()
+        .unwrap();
+        out
     })
-}
-
-/// The no-op observer, so the runs below take generated code's path (the residual add and
-/// norm fused into the GEMMs).
-struct Quiet;
-
-impl LinearObserver for Quiet {
-    const ACTIVE: bool = false;
-    fn linear(&mut self, _: usize, _: EncoderLinear, _: &[f32], _: &[f32]) {}
 }
 
 fn outputs() -> impl Strategy<Value = BertOutput> {
@@ -354,10 +319,12 @@ proptest! {
         let width = |s: usize| output_len(m.dims, &e, lens[s]);
         let mut ids_run = vec![KernelId::Scalar];
         ids_run.extend(KernelId::ALL.into_iter().filter(|&k| k != KernelId::Scalar));
+        // Through `run_batch`, as generated code runs (the residual add and norm fused into the
+        // GEMMs); the tests below instantiate the same forward.
         for kernel in ids_run {
             let alone: Vec<Vec<f32>> = inputs
                 .iter()
-                .map(|i| run_on(kernel, 1, &m, &e, aq, std::slice::from_ref(i), &mut Quiet))
+                .map(|i| run_on(kernel, 1, &m, &e, aq, std::slice::from_ref(i)))
                 .collect();
             for (s, a) in alone.iter().enumerate() {
                 prop_assert_eq!(a.len(), width(s));
@@ -370,7 +337,7 @@ proptest! {
             }
             let batch: Vec<BertInput<'_>> = order.iter().map(|&s| inputs[s]).collect();
             for threads in [1, 2] {
-                let out = run_on(kernel, threads, &m, &e, aq, &batch, &mut Quiet);
+                let out = run_on(kernel, threads, &m, &e, aq, &batch);
                 let mut at = 0;
                 for &s in &order {
                     let got = &out[at..at + width(s)];
@@ -386,9 +353,11 @@ proptest! {
         }
         // No padding computed: every linear layer of the encoder runs over the batch's total
         // tokens, the head over one row per sequence.
+        // (On the scalar kernel directly: one instantiation of the forward, not one per kernel.)
         let mut rows = Rows::default();
         let tokens: usize = lens.iter().sum();
-        run_on(KernelId::Scalar, 2, &m, &e, aq, &inputs, &mut rows);
+        let mut out = vec![f32::NAN; batch_output_len(m.dims, &e, &inputs)];
+        forward(Scalar::new(), m.dims, &e, aq, &inputs, &mut Workspace::new(), &mut out, &mut rows);
         let h = m.dims.hidden;
         for (which, values) in rows.0 {
             let width = match which {

@@ -168,7 +168,7 @@ fn thread_count_changes_no_bit() {
 /// The batch promise on the real model: every sentence's embedding is bit-identical alone and
 /// inside ragged batches of any composition (shuffled order, batch sizes 1 to all, sentences
 /// from 3 to 384 tokens side by side), at 1 and 2 threads; the `_batch` method gives the same
-/// bits. (f32 builds: `dynq-runtime/tests/batch.rs` and `golden_families.rs`.)
+/// bits. (f32 builds: `tests/batch.rs` and `golden_families.rs`.)
 #[test]
 fn batches_change_no_bit() {
     let mut seqs = tokenized();
