@@ -16,7 +16,7 @@
 use std::path::PathBuf;
 
 use dynq_runtime::BertInput;
-use dynq_tests::{read_f32, read_ids, rel_l2};
+use dynq_tests::{mean, read_f32, read_ids, rel_l2, rel_l2_rows, worst};
 
 dynq_macros::dynq_model!("golden/families/roberta_pooled.toml");
 dynq_macros::dynq_model!("golden/families/roberta_pooled.toml", precision = "f32");
@@ -104,33 +104,15 @@ impl Golden {
         for (b, out) in all.chunks_exact_mut(width).enumerate() {
             f(&self.input(b), out);
         }
-        split(&all, &expected, width)
+        rel_l2_rows(&all, &expected, width)
     }
 
     /// PyTorch `quantize_dynamic`'s errors, as [`Self::errors`].
     fn peer_errors(&self, reference: &str, width: usize) -> (Vec<f64>, f64) {
         let (_, fp32) = read_f32(&io(self.family), reference);
         let (_, qd) = read_f32(&io(self.family), &format!("qd_{reference}"));
-        split(&qd, &fp32, width)
+        rel_l2_rows(&qd, &fp32, width)
     }
-}
-
-/// Relative L2 error per row of `width` values, and of all rows together.
-fn split(test: &[f32], reference: &[f32], width: usize) -> (Vec<f64>, f64) {
-    let per = test
-        .chunks_exact(width)
-        .zip(reference.chunks_exact(width))
-        .map(|(t, r)| rel_l2(t, r))
-        .collect();
-    (per, rel_l2(test, reference))
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len() as f64
-}
-
-fn worst(v: &[f64]) -> f64 {
-    v.iter().cloned().fold(0.0, f64::max)
 }
 
 /// One family and head: the f32 build within 1e-5, the INT8 build at or below PyTorch INT8.

@@ -16,7 +16,7 @@
 use std::path::PathBuf;
 
 use dynq_runtime::{BertInput, EncoderModel};
-use dynq_tests::{read_f32, read_ids, rel_l2};
+use dynq_tests::{mean, read_f32, read_ids, rel_l2, rel_l2_rows, worst};
 
 dynq_macros::dynq_model!("golden/modernbert/modernbert_pooled.toml");
 dynq_macros::dynq_model!(
@@ -95,25 +95,8 @@ impl Golden {
         for (b, out) in all.chunks_exact_mut(w).enumerate() {
             m.forward(&self.padded(b), out).unwrap();
         }
-        split(&all, &expected, w)
+        rel_l2_rows(&all, &expected, w)
     }
-}
-
-fn split(test: &[f32], reference: &[f32], width: usize) -> (Vec<f64>, f64) {
-    let per = test
-        .chunks_exact(width)
-        .zip(reference.chunks_exact(width))
-        .map(|(t, r)| rel_l2(t, r))
-        .collect();
-    (per, rel_l2(test, reference))
-}
-
-fn mean(v: &[f64]) -> f64 {
-    v.iter().sum::<f64>() / v.len() as f64
-}
-
-fn worst(v: &[f64]) -> f64 {
-    v.iter().cloned().fold(0.0, f64::max)
 }
 
 /// The f32 build within 1e-5 of PyTorch FP32, the INT8 build no further than PyTorch INT8,
@@ -124,7 +107,7 @@ fn check<A: EncoderModel, B: EncoderModel>(name: &'static str, reference: &str, 
     let (q, q_all) = g.errors(int8, reference);
     let (_, fp32) = read_f32(&io(name), reference);
     let (_, qd) = read_f32(&io(name), &format!("qd_{reference}"));
-    let (peer, peer_all) = split(&qd, &fp32, A::OUTPUT_SIZE);
+    let (peer, peer_all) = rel_l2_rows(&qd, &fp32, A::OUTPUT_SIZE);
     println!(
         "{name} {reference}: f32 worst {:.2e}; INT8 all {q_all:.2e} mean {:.2e} worst {:.2e}; PyTorch INT8 all {peer_all:.2e} mean {:.2e} worst {:.2e}",
         worst(&f),

@@ -108,6 +108,26 @@ pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     }
 }
 
+/// Relative L2 error per row of `width` values, and of all rows together.
+pub fn rel_l2_rows(test: &[f32], reference: &[f32], width: usize) -> (Vec<f64>, f64) {
+    let per = test
+        .chunks_exact(width)
+        .zip(reference.chunks_exact(width))
+        .map(|(t, r)| rel_l2(t, r))
+        .collect();
+    (per, rel_l2(test, reference))
+}
+
+/// The mean of per-row errors.
+pub fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len() as f64
+}
+
+/// The worst of per-row errors.
+pub fn worst(v: &[f64]) -> f64 {
+    v.iter().cloned().fold(0.0, f64::max)
+}
+
 /// Reads an f32 tensor from a safetensors file.
 pub fn read_f32(path: &Path, name: &str) -> (Vec<usize>, Vec<f32>) {
     let bytes = std::fs::read(path).expect("read safetensors");
