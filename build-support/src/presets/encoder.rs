@@ -586,18 +586,11 @@ pub(super) fn expand(
         pre_norm: false,
         gated: false,
         max_seq_len,
-        pad_id: c
-            .pad_token_id
-            .filter(|&p| p < v as u64)
-            .and_then(|p| u32::try_from(p).ok()),
+        pad_id: pad_id(&c, v),
         output,
         normalize: section.normalize,
         word,
-        // An f32 build is the unquantized reference: `embeddings` applies to INT8 builds only.
-        word_storage: match precision {
-            Precision::Int8 => s.quantize.embedding_storage(),
-            Precision::F32 => EmbeddingStorage::F32,
-        },
+        word_storage: word_storage(s, precision),
         positions,
         position: Some(position),
         token_type,
@@ -612,6 +605,22 @@ pub(super) fn expand(
         labels,
         tokenizer,
     })))
+}
+
+/// The padding id the runtime masks, when the config names one inside the vocabulary of `v`.
+pub(super) fn pad_id(c: &EncoderConfig, v: usize) -> Option<u32> {
+    c.pad_token_id
+        .filter(|&p| p < v as u64)
+        .and_then(|p| u32::try_from(p).ok())
+}
+
+/// How the word table is stored. An f32 build is the unquantized reference: `embeddings`
+/// applies to INT8 builds only.
+pub(super) fn word_storage(s: &crate::spec::Spec, precision: Precision) -> EmbeddingStorage {
+    match precision {
+        Precision::Int8 => s.quantize.embedding_storage(),
+        Precision::F32 => EmbeddingStorage::F32,
+    }
 }
 
 /// `[encoder] dims`: at most the hidden width, for pooled outputs only.

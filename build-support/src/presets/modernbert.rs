@@ -10,7 +10,9 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::encoder::{check_all_read, output_dims, read_out_layer, read_tokenizer, Reader};
+use super::encoder::{
+    check_all_read, output_dims, pad_id, read_out_layer, read_tokenizer, word_storage, Reader,
+};
 use super::family::Family;
 use super::KeepF32;
 use crate::error::{Error, Result};
@@ -18,7 +20,7 @@ use crate::hf_config::{ClassifierPooling, EncoderConfig, ModernBertOptions};
 use crate::ir::{
     Body, Encoder, EncoderLayer, Head, Linear, Norm, Positions, Precision, RotaryTable,
 };
-use crate::spec::{ActivationSpec, BertOutputSpec, EmbeddingStorage, SpecFile};
+use crate::spec::{ActivationSpec, BertOutputSpec, SpecFile};
 use crate::weights::{SourceDtype, Tensor};
 
 /// The activation of a config spelling (checked against `hf_config::ACTIVATIONS`).
@@ -271,17 +273,11 @@ pub(super) fn expand(
         pre_norm: true,
         gated: true,
         max_seq_len,
-        pad_id: c
-            .pad_token_id
-            .filter(|&p| p < v as u64)
-            .and_then(|p| u32::try_from(p).ok()),
+        pad_id: pad_id(c, v),
         output,
         normalize: section.normalize,
         word,
-        word_storage: match precision {
-            Precision::Int8 => s.quantize.embedding_storage(),
-            Precision::F32 => EmbeddingStorage::F32,
-        },
+        word_storage: word_storage(s, precision),
         positions: Positions::None,
         position: None,
         token_type: None,
