@@ -6,7 +6,8 @@
 
 use dynq_runtime::kernels::Kernel;
 use dynq_runtime::ops::bert::{
-    attention, attention_bf16, scores_len, tile_spare_len, EncoderDims, ScoreBias, MIN_TILE_TOKENS,
+    attention, attention_bf16, key_stride, scores_len, tile_spare_len, EncoderDims, ScoreBias,
+    MIN_TILE_TOKENS,
 };
 use dynq_runtime::KernelId;
 use proptest::prelude::*;
@@ -133,7 +134,8 @@ impl dynq_runtime::Job for Bf16<'_> {
 fn run_attention<K: Kernel>(kernel: K, c: &Case, bf16: bool) -> Vec<f32> {
     let (h, len) = (c.dims.hidden, c.len);
     let mut scores = vec![0.0; scores_len(len, dynq_runtime::kernels::threads())];
-    let mut kt = vec![0.0; len * h];
+    // NaN: the padding between rows of the transposed keys must never be read.
+    let mut kt = vec![f32::NAN; key_stride(len) * h];
     let mut ctx = vec![0.0; len * h];
     let qkv = &c.qkv[..];
     let mask = ScoreBias {

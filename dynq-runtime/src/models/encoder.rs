@@ -13,7 +13,7 @@ use crate::kernels::Kernel;
 use crate::ops::bert::{
     embed_dyn, encoder_layer_dyn, l2_normalize, layer_norm_dyn, mask_bias, mean_pool_dyn,
     ragged_scores_len, relative_position_bias, Dims, Embeddings, EncoderLayer, EncoderLinear,
-    EncoderScratch, LayerNorm, LayerShape, LinearObserver, Ragged,
+    EncoderScratch, LayerNorm, LayerShape, LinearObserver, Ragged, KEY_ROW_PAD,
 };
 use crate::ops::{linear_dyn, ActQuant, Activation, Linear, QuantScratch};
 use crate::profile::{self, Op, Part};
@@ -125,7 +125,8 @@ fn buffer_lens<D: Dims>(dims: D, e: &Encoder<'_>, seqs: Ragged<'_>, threads: usi
         t * h,
         t * 3 * h,
         t * h,
-        t * h,
+        // Also the transposed keys of the longest sequence, rows padded (`key_stride`).
+        (t + KEY_ROW_PAD) * h,
         t * up,
         ragged_scores_len(seqs, h, threads),
         t,

@@ -361,7 +361,8 @@ pub struct EncoderScratch<'a> {
     pub qkv: &'a mut [f32],
     /// `tokens * hidden`: attention context, then the FFN down-projection.
     pub ctx: &'a mut [f32],
-    /// `tokens * hidden`.
+    /// `(tokens + KEY_ROW_PAD) * hidden` ([`KEY_ROW_PAD`]): layer inputs and sums, and the
+    /// transposed keys during attention.
     pub tmp: &'a mut [f32],
     /// `tokens * intermediate`.
     pub ffn: &'a mut [f32],
@@ -536,7 +537,7 @@ fn sum8(x: &[f32], f: impl Fn(f64) -> f64) -> f64 {
 
 /// Multi-head self-attention over `len` tokens in f32: `qkv` rows hold `[q | k | v]` (each
 /// `H` wide, heads contiguous), `ctx` receives the heads' outputs side by side. `kt` (at least
-/// `len * H`) receives the keys transposed per head, so scores are computed for 32 keys at a
+/// [`key_stride`]`(len) * H`) receives the keys transposed per head, so scores are computed for 32 keys at a
 /// time without horizontal sums. `scores` holds [`scores_len`] values: query rows are split into
 /// blocks across threads with the `rayon` feature. `dims` gives the hidden width `H` and the
 /// heads.
@@ -564,15 +565,21 @@ pub fn attention<Kn: Kernel, D: Dims>(
     );
     profile::work(Part::ValueSum, 2 * len * keys * h, 0);
     // kt[h][c][j] = k[j][h * d + c]: rows of kt split over the threads from 64 tokens on.
-    let transpose = TransposeKeys { qkv, len, h };
+    let stride = key_stride(len);
+    let transpose = TransposeKeys {
+        qkv,
+        len,
+        stride,
+        h,
+    };
     let min_rows = if len >= SHORT_SEQUENCE { 1 } else { usize::MAX };
     crate::kernels::for_each_block(
         kernel,
         h,
-        len,
+        stride,
         1,
         min_rows,
-        &mut kt[..h * len],
+        &mut kt[..h * stride],
         &mut [],
         0,
         &transpose,
@@ -599,11 +606,12 @@ pub fn attention<Kn: Kernel, D: Dims>(
     );
 }
 
-/// Keys transposed per head for [`attention`]: rows `hc` of `kt` (`len` keys each) from the
-/// `k` part of the `qkv` rows.
+/// Keys transposed per head for [`attention`]: rows `hc` of `kt` (`len` keys each, rows
+/// [`key_stride`] apart) from the `k` part of the `qkv` rows.
 struct TransposeKeys<'a> {
     qkv: &'a [f32],
     len: usize,
+    stride: usize,
     h: usize,
 }
 
@@ -611,15 +619,16 @@ impl crate::kernels::BlockTask for TransposeKeys<'_> {
     #[inline(always)]
     fn run(&self, hc0: usize, kt: &mut [f32], _: &mut [f32]) {
         let _timer = profile::time(Part::KeyTranspose);
-        let (qkv, len, h) = (self.qkv, self.len, self.h);
-        let n = kt.len() / len;
+        let (qkv, len, stride, h) = (self.qkv, self.len, self.stride, self.h);
+        let n = kt.len() / stride;
         // Eight keys at a time: each store then fills 32 consecutive bytes instead of touching
         // one cache line per value.
         let mut j = 0;
         while j + 8 <= len {
             let k: [&[f32]; 8] = std::array::from_fn(|t| &qkv[(j + t) * 3 * h + h + hc0..][..n]);
             for c in 0..n {
-                let dst: &mut [f32; 8] = (&mut kt[c * len + j..][..8]).try_into().expect("8 keys");
+                let dst: &mut [f32; 8] =
+                    (&mut kt[c * stride + j..][..8]).try_into().expect("8 keys");
                 for t in 0..8 {
                     dst[t] = k[t][c];
                 }
@@ -629,7 +638,7 @@ impl crate::kernels::BlockTask for TransposeKeys<'_> {
         for j in j..len {
             let k = &qkv[j * 3 * h + h + hc0..][..n];
             for (c, &v) in k.iter().enumerate() {
-                kt[c * len + j] = v;
+                kt[c * stride + j] = v;
             }
         }
     }
@@ -662,6 +671,29 @@ pub const QUERY_BLOCK: usize = 8;
 
 /// Keys per group of the score layout (see [`attend_block`]).
 const KEY_GROUP: usize = 16;
+
+/// The distance between rows of the transposed keys of a sequence of `len` tokens: `len` for
+/// short sequences (all their rows fit in L1), else `len` rounded up to an odd number of
+/// 16-key groups (64-byte lines). With rows `len` apart a head's 64 rows of a power-of-two
+/// length lie a multiple of 4 KiB apart and share one set of the 8-way L1 cache, so each block
+/// of queries reloaded its keys from L2; an odd number of lines apart they spread over every
+/// set. At most [`KEY_ROW_PAD`] keys longer than `len`.
+///
+/// ```
+/// use dynq_runtime::ops::bert::key_stride;
+/// assert_eq!((key_stride(10), key_stride(2048), key_stride(1000)), (10, 2064, 1040));
+/// ```
+pub const fn key_stride(len: usize) -> usize {
+    if len < SHORT_SEQUENCE {
+        len
+    } else {
+        (2 * len.div_ceil(2 * KEY_GROUP) + 1) * KEY_GROUP
+    }
+}
+
+/// The most [`key_stride`] adds to a length: a buffer for the transposed keys of `len` tokens
+/// holds `(len + KEY_ROW_PAD) x hidden` values.
+pub const KEY_ROW_PAD: usize = 3 * KEY_GROUP;
 
 /// Head widths up to this keep a block's transposed queries on the stack; wider heads (no
 /// known model has them) use a heap buffer per block.
@@ -707,7 +739,8 @@ fn attend_rows<Kn: Kernel>(
         &mut heap
     };
     for h in 0..heads {
-        let kh = &kt[h * d * len..(h + 1) * d * len];
+        let ks = key_stride(len);
+        let kh = &kt[h * d * ks..(h + 1) * d * ks];
         let mut r = 0;
         while r < rows {
             let ctx = &mut ctx[r * hidden..];
@@ -730,7 +763,8 @@ fn attend_rows<Kn: Kernel>(
                 d,
                 len: end - first,
                 first,
-                stride: len,
+                seq_len: len,
+                key_stride: ks,
                 scale,
             };
             let args = (qkv, kh, bias.mask, h, i);
@@ -756,8 +790,10 @@ struct Geometry {
     len: usize,
     /// The block's first key.
     first: usize,
-    /// The sequence's length: the row stride of the transposed keys.
-    stride: usize,
+    /// The sequence's length.
+    seq_len: usize,
+    /// The row stride of the transposed keys ([`key_stride`]).
+    key_stride: usize,
     /// `1 / sqrt(d)`.
     scale: f32,
 }
@@ -806,9 +842,9 @@ fn attend_block<Kn: Kernel, const R: usize, const W: usize>(
     j0 = score_keys::<Kn, R, 8>(g, qt, kh, mask_bias, j0, scores);
     score_keys::<Kn, R, 1>(g, qt, kh, mask_bias, j0, scores);
     if let Some(rel) = relative {
-        // (mask + q.k) + relative bias: query i's row of the bias is `rel[stride - 1 - i..]`.
+        // (mask + q.k) + relative bias: query i's row of the bias is `rel[seq_len - 1 - i..]`.
         for r in 0..R {
-            let row = &rel[g.stride - 1 - (i + r) + g.first..][..len];
+            let row = &rel[g.seq_len - 1 - (i + r) + g.first..][..len];
             for (j, &b) in row.iter().enumerate() {
                 scores[score_at(j, r)] += b;
             }
@@ -924,7 +960,7 @@ fn score_keys<Kn: Kernel, const R: usize, const W: usize>(
     mut j0: usize,
     scores: &mut [f32],
 ) -> usize {
-    let (len, first, stride) = (g.len, g.first, g.stride);
+    let (len, first, stride) = (g.len, g.first, g.key_stride);
     while j0 + W <= len {
         let bias: &[f32; W] = mask_bias[first + j0..][..W].try_into().expect("W keys");
         let (mut a0, mut a1, mut a2, mut a3) = (*bias, *bias, *bias, *bias);
@@ -1148,7 +1184,8 @@ fn short_piece(len: usize, hidden: usize) -> usize {
 /// after the other, each split across the threads (on the AMX tiles for INT8 models:
 /// `tiles`); shorter ones run a whole sequence per thread at a time, so that a batch of short
 /// sentences keeps every thread busy. `scores` holds [`ragged_scores_len`] values, `kt` and
-/// `spare` are free buffers of `tokens x hidden` and `tokens x intermediate` values.
+/// `spare` are free buffers of `(tokens + KEY_ROW_PAD) x hidden` ([`KEY_ROW_PAD`]) and
+/// `tokens x intermediate` values.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn ragged_attention<Kn: Kernel, D: Dims>(
@@ -1489,7 +1526,8 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
         s.relative,
         layer.window,
         s.scores,
-        tmp,
+        // The transposed keys' rows are padded (`key_stride`): the whole buffer.
+        &mut *s.tmp,
         &mut s.ffn[..len * i],
         ctx,
     );
