@@ -7,7 +7,7 @@
 //! final norm and a mean-pooled head with a norm); and the
 //! linear layers' row count is the batch's total token count (no padding computed).
 
-use dynq_runtime::kernels::Scalar;
+use dynq_runtime::kernels::{KernelSet, Scalar};
 use dynq_runtime::models::encoder::{
     batch_output_len, forward, output_len, run_batch, Encoder, Head, HeadPooling, RelativeBias,
 };
@@ -232,8 +232,23 @@ impl LinearObserver for Rows {
     }
 }
 
-/// `run_batch`, generated code's entry point, on `threads` threads with the kernel `id` (or the
-/// best one below it that this CPU has).
+include!(concat!(env!("OUT_DIR"), "/native_kernels.rs"));
+
+/// The kernels this machine runs compiled in ([`NATIVE`], as the test models are generated
+/// with `kernels = "native"`), the ones in the slice enabled: one job type (one copy of the
+/// forward per kernel) for every test, as generated code's kernel set is one type.
+#[derive(Debug, Clone, Copy)]
+struct Pick(&'static [KernelId]);
+
+impl KernelSet for Pick {
+    const KERNELS: &'static [KernelId] = NATIVE;
+    fn enabled(&self) -> &[KernelId] {
+        self.0
+    }
+}
+
+/// `run_batch`, generated code's entry point, on `threads` threads with the kernel `id` (one of
+/// [`NATIVE`]).
 fn run_on(
     id: KernelId,
     threads: usize,
@@ -246,13 +261,15 @@ fn run_on(
         .num_threads(threads)
         .build()
         .unwrap();
+    let at = NATIVE.iter().position(|&k| k == id).unwrap();
+    let kernels = Pick(std::slice::from_ref(&NATIVE[at]));
     pool.install(|| {
         let mut out = vec![f32::NAN; batch_output_len(m.dims, e, inputs)];
         run_batch(
             m.dims,
+            kernels,
             e,
             aq,
-            &[id],
             inputs,
             &mut Workspace::new(),
             &mut out,
@@ -317,11 +334,9 @@ proptest! {
             })
             .collect();
         let width = |s: usize| output_len(m.dims, &e, lens[s]);
-        let mut ids_run = vec![KernelId::Scalar];
-        ids_run.extend(KernelId::ALL.into_iter().filter(|&k| k != KernelId::Scalar));
-        // Through `run_batch`, as generated code runs (the residual add and norm fused into the
+        // Every kernel this machine runs, scalar first. Through `run_batch`, as generated code runs (the residual add and norm fused into the
         // GEMMs); the tests below instantiate the same forward.
-        for kernel in ids_run {
+        for &kernel in NATIVE {
             let alone: Vec<Vec<f32>> = inputs
                 .iter()
                 .map(|i| run_on(kernel, 1, &m, &e, aq, std::slice::from_ref(i)))
@@ -420,9 +435,9 @@ fn per_tensor_scales_keep_the_batch_promise() {
                     let mut out = vec![f32::NAN; batch_output_len(m.dims, &e, batch)];
                     run_batch(
                         m.dims,
+                        Pick(NATIVE),
                         &e,
                         aq,
-                        &KernelId::ALL,
                         batch,
                         &mut Workspace::new(),
                         &mut out,
@@ -478,9 +493,9 @@ fn a_wrong_batch_output_length_names_the_total() {
     let mut out = vec![0.0; expected - 1];
     let err = run_batch(
         m.dims,
+        Pick(NATIVE),
         &e,
         aq,
-        &KernelId::ALL,
         &inputs,
         &mut Workspace::new(),
         &mut out,

@@ -69,6 +69,12 @@ pub fn expand_cached(spec_path: &Path, options: &Options, root: &Path) -> Result
     h.update(env!("CARGO_PKG_VERSION").as_bytes());
     h.update(env!("DYNQ_BUILD_FINGERPRINT").as_bytes());
     h.update(format!("{options:?}\0{}\0", std::env::consts::ARCH).as_bytes());
+    // `native` kernels depend on the machine, not on the options' text.
+    if let Some(k) = &options.kernels {
+        if k.iter().any(|k| k == "native") {
+            h.update(format!("{:?}\0", crate::native_kernels()).as_bytes());
+        }
+    }
     h.update((spec.source.len() as u64).to_le_bytes());
     h.update(spec.source.as_bytes());
     h.update(weights.bytes());

@@ -72,6 +72,12 @@ pub struct Options {
     /// Target architecture (`x86_64`, `aarch64`, ...) whose kernels get packed weights when the
     /// TOML has no `[target] kernels`; `None` means the host's.
     pub target_arch: Option<String>,
+    /// Overrides the TOML's `[target] kernels`: kernel names as there ([`spec::KERNEL_NAMES`]),
+    /// or `native`, the kernels the CPU of the machine that generates runs
+    /// ([`native_kernels`]). The forward is compiled for these only (and scalar): fewer kernels
+    /// build faster and make a smaller binary. `native` suits a binary run where it is built,
+    /// and test suites; its generated code depends on the machine.
+    pub kernels: Option<Vec<String>>,
 }
 
 impl Default for Options {
@@ -80,6 +86,7 @@ impl Default for Options {
             precision: Precision::Int8,
             name: None,
             target_arch: None,
+            kernels: None,
         }
     }
 }
@@ -101,15 +108,106 @@ pub struct Generated {
     pub model: Model,
 }
 
-/// The kernels to pack for: the TOML's `[target] kernels`, or every kernel of the architecture.
-pub fn resolve_kernels(spec: &SpecFile, target_arch: Option<&str>) -> Vec<String> {
-    if let Some(k) = &spec.spec.target.kernels {
-        let mut v: Vec<String> = k.iter().map(|s| s.get_ref().clone()).collect();
-        if !v.iter().any(|k| k == "scalar") {
-            v.push("scalar".into());
-        }
-        return v;
+/// The kernels to pack and compile for: [`Options::kernels`], else the TOML's
+/// `[target] kernels`, else every kernel of the architecture; scalar always.
+///
+/// ```
+/// let spec = dynq_build::spec::SpecFile::load("../examples/digits/digits.toml".as_ref()).unwrap();
+/// let options = dynq_build::Options { kernels: Some(vec!["avx2".into()]), ..Default::default() };
+/// assert_eq!(dynq_build::resolve_kernels(&spec, &options).unwrap(), ["avx2", "scalar"]);
+/// let options = dynq_build::Options { kernels: Some(vec!["sse9".into()]), ..Default::default() };
+/// assert!(dynq_build::resolve_kernels(&spec, &options).is_err());
+/// ```
+pub fn resolve_kernels(spec: &SpecFile, options: &Options) -> Result<Vec<String>> {
+    let mut v: Vec<String> = match (&options.kernels, &spec.spec.target.kernels) {
+        (Some(k), _) => option_kernels(k, options.target_arch.as_deref())?,
+        (None, Some(k)) => k.iter().map(|s| s.get_ref().clone()).collect(),
+        (None, None) => arch_kernels(options.target_arch.as_deref()),
+    };
+    if !v.iter().any(|k| k == "scalar") {
+        v.push("scalar".into());
     }
+    Ok(v)
+}
+
+/// [`Options::kernels`], checked, with `native` expanded.
+fn option_kernels(names: &[String], target_arch: Option<&str>) -> Result<Vec<String>> {
+    if names.is_empty() {
+        return Err(Error::Options(
+            "kernels: expected at least one kernel or `native`, found none".into(),
+        ));
+    }
+    let mut v: Vec<String> = Vec::new();
+    for name in names.iter().map(|n| n.trim()) {
+        let expanded = if name == "native" {
+            let host = std::env::consts::ARCH;
+            if let Some(arch) = target_arch.filter(|&a| a != host) {
+                return Err(Error::Options(format!(
+                    "kernels: `native` means this machine's CPU ({host}), but the target is {arch}; \
+                     name the kernels instead"
+                )));
+            }
+            native_kernels()
+        } else if spec::KERNEL_NAMES.contains(&name) {
+            vec![name.to_string()]
+        } else {
+            return Err(Error::Options(format!(
+                "kernels: unknown kernel {name:?}, expected `native` or one of {}",
+                spec::KERNEL_NAMES.join(", ")
+            )));
+        };
+        for k in expanded {
+            if !v.contains(&k) {
+                v.push(k);
+            }
+        }
+    }
+    Ok(v)
+}
+
+/// The kernels this machine's CPU runs, best first, scalar last: the `native` of
+/// [`Options::kernels`]. (AMX also needs the operating system's permission, asked for at run
+/// time; without it the model runs on the next kernel listed.)
+pub fn native_kernels() -> Vec<String> {
+    #[allow(unused_mut)] // Other architectures have only scalar.
+    let mut v: Vec<&str> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        let avx2 = has!("avx2") && has!("fma");
+        let avx512 = avx2 && has!("avx512f") && has!("avx512bw") && has!("avx512vnni");
+        // CPUID leaf 7, subleaf 0: EDX bit 24 is AMX-TILE, bit 25 AMX-INT8.
+        let amx = avx512 && std::arch::x86_64::__cpuid(0).eax >= 7 && {
+            let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+            edx & (1 << 24) != 0 && edx & (1 << 25) != 0
+        };
+        let avxvnni = avx2 && has!("avxvnni");
+        for (name, on) in [
+            ("amx", amx),
+            ("avx512vnni", avx512),
+            ("avxvnni", avxvnni),
+            ("avx2", avx2),
+        ] {
+            if on {
+                v.push(name);
+            }
+        }
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        if std::arch::is_aarch64_feature_detected!("i8mm") {
+            v.push("neon_i8mm");
+        }
+        if std::arch::is_aarch64_feature_detected!("dotprod") {
+            v.push("neon_dot");
+        }
+    }
+    v.push("scalar");
+    v.into_iter().map(String::from).collect()
+}
+
+/// Every kernel of the architecture `target_arch` (the host's when `None`).
+fn arch_kernels(target_arch: Option<&str>) -> Vec<String> {
     let arch = target_arch.unwrap_or(std::env::consts::ARCH);
     let list: &[&str] = match arch {
         "x86_64" => &["amx", "avx512vnni", "avxvnni", "avx2", "scalar"],
@@ -170,7 +268,7 @@ pub fn generate_from(
     options: &Options,
     placement: Placement,
 ) -> Result<Generated> {
-    let kernels = resolve_kernels(spec, options.target_arch.as_deref());
+    let kernels = resolve_kernels(spec, options)?;
     let mut model = load_model(spec, weights, options.precision, kernels)?;
     model.name = output_name(spec, options)?;
     model.type_name = ir::camel_case(&model.name);

@@ -100,6 +100,11 @@ enum Cmd {
         /// instead of printing the source; the source includes the blob by a relative path.
         #[arg(short, long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Kernels to compile the forward for, overriding the TOML's `[target] kernels`:
+        /// comma-separated names, or `native` for this machine's CPU (builds faster and makes a
+        /// smaller binary; on a CPU without them it runs the scalar kernel).
+        #[arg(long, value_delimiter = ',', value_name = "LIST|native")]
+        kernels: Option<Vec<String>>,
     },
     /// Measure INT8 quantization error per layer and flag the layers that most deserve
     /// `[quantize] keep_f32`.
@@ -156,6 +161,11 @@ enum Cmd {
         /// times faster and runs some 60 times slower (to check that a model builds).
         #[arg(long, default_value = "release")]
         profile: String,
+        /// Kernels to compile the forward for, overriding the TOML's `[target] kernels`:
+        /// comma-separated names, or `native` for this machine's CPU (builds faster and makes a
+        /// smaller binary; on a CPU without them it runs the scalar kernel).
+        #[arg(long, value_delimiter = ',', value_name = "LIST|native")]
+        kernels: Option<Vec<String>>,
     },
 }
 
@@ -232,9 +242,11 @@ fn run(cli: Cli) -> Result<(), Stop> {
             model,
             precision,
             out,
+            kernels,
         } => {
             let options = Options {
                 precision: precision.into(),
+                kernels,
                 ..Options::default()
             };
             let g = dynq_build::generate(&model, &options, Placement::Relative)?;
@@ -266,12 +278,14 @@ fn run(cli: Cli) -> Result<(), Stop> {
             target_dir,
             verbose,
             profile,
+            kernels,
         } => {
             let build = StandaloneBuild {
                 toml: model,
                 out_dir: out,
                 options: Options {
                     precision: precision.into(),
+                    kernels,
                     ..Options::default()
                 },
                 runtime_path: runtime.or_else(default_runtime_path),

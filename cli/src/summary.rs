@@ -114,7 +114,7 @@ pub struct Summary {
 pub fn check(spec_path: &Path) -> Result<Summary> {
     let spec = SpecFile::load(spec_path)?;
     let weights = Weights::open(&spec.weights_path())?;
-    let kernels = dynq_build::resolve_kernels(&spec, None);
+    let kernels = dynq_build::resolve_kernels(&spec, &dynq_build::Options::default())?;
     let model = dynq_build::load_model(&spec, &weights, Precision::Int8, kernels)?;
     summarize(&model, &weights)
 }

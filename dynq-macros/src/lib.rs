@@ -22,12 +22,13 @@ struct Args {
     path: LitStr,
     precision: Option<LitStr>,
     name: Option<LitStr>,
+    kernels: Option<LitStr>,
 }
 
 impl Parse for Args {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let path: LitStr = input.parse()?;
-        let (mut precision, mut name) = (None, None);
+        let (mut precision, mut name, mut kernels) = (None, None, None);
         while !input.is_empty() {
             input.parse::<Token![,]>()?;
             if input.is_empty() {
@@ -39,10 +40,13 @@ impl Parse for Args {
             match key.to_string().as_str() {
                 "precision" => precision = Some(value),
                 "name" => name = Some(value),
+                "kernels" => kernels = Some(value),
                 other => {
                     return Err(syn::Error::new(
                         key.span(),
-                        format!("unknown argument `{other}`, expected `precision` or `name`"),
+                        format!(
+                            "unknown argument `{other}`, expected `precision`, `name` or `kernels`"
+                        ),
                     ))
                 }
             }
@@ -51,6 +55,7 @@ impl Parse for Args {
             path,
             precision,
             name,
+            kernels,
         })
     }
 }
@@ -59,7 +64,10 @@ impl Parse for Args {
 ///
 /// The path is relative to the calling crate's `Cargo.toml`. Options: `precision = "int8" |
 /// "f32"` (default `int8`; `f32` is the unquantized reference, its type named `...F32`) and
-/// `name = "snake_case_name"` (to generate one description twice). The expansion is a module
+/// `name = "snake_case_name"` (to generate one description twice) and `kernels = "native"` or
+/// a comma-separated list such as `"avx2, scalar"` (overrides the description's
+/// `[target] kernels`; the forward is compiled for these only, and scalar: `native`, the
+/// kernels of the CPU that compiles, suits a binary built where it runs and test suites). The expansion is a module
 /// named after the model (constants such as `OUTPUT_SIZE`, `MAX_SEQ_LEN`, `LABELS`,
 /// `TOKENIZER_JSON`) and a `pub use` of its unit-struct type. Errors in the description or the
 /// weights are `compile_error!`s at the call. Every call below is compiled and run as a doc
@@ -184,6 +192,13 @@ fn expand(args: &Args) -> Result<proc_macro2::TokenStream, String> {
         })?;
     }
     options.name = args.name.as_ref().map(LitStr::value);
+    options.kernels = args.kernels.as_ref().map(|k| {
+        k.value()
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    });
     let root = dynq_build::cache::cache_root(&manifest_dir);
     // Paths in messages are shown as the user wrote them: relative to the crate.
     let prefix = format!("{}{}", manifest_dir.display(), std::path::MAIN_SEPARATOR);

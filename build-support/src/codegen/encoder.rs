@@ -528,8 +528,10 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
             /// The padding token id (`pad_token_id`): token ids ending with it need a mask.
             pub const PAD_ID: Option<u32> = #pad_id;
             #tokenizer
-            /// Kernels the weights were packed for.
+            /// Kernels the weights were packed for: the forward is compiled for these only (and scalar).
             const KERNELS: &[rt::KernelId] = #kernels;
+            /// [`KERNELS`] as a type: the forward is compiled for these kernels only.
+            type Kernels = rt::kernels::KernelMask<{ rt::kernels::mask(KERNELS) }>;
             /// How activations are quantized before each integer GEMM.
             const AQ: rt::ops::ActQuant = #aq;
             const BLOB_ID: &str = #blob_id;
@@ -608,7 +610,7 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
                     input: &rt::BertInput<'_>,
                     out: &mut [f32],
                 ) -> Result<(), rt::Error> {
-                    rt::models::encoder::run(Dims::default(), encoder()?, AQ, KERNELS, input, ws, out)
+                    rt::models::encoder::run(Dims::default(), Kernels::default(), encoder()?, AQ, input, ws, out)
                 }
 
                 /// Runs a ragged batch: `inputs` back to back, no padding computed (the linear layers
@@ -628,7 +630,7 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
                     inputs: &[rt::BertInput<'_>],
                     out: &mut [f32],
                 ) -> Result<(), rt::Error> {
-                    rt::models::encoder::run_batch(Dims::default(), encoder()?, AQ, KERNELS, inputs, ws, out)
+                    rt::models::encoder::run_batch(Dims::default(), Kernels::default(), encoder()?, AQ, inputs, ws, out)
                 }
 
                 #convenience

@@ -401,7 +401,7 @@ fn mlp(model: &Model, layout: &Layout, input_size: usize, layers: &[Linear]) -> 
             const HIDDEN: usize = #hidden_lit;
             /// Widest input of a quantized layer, padded to the kernels' K block.
             const QUANT_IN: usize = #quant_lit;
-            /// Kernels the weights were packed for.
+            /// Kernels the weights were packed for: the forward is compiled for these only (and scalar).
             const KERNELS: &[rt::KernelId] = #kernels;
             const BLOB_ID: &str = #blob_id;
             const BLOB_LEN: usize = #blob_len;
@@ -484,6 +484,7 @@ fn mlp(model: &Model, layout: &Layout, input_size: usize, layers: &[Linear]) -> 
 
             impl rt::Job for Forward<'_> {
                 type Output = ();
+                const KERNELS: &'static [rt::KernelId] = KERNELS;
 
                 #[inline(always)]
                 fn run<K: rt::Kernel>(self, kernel: K) {

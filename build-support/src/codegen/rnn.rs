@@ -130,7 +130,7 @@ pub(super) fn generate(model: &Model, layout: &Layout, r: &Rnn) -> TokenStream {
                 directions: NUM_DIRECTIONS,
                 batch_first: #batch_first,
             };
-            /// Kernels the weights were packed for.
+            /// Kernels the weights were packed for: the forward is compiled for these only (and scalar).
             const KERNELS: &[rt::KernelId] = #kernels;
             /// How activations (inputs and hidden states) are quantized before each integer GEMM.
             const AQ: rt::ops::ActQuant = #aq;
@@ -220,6 +220,7 @@ pub(super) fn generate(model: &Model, layout: &Layout, r: &Rnn) -> TokenStream {
 
             impl rt::Job for Forward<'_> {
                 type Output = ();
+                const KERNELS: &'static [rt::KernelId] = KERNELS;
 
                 #[inline(always)]
                 fn run<K: rt::Kernel>(self, kernel: K) {

@@ -672,8 +672,107 @@ impl KernelId {
 pub trait Job {
     /// What the job returns.
     type Output;
+    /// The kernels [`dispatch`] compiles this job for: it instantiates [`Job::run`] only for
+    /// these and the scalar kernel (the fallback), so a model generated for fewer kernels
+    /// (`[target] kernels`, or `kernels = "native"`) compiles faster and makes a smaller
+    /// binary. Every kernel by default.
+    const KERNELS: &'static [KernelId] = &KernelId::ALL;
     /// Runs the job with the given kernel.
     fn run<K: Kernel>(self, kernel: K) -> Self::Output;
+}
+
+/// A set of kernels as a type, for drivers that build a [`Job`] of their own from a generated
+/// model's parameters: the generated code passes a unit struct whose [`KernelSet::KERNELS`] are
+/// the kernels it was generated for (see [`Job::KERNELS`]).
+pub trait KernelSet: Copy + Send + Sync {
+    /// The kernels compiled in.
+    const KERNELS: &'static [KernelId];
+    /// The kernels this value lets [`dispatch`] choose from (those not in
+    /// [`KernelSet::KERNELS`], scalar aside, are skipped): all of them by default. A test can
+    /// pin one kernel at run time without compiling another copy of the job.
+    fn enabled(&self) -> &[KernelId] {
+        Self::KERNELS
+    }
+}
+
+/// The kernels whose bits are set in `M` (bit `id as u8` of each [`KernelId`]: see [`mask`]),
+/// as a [`KernelSet`]: the type generated encoders pass. Models generated for the same kernels
+/// name the same type, so models of the same sizes share one copy of the forward per kernel.
+///
+/// ```
+/// use dynq_runtime::kernels::{mask, KernelMask, KernelSet};
+/// use dynq_runtime::KernelId;
+/// const M: u8 = mask(&[KernelId::Avx2, KernelId::Scalar]);
+/// assert_eq!(KernelMask::<M>::KERNELS, [KernelId::Scalar, KernelId::Avx2]);
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct KernelMask<const M: u8>;
+
+impl<const M: u8> KernelMask<M> {
+    /// The kernels of `M` in [`KernelId`] order, and how many there are.
+    const LIST: ([KernelId; KernelId::ALL.len()], usize) = {
+        const IN_ORDER: [KernelId; 7] = [
+            KernelId::Scalar,
+            KernelId::Avx2,
+            KernelId::Amx,
+            KernelId::Avx512Vnni,
+            KernelId::AvxVnni,
+            KernelId::NeonDot,
+            KernelId::NeonI8mm,
+        ];
+        let mut list = [KernelId::Scalar; KernelId::ALL.len()];
+        let (mut n, mut i) = (0, 0);
+        while i < IN_ORDER.len() {
+            if M & (1 << IN_ORDER[i] as u8) != 0 {
+                list[n] = IN_ORDER[i];
+                n += 1;
+            }
+            i += 1;
+        }
+        (list, n)
+    };
+    const FULL: &'static [KernelId; KernelId::ALL.len()] = &Self::LIST.0;
+}
+
+impl<const M: u8> KernelSet for KernelMask<M> {
+    const KERNELS: &'static [KernelId] = (Self::FULL as &[KernelId]).split_at(Self::LIST.1).0;
+}
+
+/// The bits of `list` for [`KernelMask`].
+pub const fn mask(list: &[KernelId]) -> u8 {
+    let (mut m, mut i) = (0, 0);
+    while i < list.len() {
+        m |= 1 << list[i] as u8;
+        i += 1;
+    }
+    m
+}
+
+/// `id` is in `list` (a `const fn`: [`Compiled`]'s flags are constants).
+const fn contains(list: &[KernelId], id: KernelId) -> bool {
+    let mut i = 0;
+    while i < list.len() {
+        if list[i] as u8 == id as u8 {
+            return true;
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Which kernels [`dispatch`] instantiates `J` for, as constants: a match arm guarded by a
+/// `false` one is dead once `J` is known, and the compiler then does not instantiate (nor
+/// compile) the job for that kernel.
+struct Compiled<J>(std::marker::PhantomData<J>);
+
+#[allow(dead_code)] // Each architecture reads its own flags.
+impl<J: Job> Compiled<J> {
+    const AVX2: bool = contains(J::KERNELS, KernelId::Avx2);
+    const AMX: bool = contains(J::KERNELS, KernelId::Amx);
+    const AVX512VNNI: bool = contains(J::KERNELS, KernelId::Avx512Vnni);
+    const AVXVNNI: bool = contains(J::KERNELS, KernelId::AvxVnni);
+    const NEON_DOT: bool = contains(J::KERNELS, KernelId::NeonDot);
+    const NEON_I8MM: bool = contains(J::KERNELS, KernelId::NeonI8mm);
 }
 
 fn choose() -> Result<KernelId, Error> {
@@ -708,10 +807,10 @@ pub fn selected_kernel() -> Result<KernelId, Error> {
 }
 
 /// Runs `job` with the kernel selected for this process, restricted to the kernels the model
-/// was packed for (`enabled`).
+/// was packed for (`enabled`) and the job is compiled for ([`Job::KERNELS`]; scalar always).
 ///
-/// When `DYNQ_KERNEL` pins a kernel the model was not packed for, this is an error; otherwise
-/// the best selected-or-lesser kernel the model carries is used.
+/// When `DYNQ_KERNEL` pins a kernel the model was not packed or compiled for, this is an error;
+/// otherwise the best selected-or-lesser kernel the model carries is used.
 ///
 /// With the `rayon` feature and more than one thread, the job runs on a pool thread (the caller
 /// waits) with `threads() - 1` helper tasks spawned beside it that stay awake, polling, until
@@ -747,7 +846,10 @@ fn dispatch_here<J: Job>(job: J, enabled: &[KernelId]) -> Result<J::Output, Erro
     // Read once, like the selection: no environment lookup per forward call.
     let pinned =
         *PINNED.get_or_init(|| std::env::var_os("DYNQ_KERNEL").is_some_and(|v| !v.is_empty()));
-    let id = if enabled.contains(&selected) {
+    // Scalar is always compiled: it is the fallback.
+    let carried =
+        |k: KernelId| enabled.contains(&k) && (k == KernelId::Scalar || contains(J::KERNELS, k));
+    let id = if carried(selected) {
         selected
     } else if pinned {
         return Err(Error::KernelUnavailable {
@@ -758,38 +860,38 @@ fn dispatch_here<J: Job>(job: J, enabled: &[KernelId]) -> Result<J::Output, Erro
         // The best kernel the model carries that this CPU runs.
         KernelId::ALL
             .into_iter()
-            .find(|k| enabled.contains(k) && k.unavailable_reason().is_none())
+            .find(|&k| carried(k) && k.unavailable_reason().is_none())
             .unwrap_or(KernelId::Scalar)
     };
     match id {
         KernelId::Scalar => Ok(job.run(Scalar::new())),
         #[cfg(target_arch = "x86_64")]
-        KernelId::Avx2 => match Avx2::detect() {
+        KernelId::Avx2 if Compiled::<J>::AVX2 => match Avx2::detect() {
             Some(k) => Ok(avx2::enter(job, k)),
             None => Ok(job.run(Scalar::new())),
         },
         #[cfg(target_arch = "x86_64")]
-        KernelId::Amx => match Amx::detect() {
+        KernelId::Amx if Compiled::<J>::AMX => match Amx::detect() {
             Some(k) => Ok(amx::enter(job, k)),
             None => Ok(job.run(Scalar::new())),
         },
         #[cfg(target_arch = "x86_64")]
-        KernelId::Avx512Vnni => match Avx512Vnni::detect() {
+        KernelId::Avx512Vnni if Compiled::<J>::AVX512VNNI => match Avx512Vnni::detect() {
             Some(k) => Ok(avx512vnni::enter(job, k)),
             None => Ok(job.run(Scalar::new())),
         },
         #[cfg(target_arch = "x86_64")]
-        KernelId::AvxVnni => match AvxVnni::detect() {
+        KernelId::AvxVnni if Compiled::<J>::AVXVNNI => match AvxVnni::detect() {
             Some(k) => Ok(avxvnni::enter(job, k)),
             None => Ok(job.run(Scalar::new())),
         },
         #[cfg(target_arch = "aarch64")]
-        KernelId::NeonDot => match NeonDot::detect() {
+        KernelId::NeonDot if Compiled::<J>::NEON_DOT => match NeonDot::detect() {
             Some(k) => Ok(neon_dot::enter(job, k)),
             None => Ok(job.run(Scalar::new())),
         },
         #[cfg(target_arch = "aarch64")]
-        KernelId::NeonI8mm => match NeonI8mm::detect() {
+        KernelId::NeonI8mm if Compiled::<J>::NEON_I8MM => match NeonI8mm::detect() {
             Some(k) => Ok(neon_i8mm::enter(job, k)),
             None => Ok(job.run(Scalar::new())),
         },

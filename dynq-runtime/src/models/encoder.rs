@@ -9,7 +9,7 @@
 //! calls the same function with sizes as values and an observer. One forward runs a ragged
 //! batch: several sequences back to back, without padding ([`run_batch`]).
 
-use crate::kernels::Kernel;
+use crate::kernels::{Kernel, KernelSet};
 use crate::ops::bert::{
     embed_dyn, encoder_layer_dyn, l2_normalize, layer_norm_dyn, mask_bias, mean_pool_dyn,
     ragged_scores_len, relative_position_bias, Dims, Embeddings, EncoderLayer, EncoderLinear,
@@ -343,13 +343,14 @@ pub fn check(e: &Encoder<'_>, input: &BertInput<'_>) -> Result<usize, Error> {
 }
 
 /// Checks `input` against the model ([`check`]) and `out` against [`output_len`], then runs
-/// [`forward`] on the best kernel in `kernels` with the workspace `ws`: what generated code's
-/// `forward` does.
-pub fn run<D: Dims + Send>(
+/// [`forward`] on the best kernel of `kernels` (the kernels the model was generated for, the
+/// only ones compiled: [`Job::KERNELS`](crate::Job::KERNELS)) with the workspace `ws`: what
+/// generated code's `forward` does.
+pub fn run<D: Dims + Send, S: KernelSet>(
     dims: D,
+    kernels: S,
     e: &Encoder<'_>,
     aq: ActQuant,
-    kernels: &[crate::KernelId],
     input: &BertInput<'_>,
     ws: &mut Workspace,
     out: &mut [f32],
@@ -364,18 +365,18 @@ pub fn run<D: Dims + Send>(
             found: out.len(),
         });
     }
-    dispatch(dims, e, aq, kernels, std::slice::from_ref(input), ws, out)
+    dispatch(dims, kernels, e, aq, std::slice::from_ref(input), ws, out)
 }
 
 /// [`run`] over a ragged batch: checks every input (an error names the input's index: see
 /// [`Error::Item`]) and `out` (each input's [`output_len`] in turn, see [`batch_output_len`]),
 /// then runs the whole batch as one [`forward`]. Each input's output is bit-identical to
 /// [`run`] on it alone.
-pub fn run_batch<D: Dims + Send>(
+pub fn run_batch<D: Dims + Send, S: KernelSet>(
     dims: D,
+    kernels: S,
     e: &Encoder<'_>,
     aq: ActQuant,
-    kernels: &[crate::KernelId],
     inputs: &[BertInput<'_>],
     ws: &mut Workspace,
     out: &mut [f32],
@@ -393,20 +394,20 @@ pub fn run_batch<D: Dims + Send>(
         let mut rest = out;
         for input in inputs {
             let (o, more) = rest.split_at_mut(output_len(dims, e, input.input_ids.len()));
-            dispatch(dims, e, aq, kernels, std::slice::from_ref(input), ws, o)?;
+            dispatch(dims, kernels, e, aq, std::slice::from_ref(input), ws, o)?;
             rest = more;
         }
         return Ok(());
     }
-    dispatch(dims, e, aq, kernels, inputs, ws, out)
+    dispatch(dims, kernels, e, aq, inputs, ws, out)
 }
 
 /// One [`forward`] of `inputs` (already checked) on the first of `kernels` this CPU has.
-fn dispatch<D: Dims + Send>(
+fn dispatch<D: Dims + Send, S: KernelSet>(
     dims: D,
+    kernels: S,
     e: &Encoder<'_>,
     aq: ActQuant,
-    kernels: &[crate::KernelId],
     inputs: &[BertInput<'_>],
     ws: &mut Workspace,
     out: &mut [f32],
@@ -414,13 +415,14 @@ fn dispatch<D: Dims + Send>(
     crate::dispatch(
         Job {
             dims,
+            kernels: std::marker::PhantomData::<S>,
             e,
             aq,
             inputs,
             ws,
             out,
         },
-        kernels,
+        kernels.enabled(),
     )
 }
 
@@ -432,8 +434,10 @@ pub fn batch_output_len<D: Dims>(dims: D, e: &Encoder<'_>, inputs: &[BertInput<'
         .sum()
 }
 
-struct Job<'a, 'w, D> {
+struct Job<'a, 'w, D, S> {
     dims: D,
+    /// The kernels compiled ([`crate::Job::KERNELS`]).
+    kernels: std::marker::PhantomData<S>,
     e: &'a Encoder<'w>,
     aq: ActQuant,
     inputs: &'a [BertInput<'a>],
@@ -441,13 +445,15 @@ struct Job<'a, 'w, D> {
     out: &'a mut [f32],
 }
 
-impl<D: Dims + Send> crate::Job for Job<'_, '_, D> {
+impl<D: Dims + Send, S: KernelSet> crate::Job for Job<'_, '_, D, S> {
     type Output = ();
+    const KERNELS: &'static [crate::KernelId] = S::KERNELS;
 
     #[inline(always)]
     fn run<K: Kernel>(self, kernel: K) {
         let Job {
             dims,
+            kernels: _,
             e,
             aq,
             inputs,
