@@ -20,9 +20,9 @@ use dynq_build::{generate_from, spec::SpecFile, weights::Weights, Options, Place
 use dynq_runtime::ops::rnn::{Cell, RnnShape};
 use dynq_runtime::serve;
 
-dynq_macros::dynq_model!("golden/mlp.toml");
-dynq_macros::dynq_model!("golden/bert_logits.toml");
-dynq_macros::dynq_model!("../examples/vowels/vowels.toml");
+dynq_macros::dynq_model!("golden/mlp.toml", kernels = "native");
+dynq_macros::dynq_model!("golden/bert_logits.toml", kernels = "native");
+dynq_macros::dynq_model!("../examples/vowels/vowels.toml", kernels = "native");
 
 // ---- the engine ------------------------------------------------------------------------------
 

@@ -19,16 +19,36 @@ use std::path::PathBuf;
 use dynq_runtime::BertInput;
 use dynq_tests::{read_f32, read_ids, rel_l2};
 
-dynq_macros::dynq_model!("golden/bert_last_hidden_state.toml");
-dynq_macros::dynq_model!("golden/bert_last_hidden_state.toml", precision = "f32");
-dynq_macros::dynq_model!("golden/bert_mean_pooled.toml");
-dynq_macros::dynq_model!("golden/bert_mean_pooled.toml", precision = "f32");
-dynq_macros::dynq_model!("golden/bert_cls.toml");
-dynq_macros::dynq_model!("golden/bert_cls.toml", precision = "f32");
-dynq_macros::dynq_model!("golden/bert_logits.toml");
-dynq_macros::dynq_model!("golden/bert_logits.toml", precision = "f32");
-dynq_macros::dynq_model!("golden/bert_int8_embeddings.toml");
-dynq_macros::dynq_model!("golden/bert_int8_embeddings.toml", precision = "f32");
+dynq_macros::dynq_model!("golden/bert_last_hidden_state.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/bert_last_hidden_state.toml",
+    precision = "f32",
+    kernels = "native"
+);
+dynq_macros::dynq_model!("golden/bert_mean_pooled.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/bert_mean_pooled.toml",
+    precision = "f32",
+    kernels = "native"
+);
+dynq_macros::dynq_model!("golden/bert_cls.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/bert_cls.toml",
+    precision = "f32",
+    kernels = "native"
+);
+dynq_macros::dynq_model!("golden/bert_logits.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/bert_logits.toml",
+    precision = "f32",
+    kernels = "native"
+);
+dynq_macros::dynq_model!("golden/bert_int8_embeddings.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/bert_int8_embeddings.toml",
+    precision = "f32",
+    kernels = "native"
+);
 
 const SEQ: usize = 12;
 const H: usize = 32;

@@ -18,26 +18,72 @@ use std::path::PathBuf;
 use dynq_runtime::BertInput;
 use dynq_tests::{mean, read_f32, read_ids, rel_l2, rel_l2_rows, worst};
 
-dynq_macros::dynq_model!("golden/families/roberta_pooled.toml");
-dynq_macros::dynq_model!("golden/families/roberta_pooled.toml", precision = "f32");
-dynq_macros::dynq_model!("golden/families/roberta_logits.toml");
-dynq_macros::dynq_model!("golden/families/roberta_logits.toml", precision = "f32");
-dynq_macros::dynq_model!("golden/families/xlm_roberta_pooled.toml");
-dynq_macros::dynq_model!("golden/families/xlm_roberta_pooled.toml", precision = "f32");
-dynq_macros::dynq_model!("golden/families/xlm_roberta_logits.toml");
-dynq_macros::dynq_model!("golden/families/xlm_roberta_logits.toml", precision = "f32");
-dynq_macros::dynq_model!("golden/families/distilbert_pooled.toml");
-dynq_macros::dynq_model!("golden/families/distilbert_pooled.toml", precision = "f32");
-dynq_macros::dynq_model!("golden/families/distilbert_logits.toml");
-dynq_macros::dynq_model!("golden/families/distilbert_logits.toml", precision = "f32");
-dynq_macros::dynq_model!("golden/families/mpnet_pooled.toml");
-dynq_macros::dynq_model!("golden/families/mpnet_pooled.toml", precision = "f32");
-dynq_macros::dynq_model!("golden/families/mpnet_logits.toml");
-dynq_macros::dynq_model!("golden/families/mpnet_logits.toml", precision = "f32");
-dynq_macros::dynq_model!("golden/families/electra_pooled.toml");
-dynq_macros::dynq_model!("golden/families/electra_pooled.toml", precision = "f32");
-dynq_macros::dynq_model!("golden/families/electra_logits.toml");
-dynq_macros::dynq_model!("golden/families/electra_logits.toml", precision = "f32");
+dynq_macros::dynq_model!("golden/families/roberta_pooled.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/families/roberta_pooled.toml",
+    precision = "f32",
+    kernels = "native"
+);
+dynq_macros::dynq_model!("golden/families/roberta_logits.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/families/roberta_logits.toml",
+    precision = "f32",
+    kernels = "native"
+);
+dynq_macros::dynq_model!(
+    "golden/families/xlm_roberta_pooled.toml",
+    kernels = "native"
+);
+dynq_macros::dynq_model!(
+    "golden/families/xlm_roberta_pooled.toml",
+    precision = "f32",
+    kernels = "native"
+);
+dynq_macros::dynq_model!(
+    "golden/families/xlm_roberta_logits.toml",
+    kernels = "native"
+);
+dynq_macros::dynq_model!(
+    "golden/families/xlm_roberta_logits.toml",
+    precision = "f32",
+    kernels = "native"
+);
+dynq_macros::dynq_model!("golden/families/distilbert_pooled.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/families/distilbert_pooled.toml",
+    precision = "f32",
+    kernels = "native"
+);
+dynq_macros::dynq_model!("golden/families/distilbert_logits.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/families/distilbert_logits.toml",
+    precision = "f32",
+    kernels = "native"
+);
+dynq_macros::dynq_model!("golden/families/mpnet_pooled.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/families/mpnet_pooled.toml",
+    precision = "f32",
+    kernels = "native"
+);
+dynq_macros::dynq_model!("golden/families/mpnet_logits.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/families/mpnet_logits.toml",
+    precision = "f32",
+    kernels = "native"
+);
+dynq_macros::dynq_model!("golden/families/electra_pooled.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/families/electra_pooled.toml",
+    precision = "f32",
+    kernels = "native"
+);
+dynq_macros::dynq_model!("golden/families/electra_logits.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/families/electra_logits.toml",
+    precision = "f32",
+    kernels = "native"
+);
 
 const SEQ: usize = 30;
 

@@ -17,10 +17,10 @@ use std::path::Path;
 
 use dynq_tests::{read_f32, rel_l2};
 
-dynq_macros::dynq_model!("golden/mlp.toml");
-dynq_macros::dynq_model!("golden/mlp.toml", precision = "f32");
-dynq_macros::dynq_model!("golden/mlp_asym.toml");
-dynq_macros::dynq_model!("golden/mlp_per_tensor.toml");
+dynq_macros::dynq_model!("golden/mlp.toml", kernels = "native");
+dynq_macros::dynq_model!("golden/mlp.toml", precision = "f32", kernels = "native");
+dynq_macros::dynq_model!("golden/mlp_asym.toml", kernels = "native");
+dynq_macros::dynq_model!("golden/mlp_per_tensor.toml", kernels = "native");
 
 mod from_build_rs {
     include!(concat!(env!("OUT_DIR"), "/golden_mlp_build_rs.rs"));

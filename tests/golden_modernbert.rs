@@ -18,27 +18,47 @@ use std::path::PathBuf;
 use dynq_runtime::{BertInput, EncoderModel};
 use dynq_tests::{mean, read_f32, read_ids, rel_l2, rel_l2_rows, worst};
 
-dynq_macros::dynq_model!("golden/modernbert/modernbert_pooled.toml");
 dynq_macros::dynq_model!(
     "golden/modernbert/modernbert_pooled.toml",
-    precision = "f32"
+    kernels = "native"
 );
-dynq_macros::dynq_model!("golden/modernbert/modernbert_logits.toml");
+dynq_macros::dynq_model!(
+    "golden/modernbert/modernbert_pooled.toml",
+    precision = "f32",
+    kernels = "native"
+);
 dynq_macros::dynq_model!(
     "golden/modernbert/modernbert_logits.toml",
-    precision = "f32"
+    kernels = "native"
 );
-dynq_macros::dynq_model!("golden/modernbert/modernbert_bias_cls.toml");
+dynq_macros::dynq_model!(
+    "golden/modernbert/modernbert_logits.toml",
+    precision = "f32",
+    kernels = "native"
+);
 dynq_macros::dynq_model!(
     "golden/modernbert/modernbert_bias_cls.toml",
-    precision = "f32"
+    kernels = "native"
 );
-dynq_macros::dynq_model!("golden/modernbert/modernbert_bias_logits.toml");
+dynq_macros::dynq_model!(
+    "golden/modernbert/modernbert_bias_cls.toml",
+    precision = "f32",
+    kernels = "native"
+);
 dynq_macros::dynq_model!(
     "golden/modernbert/modernbert_bias_logits.toml",
-    precision = "f32"
+    kernels = "native"
 );
-dynq_macros::dynq_model!("golden/modernbert/modernbert_dims.toml", precision = "f32");
+dynq_macros::dynq_model!(
+    "golden/modernbert/modernbert_bias_logits.toml",
+    precision = "f32",
+    kernels = "native"
+);
+dynq_macros::dynq_model!(
+    "golden/modernbert/modernbert_dims.toml",
+    precision = "f32",
+    kernels = "native"
+);
 
 const SEQ: usize = 90;
 

@@ -21,22 +21,54 @@ use std::path::{Path, PathBuf};
 use dynq_runtime::{RecurrentModel, RnnInput, RnnOutput};
 use dynq_tests::{read_f32, rel_l2};
 
-dynq_macros::dynq_model!("golden/rnn/lstm_a.toml");
-dynq_macros::dynq_model!("golden/rnn/lstm_a.toml", precision = "f32");
-dynq_macros::dynq_model!("golden/rnn/lstm_b.toml");
-dynq_macros::dynq_model!("golden/rnn/lstm_b.toml", precision = "f32");
-dynq_macros::dynq_model!("golden/rnn/lstm_c.toml");
-dynq_macros::dynq_model!("golden/rnn/lstm_c.toml", precision = "f32");
-dynq_macros::dynq_model!("golden/rnn/lstm_d.toml");
-dynq_macros::dynq_model!("golden/rnn/lstm_d.toml", precision = "f32");
-dynq_macros::dynq_model!("golden/rnn/gru_a.toml");
-dynq_macros::dynq_model!("golden/rnn/gru_a.toml", precision = "f32");
-dynq_macros::dynq_model!("golden/rnn/gru_b.toml");
-dynq_macros::dynq_model!("golden/rnn/gru_b.toml", precision = "f32");
-dynq_macros::dynq_model!("golden/rnn/gru_c.toml");
-dynq_macros::dynq_model!("golden/rnn/gru_c.toml", precision = "f32");
-dynq_macros::dynq_model!("golden/rnn/gru_d.toml");
-dynq_macros::dynq_model!("golden/rnn/gru_d.toml", precision = "f32");
+dynq_macros::dynq_model!("golden/rnn/lstm_a.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/rnn/lstm_a.toml",
+    precision = "f32",
+    kernels = "native"
+);
+dynq_macros::dynq_model!("golden/rnn/lstm_b.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/rnn/lstm_b.toml",
+    precision = "f32",
+    kernels = "native"
+);
+dynq_macros::dynq_model!("golden/rnn/lstm_c.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/rnn/lstm_c.toml",
+    precision = "f32",
+    kernels = "native"
+);
+dynq_macros::dynq_model!("golden/rnn/lstm_d.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/rnn/lstm_d.toml",
+    precision = "f32",
+    kernels = "native"
+);
+dynq_macros::dynq_model!("golden/rnn/gru_a.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/rnn/gru_a.toml",
+    precision = "f32",
+    kernels = "native"
+);
+dynq_macros::dynq_model!("golden/rnn/gru_b.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/rnn/gru_b.toml",
+    precision = "f32",
+    kernels = "native"
+);
+dynq_macros::dynq_model!("golden/rnn/gru_c.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/rnn/gru_c.toml",
+    precision = "f32",
+    kernels = "native"
+);
+dynq_macros::dynq_model!("golden/rnn/gru_d.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/rnn/gru_d.toml",
+    precision = "f32",
+    kernels = "native"
+);
 
 fn golden(case: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("golden/rnn/{case}.safetensors"))

@@ -22,8 +22,8 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokenizers::Tokenizer;
 
-dynq_macros::dynq_model!("../models/minilm/minilm.toml");
-dynq_macros::dynq_model!("golden/mlp.toml");
+dynq_macros::dynq_model!("../models/minilm/minilm.toml", kernels = "native");
+dynq_macros::dynq_model!("golden/mlp.toml", kernels = "native");
 
 const MINILM_TOKENIZER: &str = include_str!("../models/minilm/tokenizer.json");
 

@@ -10,8 +10,12 @@ use std::path::PathBuf;
 use dynq_tests::{read_f32, read_ids};
 use tokenizers::{Tokenizer, TruncationParams};
 
-dynq_macros::dynq_model!("../models/minilm/minilm.toml");
-dynq_macros::dynq_model!("../models/minilm/minilm.toml", precision = "f32");
+dynq_macros::dynq_model!("../models/minilm/minilm.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "../models/minilm/minilm.toml",
+    precision = "f32",
+    kernels = "native"
+);
 
 fn golden(f: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

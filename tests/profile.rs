@@ -4,7 +4,7 @@
 //! while a profile records, every forward of the process is counted, so no other test may run
 //! forwards beside it.
 
-dynq_macros::dynq_model!("golden/bert_logits.toml");
+dynq_macros::dynq_model!("golden/bert_logits.toml", kernels = "native");
 
 use dynq_runtime::profile::{self, Op, Part};
 
