@@ -261,8 +261,9 @@ fn run_on(
         .num_threads(threads)
         .build()
         .unwrap();
-    let at = NATIVE.iter().position(|&k| k == id).unwrap();
-    let kernels = Pick(std::slice::from_ref(&NATIVE[at]));
+    let kernels = Pick(std::slice::from_ref(
+        NATIVE.iter().find(|&&k| k == id).unwrap(),
+    ));
     pool.install(|| {
         let mut out = vec![f32::NAN; batch_output_len(m.dims, e, inputs)];
         run_batch(
@@ -334,8 +335,9 @@ proptest! {
             })
             .collect();
         let width = |s: usize| output_len(m.dims, &e, lens[s]);
-        // Every kernel this machine runs, scalar first. Through `run_batch`, as generated code runs (the residual add and norm fused into the
-        // GEMMs); the tests below instantiate the same forward.
+        // Every kernel this machine runs, scalar first. Through `run_batch`, as generated code
+        // runs (the residual add and norm fused into the GEMMs); the tests below instantiate
+        // the same forward.
         for &kernel in NATIVE {
             let alone: Vec<Vec<f32>> = inputs
                 .iter()

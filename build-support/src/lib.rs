@@ -132,13 +132,8 @@ pub fn resolve_kernels(spec: &SpecFile, options: &Options) -> Result<Vec<String>
 
 /// [`Options::kernels`], checked, with `native` expanded.
 fn option_kernels(names: &[String], target_arch: Option<&str>) -> Result<Vec<String>> {
-    if names.is_empty() {
-        return Err(Error::Options(
-            "kernels: expected at least one kernel or `native`, found none".into(),
-        ));
-    }
     let mut v: Vec<String> = Vec::new();
-    for name in names.iter().map(|n| n.trim()) {
+    for name in names.iter().map(|n| n.trim()).filter(|n| !n.is_empty()) {
         let expanded = if name == "native" {
             let host = std::env::consts::ARCH;
             if let Some(arch) = target_arch.filter(|&a| a != host) {
@@ -161,6 +156,11 @@ fn option_kernels(names: &[String], target_arch: Option<&str>) -> Result<Vec<Str
                 v.push(k);
             }
         }
+    }
+    if v.is_empty() {
+        return Err(Error::Options(
+            "kernels: expected at least one kernel or `native`, found none".into(),
+        ));
     }
     Ok(v)
 }

@@ -192,13 +192,10 @@ fn expand(args: &Args) -> Result<proc_macro2::TokenStream, String> {
         })?;
     }
     options.name = args.name.as_ref().map(LitStr::value);
-    options.kernels = args.kernels.as_ref().map(|k| {
-        k.value()
-            .split(',')
-            .map(|s| s.trim().to_string())
-            .filter(|s| !s.is_empty())
-            .collect()
-    });
+    options.kernels = args
+        .kernels
+        .as_ref()
+        .map(|k| k.value().split(',').map(String::from).collect());
     let root = dynq_build::cache::cache_root(&manifest_dir);
     // Paths in messages are shown as the user wrote them: relative to the crate.
     let prefix = format!("{}{}", manifest_dir.display(), std::path::MAIN_SEPARATOR);

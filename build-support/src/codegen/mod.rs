@@ -286,20 +286,22 @@ fn linear_call(
     }
 }
 
+/// The `dynq_runtime::KernelId` variant of a kernel name of [`crate::spec::KERNEL_NAMES`].
+pub fn kernel_variant(name: &str) -> &'static str {
+    match name {
+        "scalar" => "Scalar",
+        "avx2" => "Avx2",
+        "amx" => "Amx",
+        "avx512vnni" => "Avx512Vnni",
+        "avxvnni" => "AvxVnni",
+        "neon_dot" => "NeonDot",
+        _ => "NeonI8mm",
+    }
+}
+
 fn kernel_list(model: &Model) -> TokenStream {
     let ids = model.kernels.iter().map(|k| {
-        let variant = Ident::new(
-            match k.as_str() {
-                "scalar" => "Scalar",
-                "avx2" => "Avx2",
-                "amx" => "Amx",
-                "avx512vnni" => "Avx512Vnni",
-                "avxvnni" => "AvxVnni",
-                "neon_dot" => "NeonDot",
-                _ => "NeonI8mm",
-            },
-            Span::call_site(),
-        );
+        let variant = Ident::new(kernel_variant(k), Span::call_site());
         quote!(rt::KernelId::#variant)
     });
     quote!(&[#(#ids),*])

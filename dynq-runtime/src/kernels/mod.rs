@@ -703,28 +703,19 @@ pub trait KernelSet: Copy + Send + Sync {
 /// use dynq_runtime::kernels::{mask, KernelMask, KernelSet};
 /// use dynq_runtime::KernelId;
 /// const M: u8 = mask(&[KernelId::Avx2, KernelId::Scalar]);
-/// assert_eq!(KernelMask::<M>::KERNELS, [KernelId::Scalar, KernelId::Avx2]);
+/// assert_eq!(KernelMask::<M>::KERNELS, [KernelId::Avx2, KernelId::Scalar]);
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct KernelMask<const M: u8>;
 
 impl<const M: u8> KernelMask<M> {
-    /// The kernels of `M` in [`KernelId`] order, and how many there are.
+    /// The kernels of `M` in [`KernelId::ALL`]'s order, and how many there are.
     const LIST: ([KernelId; KernelId::ALL.len()], usize) = {
-        const IN_ORDER: [KernelId; 7] = [
-            KernelId::Scalar,
-            KernelId::Avx2,
-            KernelId::Amx,
-            KernelId::Avx512Vnni,
-            KernelId::AvxVnni,
-            KernelId::NeonDot,
-            KernelId::NeonI8mm,
-        ];
         let mut list = [KernelId::Scalar; KernelId::ALL.len()];
         let (mut n, mut i) = (0, 0);
-        while i < IN_ORDER.len() {
-            if M & (1 << IN_ORDER[i] as u8) != 0 {
-                list[n] = IN_ORDER[i];
+        while i < KernelId::ALL.len() {
+            if contains(M, KernelId::ALL[i]) {
+                list[n] = KernelId::ALL[i];
                 n += 1;
             }
             i += 1;
@@ -748,16 +739,9 @@ pub const fn mask(list: &[KernelId]) -> u8 {
     m
 }
 
-/// `id` is in `list` (a `const fn`: [`Compiled`]'s flags are constants).
-const fn contains(list: &[KernelId], id: KernelId) -> bool {
-    let mut i = 0;
-    while i < list.len() {
-        if list[i] as u8 == id as u8 {
-            return true;
-        }
-        i += 1;
-    }
-    false
+/// `id`'s bit is set in the [`mask`] `m` (a `const fn`: [`Compiled`]'s flags are constants).
+const fn contains(m: u8, id: KernelId) -> bool {
+    m & (1 << id as u8) != 0
 }
 
 /// Which kernels [`dispatch`] instantiates `J` for, as constants: a match arm guarded by a
@@ -767,12 +751,13 @@ struct Compiled<J>(std::marker::PhantomData<J>);
 
 #[allow(dead_code)] // Each architecture reads its own flags.
 impl<J: Job> Compiled<J> {
-    const AVX2: bool = contains(J::KERNELS, KernelId::Avx2);
-    const AMX: bool = contains(J::KERNELS, KernelId::Amx);
-    const AVX512VNNI: bool = contains(J::KERNELS, KernelId::Avx512Vnni);
-    const AVXVNNI: bool = contains(J::KERNELS, KernelId::AvxVnni);
-    const NEON_DOT: bool = contains(J::KERNELS, KernelId::NeonDot);
-    const NEON_I8MM: bool = contains(J::KERNELS, KernelId::NeonI8mm);
+    const MASK: u8 = mask(J::KERNELS);
+    const AVX2: bool = contains(Self::MASK, KernelId::Avx2);
+    const AMX: bool = contains(Self::MASK, KernelId::Amx);
+    const AVX512VNNI: bool = contains(Self::MASK, KernelId::Avx512Vnni);
+    const AVXVNNI: bool = contains(Self::MASK, KernelId::AvxVnni);
+    const NEON_DOT: bool = contains(Self::MASK, KernelId::NeonDot);
+    const NEON_I8MM: bool = contains(Self::MASK, KernelId::NeonI8mm);
 }
 
 fn choose() -> Result<KernelId, Error> {
@@ -848,7 +833,7 @@ fn dispatch_here<J: Job>(job: J, enabled: &[KernelId]) -> Result<J::Output, Erro
         *PINNED.get_or_init(|| std::env::var_os("DYNQ_KERNEL").is_some_and(|v| !v.is_empty()));
     // Scalar is always compiled: it is the fallback.
     let carried =
-        |k: KernelId| enabled.contains(&k) && (k == KernelId::Scalar || contains(J::KERNELS, k));
+        |k: KernelId| enabled.contains(&k) && (k == KernelId::Scalar || J::KERNELS.contains(&k));
     let id = if carried(selected) {
         selected
     } else if pinned {

@@ -738,8 +738,8 @@ fn attend_rows<Kn: Kernel>(
         heap.resize(d, [0.0; QUERY_BLOCK]);
         &mut heap
     };
+    let ks = key_stride(len);
     for h in 0..heads {
-        let ks = key_stride(len);
         let kh = &kt[h * d * ks..(h + 1) * d * ks];
         let mut r = 0;
         while r < rows {
