@@ -17,6 +17,23 @@ dynq_macros::dynq_model!(
     kernels = "native"
 );
 
+// The same model through dynq-runtime's shared forward (sizes as values, compiled once in the
+// runtime) with its weights in a file (found where the macro's cache wrote it).
+dynq_macros::dynq_model!(
+    "../models/minilm/minilm.toml",
+    name = "minilm_shared",
+    forward = "shared",
+    weights = "file",
+    kernels = "native"
+);
+
+fn pool(threads: usize) -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+}
+
 fn golden(f: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("golden/minilm")
@@ -146,12 +163,6 @@ fn embeddings_are_unit_length_and_deterministic() {
 #[test]
 fn thread_count_changes_no_bit() {
     let joined: Vec<u32> = tokenized().concat();
-    let pool = |n| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build()
-            .unwrap()
-    };
     let (one, two, three) = (pool(1), pool(2), pool(3));
     // Below 32 tokens the threads split the GEMMs' channels, from 32 on their rows.
     for len in [5, 16, 31, 64, 97, 128, 255, 384] {
@@ -182,12 +193,6 @@ fn batches_change_no_bit() {
         *s.last_mut().unwrap() = seqs[0][seqs[0].len() - 1]; // [SEP]
         seqs.push(s);
     }
-    let pool = |n| {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build()
-            .unwrap()
-    };
     let alone: Vec<Vec<f32>> = seqs
         .iter()
         .map(|s| Minilm.embed(s).unwrap().to_vec())
@@ -286,5 +291,36 @@ fn a_bad_sequence_in_a_batch_is_named_and_the_others_still_run() {
                 "{what}: sequence {i}"
             );
         }
+    }
+}
+
+/// The shared forward runs the same driver with the sizes as values: the same bits as the
+/// inlined forward, alone and in a ragged batch, at 1 and 2 threads; its weights file is
+/// found where the build wrote it.
+#[test]
+fn the_shared_forward_gives_the_inlined_bits() {
+    assert_eq!(MinilmShared::WEIGHTS_FILE, Some("minilm_shared.blob"));
+    assert_eq!(Minilm::WEIGHTS_FILE, None);
+    let ids = tokenized();
+    let refs: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+    for threads in [1, 2] {
+        pool(threads).install(|| {
+            for (i, s) in refs.iter().enumerate() {
+                let (a, b) = (Minilm.embed(s).unwrap(), MinilmShared.embed(s).unwrap());
+                assert!(
+                    a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                    "sentence {i}, {threads} threads"
+                );
+            }
+            let (a, b) = (
+                Minilm.embed_batch(&refs[..24]).unwrap(),
+                MinilmShared.embed_batch(&refs[..24]).unwrap(),
+            );
+            assert_eq!(
+                a.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                b.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>(),
+                "batch, {threads} threads"
+            );
+        });
     }
 }

@@ -65,6 +65,21 @@ fn keep_f32_mlp() {
 }
 
 #[test]
+fn weights_in_a_file() {
+    // The asymmetric MLP with its weights beside the binary: the same code but for where the
+    // blob comes from (no include_bytes!, a WeightsFile) and the type's `load_weights`.
+    let dir = tempfile::tempdir().unwrap();
+    let toml = ASYMMETRIC.replace("[target]\n", "[target]\nweights = \"file\"\n");
+    let g = generate_in(dir.path(), "snap_asym", &toml, &[6, 5, 3]);
+    assert_eq!(g.weights, dynq_build::spec::WeightsStorage::File);
+    assert!(!g.code.contains("include_bytes!"));
+    insta::assert_snapshot!("weights_file_code", g.code);
+    // The same blob either way.
+    let embedded = generate_in(dir.path(), "snap_asym", ASYMMETRIC, &[6, 5, 3]);
+    assert_eq!(g.blob.bytes, embedded.blob.bytes);
+}
+
+#[test]
 fn per_tensor_asymmetric_mlp() {
     let dir = tempfile::tempdir().unwrap();
     let g = generate_in(dir.path(), "snap_asym", ASYMMETRIC, &[6, 5, 3]);
@@ -104,6 +119,36 @@ fn tiny_bert() {
     let g = generate(&toml, &Options::default(), Placement::Relative).unwrap();
     insta::assert_snapshot!("tiny_bert_code", g.code);
     insta::assert_snapshot!("tiny_bert_manifest", g.blob.manifest);
+}
+
+#[test]
+fn tiny_bert_shared_forward() {
+    // The runtime's shared forward: the same module but for the driver call, which passes the
+    // sizes as values, and the compile-time check of the runtime's feature.
+    let toml = Path::new(env!("CARGO_MANIFEST_DIR")).join("golden/bert_logits.toml");
+    let options = Options {
+        forward: Some(dynq_build::spec::ForwardKind::Shared),
+        ..Options::default()
+    };
+    let g = generate(&toml, &options, Placement::Relative).unwrap();
+    let inlined = generate(&toml, &Options::default(), Placement::Relative).unwrap();
+    assert_eq!(g.blob.bytes, inlined.blob.bytes);
+    assert!(!g.code.contains("ConstDims") && !g.code.contains("KernelMask"));
+    insta::assert_snapshot!("tiny_bert_shared_code", g.code);
+    // Not for an MLP: an error that names the key.
+    let dir = tempfile::tempdir().unwrap();
+    write_safetensors(
+        &dir.path().join("snap_asym.safetensors"),
+        &mlp_tensors(7, &[6, 5, 3]),
+    );
+    let mlp = write_toml(dir.path(), "snap_asym", ASYMMETRIC);
+    let e = generate(&mlp, &options, Placement::Relative)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("key `target.forward`") && e.contains("preset \"mlp\""),
+        "{e}"
+    );
 }
 
 #[test]

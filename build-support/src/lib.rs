@@ -78,6 +78,12 @@ pub struct Options {
     /// build faster and make a smaller binary. `native` suits a binary run where it is built,
     /// and test suites; its generated code depends on the machine.
     pub kernels: Option<Vec<String>>,
+    /// Overrides the TOML's `[target] weights`: the blob embedded in the binary, or in a file
+    /// beside it, memory-mapped at first use ([`spec::WeightsStorage`]).
+    pub weights: Option<spec::WeightsStorage>,
+    /// Overrides the TOML's `[target] forward` (encoders): the model's own inlined forward, or
+    /// dynq-runtime's shared one ([`spec::ForwardKind`]).
+    pub forward: Option<spec::ForwardKind>,
 }
 
 impl Default for Options {
@@ -87,8 +93,41 @@ impl Default for Options {
             name: None,
             target_arch: None,
             kernels: None,
+            weights: None,
+            forward: None,
         }
     }
+}
+
+/// Which forward an encoder runs: [`Options::forward`], else the TOML's `[target] forward`, else
+/// inlined. `shared` for a model that is not an encoder is an error naming the key.
+pub fn resolve_forward(
+    spec: &SpecFile,
+    options: &Options,
+    model: &Model,
+) -> Result<spec::ForwardKind> {
+    let forward = options
+        .forward
+        .or_else(|| spec.spec.target.forward.as_ref().map(|f| *f.get_ref()))
+        .unwrap_or_default();
+    if forward == spec::ForwardKind::Shared && !matches!(model.body, ir::Body::Encoder(_)) {
+        return Err(Error::Options(format!(
+            "{}: key `target.forward`: expected \"inlined\" for preset \"{}\", found \"shared\": the \
+             shared forward is for encoders; MLPs and recurrent models compile in seconds anyway",
+            spec.path.display(),
+            spec.spec.model.preset.get_ref().name()
+        )));
+    }
+    Ok(forward)
+}
+
+/// Where the generated code finds its weights: [`Options::weights`], else the TOML's
+/// `[target] weights`, else embedded.
+pub fn resolve_weights(spec: &SpecFile, options: &Options) -> spec::WeightsStorage {
+    options
+        .weights
+        .or_else(|| spec.spec.target.weights.as_ref().map(|w| *w.get_ref()))
+        .unwrap_or_default()
 }
 
 /// The result of a generation.
@@ -104,6 +143,12 @@ pub struct Generated {
     pub blob: blob::FinishedBlob,
     /// The tokenizer to write next to the blob, if the model has one.
     pub tokenizer: Option<String>,
+    /// Where the generated code finds the blob: embedded, or `<name>.blob` beside the binary
+    /// (which must then be shipped with it).
+    pub weights: spec::WeightsStorage,
+    /// Whether an encoder runs its own forward or dynq-runtime's shared one (which needs the
+    /// runtime's `shared-forward` feature).
+    pub forward: spec::ForwardKind,
     /// The IR, for summaries and reports.
     pub model: Model,
 }
@@ -375,6 +420,8 @@ pub fn generate_from(
     });
     let layout = codegen::Layout {
         placement,
+        weights: resolve_weights(spec, options),
+        forward: resolve_forward(spec, options, &model)?,
         blob_id: finished.id.clone(),
         blob_len: finished.bytes.len(),
         linears,
@@ -382,6 +429,7 @@ pub fn generate_from(
         word_table,
     };
     let code = codegen::format_file(codegen::generate(&model, &layout), &model.name)?;
+    let (weights_storage, forward) = (layout.weights, layout.forward);
     let tokenizer = match &model.body {
         ir::Body::Encoder(b) => b.tokenizer.clone(),
         ir::Body::Mlp { .. } | ir::Body::Rnn(_) => None,
@@ -392,6 +440,8 @@ pub fn generate_from(
         code,
         blob: finished,
         tokenizer,
+        weights: weights_storage,
+        forward,
         model,
     })
 }

@@ -346,6 +346,85 @@ pub struct TargetSection {
     /// Kernels to pack weights for; default: every kernel of the target architecture.
     #[serde(default)]
     pub kernels: Option<Vec<Spanned<String>>>,
+    /// Where the weights go: in the binary (default) or in a file next to it.
+    #[serde(default)]
+    pub weights: Option<Spanned<WeightsStorage>>,
+    /// Which forward an encoder runs: its own, inlined (default), or the runtime's shared one.
+    #[serde(default)]
+    pub forward: Option<Spanned<ForwardKind>>,
+}
+
+/// `[target] forward`: where an encoder's forward is compiled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardKind {
+    /// In the model's crate, with its sizes as constants, for each of its kernels (the
+    /// default): the fastest forward, and minutes of compile time at base size.
+    #[default]
+    Inlined,
+    /// dynq-runtime's forward, compiled once with sizes as values (its `shared-forward`
+    /// feature): the model's crate compiles no forward, so a base-size model builds in seconds.
+    /// Encoders only.
+    Shared,
+}
+
+impl ForwardKind {
+    /// The TOML and command-line spelling: `inlined` or `shared`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardKind::Inlined => "inlined",
+            ForwardKind::Shared => "shared",
+        }
+    }
+
+    /// Parses [`ForwardKind::name`]'s spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "inlined" => Some(ForwardKind::Inlined),
+            "shared" => Some(ForwardKind::Shared),
+            _ => None,
+        }
+    }
+}
+
+/// `[target] weights`: where the generated code finds its weight blob.
+///
+/// ```
+/// use dynq_build::spec::{SpecFile, WeightsStorage};
+/// let toml = "[model]\nname = \"m\"\npreset = \"mlp\"\nweights = \"m.safetensors\"\n\n[mlp]\ninput_size = 4\nlayers = [{ tensor = \"fc\" }]\n\n[target]\nweights = \"file\"\n";
+/// let spec = SpecFile::parse("m.toml".as_ref(), toml.into()).unwrap();
+/// assert_eq!(spec.spec.target.weights.unwrap().into_inner(), WeightsStorage::File);
+/// assert_eq!(WeightsStorage::default(), WeightsStorage::Embedded);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Hash)]
+#[serde(rename_all = "snake_case")]
+pub enum WeightsStorage {
+    /// Inside the binary, through `include_bytes!` (the default): one self-contained file.
+    #[default]
+    Embedded,
+    /// In `<model>.blob` beside the binary, memory-mapped at first use and checked against the
+    /// build's content hash. The compiler never reads the weights, so a 100 MB model builds in
+    /// seconds, and the binary stays small.
+    File,
+}
+
+impl WeightsStorage {
+    /// The TOML and command-line spelling: `embedded` or `file`.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightsStorage::Embedded => "embedded",
+            WeightsStorage::File => "file",
+        }
+    }
+
+    /// Parses [`WeightsStorage::name`]'s spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "embedded" => Some(WeightsStorage::Embedded),
+            "file" => Some(WeightsStorage::File),
+            _ => None,
+        }
+    }
 }
 
 /// A parsed description together with where it came from, for error messages.
@@ -578,6 +657,19 @@ impl SpecFile {
                     e.span(),
                     format!(
                         "key `quantize.embeddings`: preset \"{}\" has no embedding table (only \"bert\" and \"encoder\" have one); remove the key",
+                        m.preset.get_ref().name()
+                    ),
+                ));
+            }
+        }
+        if let Some(f) = &self.spec.target.forward {
+            if *f.get_ref() == ForwardKind::Shared
+                && !matches!(m.preset.get_ref(), Preset::Bert | Preset::Encoder)
+            {
+                return Err(self.error(
+                    f.span(),
+                    format!(
+                        "key `target.forward`: expected \"inlined\" for preset \"{}\", found \"shared\" (the shared forward is for encoders: \"bert\" and \"encoder\")",
                         m.preset.get_ref().name()
                     ),
                 ));

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use dynq_build::spec::{ForwardKind, WeightsStorage};
 use dynq_build::{Options, Placement, Precision};
 use dynq_cli::standalone::{default_runtime_path, StandaloneBuild};
 
@@ -28,6 +29,41 @@ enum PrecisionArg {
     Int8,
     /// The unquantized f32 reference of the same model.
     F32,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum WeightsArg {
+    /// In the binary (the default): one self-contained file.
+    Embedded,
+    /// In `<name>.blob` beside the binary, memory-mapped and checked at first use: builds a
+    /// base-size model in seconds and keeps the binary small.
+    File,
+}
+
+impl From<WeightsArg> for WeightsStorage {
+    fn from(w: WeightsArg) -> Self {
+        match w {
+            WeightsArg::Embedded => WeightsStorage::Embedded,
+            WeightsArg::File => WeightsStorage::File,
+        }
+    }
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum ForwardArg {
+    /// The model's own forward, sizes as constants, compiled per kernel (the default).
+    Inlined,
+    /// dynq-runtime's precompiled forward, sizes as values (encoders): builds in seconds.
+    Shared,
+}
+
+impl From<ForwardArg> for ForwardKind {
+    fn from(f: ForwardArg) -> Self {
+        match f {
+            ForwardArg::Inlined => ForwardKind::Inlined,
+            ForwardArg::Shared => ForwardKind::Shared,
+        }
+    }
 }
 
 impl From<PrecisionArg> for Precision {
@@ -105,6 +141,17 @@ enum Cmd {
         /// smaller binary; on a CPU without them it runs the scalar kernel).
         #[arg(long, value_delimiter = ',', value_name = "LIST|native")]
         kernels: Option<Vec<String>>,
+        /// Where the weights go, overriding the TOML's `[target] weights`: `embedded` in the
+        /// binary, or `file`, `<name>.blob` beside it (written next to the output), loaded
+        /// at first use and checked against the build.
+        #[arg(long, value_enum, value_name = "embedded|file")]
+        weights: Option<WeightsArg>,
+        /// Which forward an encoder runs, overriding the TOML's `[target] forward`: `inlined`,
+        /// its own with constant sizes (fastest), or `shared`, dynq-runtime's precompiled one
+        /// (builds a base-size model in seconds; needs the runtime's `shared-forward` feature,
+        /// which `dynq build` turns on).
+        #[arg(long, value_enum, value_name = "inlined|shared")]
+        forward: Option<ForwardArg>,
     },
     /// Measure INT8 quantization error per layer and flag the layers that most deserve
     /// `[quantize] keep_f32`.
@@ -166,6 +213,17 @@ enum Cmd {
         /// smaller binary; on a CPU without them it runs the scalar kernel).
         #[arg(long, value_delimiter = ',', value_name = "LIST|native")]
         kernels: Option<Vec<String>>,
+        /// Where the weights go, overriding the TOML's `[target] weights`: `embedded` in the
+        /// binary, or `file`, `<name>.blob` beside it (written next to the output), loaded
+        /// at first use and checked against the build.
+        #[arg(long, value_enum, value_name = "embedded|file")]
+        weights: Option<WeightsArg>,
+        /// Which forward an encoder runs, overriding the TOML's `[target] forward`: `inlined`,
+        /// its own with constant sizes (fastest), or `shared`, dynq-runtime's precompiled one
+        /// (builds a base-size model in seconds; needs the runtime's `shared-forward` feature,
+        /// which `dynq build` turns on).
+        #[arg(long, value_enum, value_name = "inlined|shared")]
+        forward: Option<ForwardArg>,
     },
 }
 
@@ -243,10 +301,14 @@ fn run(cli: Cli) -> Result<(), Stop> {
             precision,
             out,
             kernels,
+            weights,
+            forward,
         } => {
             let options = Options {
                 precision: precision.into(),
                 kernels,
+                weights: weights.map(Into::into),
+                forward: forward.map(Into::into),
                 ..Options::default()
             };
             let g = dynq_build::generate(&model, &options, Placement::Relative)?;
@@ -279,6 +341,8 @@ fn run(cli: Cli) -> Result<(), Stop> {
             verbose,
             profile,
             kernels,
+            weights,
+            forward,
         } => {
             let build = StandaloneBuild {
                 toml: model,
@@ -286,6 +350,8 @@ fn run(cli: Cli) -> Result<(), Stop> {
                 options: Options {
                     precision: precision.into(),
                     kernels,
+                    weights: weights.map(Into::into),
+                    forward: forward.map(Into::into),
                     ..Options::default()
                 },
                 runtime_path: runtime.or_else(default_runtime_path),
@@ -294,9 +360,16 @@ fn run(cli: Cli) -> Result<(), Stop> {
                 verbose,
                 profile: Some(profile.clone()),
             };
-            let name = build.write_project()?;
+            let project = build.write_project()?;
             eprintln!("dynq: compiling the standalone binary ({profile})...");
-            let exe = build.compile(&name)?;
+            let exe = build.compile(&project.bin)?;
+            if let Some(w) = &project.weights_file {
+                eprintln!(
+                    "dynq: the weights are in {} (not in the executable): ship it beside it, \
+                     or point DYNQ_WEIGHTS_DIR at its directory",
+                    w.display()
+                );
+            }
             emit(format_args!("{}\n", exe.display()))?;
         }
     }

@@ -37,7 +37,13 @@ fn run_with_closed_stdout(cmd: &mut Command, stdin: &str) -> Output {
 }
 
 fn run_with_stdin(exe: &Path, stdin: &str) -> Output {
+    run_with_env(exe, &[], stdin)
+}
+
+/// Runs `exe` with `env` set and `stdin` as its input.
+fn run_with_env(exe: &Path, env: &[(&str, &std::ffi::OsStr)], stdin: &str) -> Output {
     let mut child = Command::new(exe)
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -93,7 +99,7 @@ fn check_summarizes_and_fails_on_bad_input() {
 fn build_makes_a_working_standalone_binary() {
     let dir = tempfile::tempdir().unwrap();
     let target = root().join("target").join("dynq-standalone-tests");
-    let build = |precision: &str, out: &Path| {
+    let build_with = |precision: &str, out: &Path, extra: &[&str]| {
         let o = dynq()
             // The dev profile compiles in a third of release's time; .ci/run builds one
             // standalone binary in release.
@@ -101,18 +107,25 @@ fn build_makes_a_working_standalone_binary() {
             .arg(out)
             .arg("--target-dir")
             .arg(&target)
+            .args(extra)
             .arg(digits_toml())
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", text(&o.stderr));
         let exe = out.join("digits");
         assert_eq!(text(&o.stdout).trim(), exe.display().to_string());
-        exe
+        (exe, text(&o.stderr))
     };
+    let build = |precision: &str, out: &Path| build_with(precision, out, &[]).0;
     let int8 = build("int8", &dir.path().join("int8"));
     let f32 = build("f32", &dir.path().join("f32"));
     // A directory an earlier build wrote (it has the marker) is written into again.
     assert_eq!(build("int8", &dir.path().join("int8")), int8);
+    // The weights in a file beside the executable, not in it.
+    let (in_file, said) = build_with("int8", &dir.path().join("file"), &["--weights", "file"]);
+    let blob = dir.path().join("file").join("digits.blob");
+    assert!(said.contains(&blob.display().to_string()), "{said}");
+    assert!(blob.is_file() && !dir.path().join("file/src/digits.blob").exists());
 
     // Two test images from the committed test set.
     let csv = std::fs::read_to_string(root().join("examples/digits/digits_test.csv")).unwrap();
@@ -155,23 +168,51 @@ fn build_makes_a_working_standalone_binary() {
         assert!(diff < 0.5, "int8 and f32 logits differ by {diff}");
     }
 
-    // Every kernel gives the same bits; an unknown or unavailable one is a clear error.
-    let run_pinned = |kernel: &str| {
-        let mut child = Command::new(&int8)
-            .env("DYNQ_KERNEL", kernel)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(input.as_bytes())
-            .unwrap();
-        child.wait_with_output().unwrap()
+    // The weights-file build gives the same bits as the embedded one.
+    let embedded = run_with_stdin(&int8, &input);
+    let o = run_with_stdin(&in_file, &input);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), text(&embedded.stdout));
+    // Moved away from its weights: refused at start, naming the file, before reading input.
+    let moved = dir.path().join("moved");
+    std::fs::create_dir_all(&moved).unwrap();
+    std::fs::copy(&in_file, moved.join("digits")).unwrap();
+    let o = run_with_stdin(&moved.join("digits"), &input);
+    assert_eq!(o.status.code(), Some(1));
+    let e = text(&o.stderr);
+    assert!(
+        e.starts_with("digits: weights file ") && e.contains("digits.blob: not found"),
+        "{e}"
+    );
+    assert!(o.stdout.is_empty());
+    // DYNQ_WEIGHTS_DIR points at it.
+    let with_dir = |dir: &Path| {
+        run_with_env(
+            &moved.join("digits"),
+            &[("DYNQ_WEIGHTS_DIR", dir.as_os_str())],
+            &input,
+        )
     };
+    let o = with_dir(&dir.path().join("file"));
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(text(&o.stdout), text(&embedded.stdout));
+    // The weights of another build (the f32 one's blob under this name): refused, named.
+    std::fs::copy(
+        dir.path().join("f32/src/digits_f32.blob"),
+        moved.join("digits.blob"),
+    )
+    .unwrap();
+    let o = with_dir(&moved);
+    assert_eq!(o.status.code(), Some(1));
+    let e = text(&o.stderr);
+    assert!(
+        e.contains(&moved.join("digits.blob").display().to_string()) && e.contains("another build"),
+        "{e}"
+    );
+
+    // Every kernel gives the same bits; an unknown or unavailable one is a clear error.
+    let run_pinned =
+        |kernel: &str| run_with_env(&int8, &[("DYNQ_KERNEL", kernel.as_ref())], &input);
     let scalar = run_pinned("scalar");
     assert!(scalar.status.success(), "{}", text(&scalar.stderr));
     let auto = run_with_stdin(&int8, &input);

@@ -23,12 +23,15 @@ struct Args {
     precision: Option<LitStr>,
     name: Option<LitStr>,
     kernels: Option<LitStr>,
+    weights: Option<LitStr>,
+    forward: Option<LitStr>,
 }
 
 impl Parse for Args {
     fn parse(input: ParseStream) -> syn::Result<Self> {
         let path: LitStr = input.parse()?;
-        let (mut precision, mut name, mut kernels) = (None, None, None);
+        let (mut precision, mut name, mut kernels, mut weights, mut forward) =
+            (None, None, None, None, None);
         while !input.is_empty() {
             input.parse::<Token![,]>()?;
             if input.is_empty() {
@@ -41,11 +44,13 @@ impl Parse for Args {
                 "precision" => precision = Some(value),
                 "name" => name = Some(value),
                 "kernels" => kernels = Some(value),
+                "weights" => weights = Some(value),
+                "forward" => forward = Some(value),
                 other => {
                     return Err(syn::Error::new(
                         key.span(),
                         format!(
-                            "unknown argument `{other}`, expected `precision`, `name` or `kernels`"
+                            "unknown argument `{other}`, expected `precision`, `name`, `kernels`, `weights` or `forward`"
                         ),
                     ))
                 }
@@ -56,6 +61,8 @@ impl Parse for Args {
             precision,
             name,
             kernels,
+            weights,
+            forward,
         })
     }
 }
@@ -67,7 +74,11 @@ impl Parse for Args {
 /// `name = "snake_case_name"` (to generate one description twice) and `kernels = "native"` or
 /// a comma-separated list such as `"avx2, scalar"` (overrides the description's
 /// `[target] kernels`; the forward is compiled for these only, and scalar: `native`, the
-/// kernels of the CPU that compiles, suits a binary built where it runs and test suites). The expansion is a module
+/// kernels of the CPU that compiles, suits a binary built where it runs and test suites), and
+/// `weights = "embedded" | "file"` (overrides `[target] weights`; see below) and, for encoders,
+/// `forward = "inlined" | "shared"` (overrides `[target] forward`: `shared` calls
+/// dynq-runtime's precompiled forward, which needs its `shared-forward` feature, so that a
+/// base-size model builds in seconds). The expansion is a module
 /// named after the model (constants such as `OUTPUT_SIZE`, `MAX_SEQ_LEN`, `LABELS`,
 /// `TOKENIZER_JSON`) and a `pub use` of its unit-struct type. Errors in the description or the
 /// weights are `compile_error!`s at the call. Every call below is compiled and run as a doc
@@ -159,6 +170,30 @@ impl Parse for Args {
 /// # }
 /// ```
 ///
+/// # Weights in a file (`weights = "file"`)
+///
+/// The blob is then not compiled into the binary: `<name>.blob` is memory-mapped at first use
+/// and checked against the build (length, id and a SHA-256 of its content), so a base-size model
+/// builds in seconds and the binary stays small. Ship the file next to the executable, or set
+/// `DYNQ_WEIGHTS_DIR`; `cargo run` and `cargo test` find it where the build wrote it.
+///
+/// ```
+/// dynq_macros::dynq_model!("doc-models/digits.toml", name = "digits_file", weights = "file");
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// assert_eq!(DigitsFile::WEIGHTS_FILE, Some("digits_file.blob"));
+/// // A weights file of another build is refused with its path, never run.
+/// let stale = std::env::temp_dir().join("stale_digits.blob");
+/// std::fs::write(&stale, vec![0u8; 64])?;
+/// let e = DigitsFile::load_weights(&stale).unwrap_err();
+/// assert!(e.to_string().contains("stale_digits.blob"));
+/// // Without load_weights, the file is found where the build wrote it.
+/// let logits = DigitsFile.forward_one(&[0.5; 24])?;
+/// # let _ = logits;
+/// # Ok(())
+/// # }
+/// ```
+///
 /// Threads: every forward runs on all cores by default (`DYNQ_THREADS` or
 /// `dynq_runtime::set_threads` to change), with the same bits at any count.
 #[proc_macro]
@@ -196,6 +231,26 @@ fn expand(args: &Args) -> Result<proc_macro2::TokenStream, String> {
         .kernels
         .as_ref()
         .map(|k| k.value().split(',').map(String::from).collect());
+    if let Some(w) = &args.weights {
+        options.weights = Some(
+            dynq_build::spec::WeightsStorage::parse(&w.value()).ok_or_else(|| {
+                format!(
+                    "weights: expected \"embedded\" or \"file\", found {:?}",
+                    w.value()
+                )
+            })?,
+        );
+    }
+    if let Some(f) = &args.forward {
+        options.forward = Some(dynq_build::spec::ForwardKind::parse(&f.value()).ok_or_else(
+            || {
+                format!(
+                    "forward: expected \"inlined\" or \"shared\", found {:?}",
+                    f.value()
+                )
+            },
+        )?);
+    }
     let root = dynq_build::cache::cache_root(&manifest_dir);
     // Paths in messages are shown as the user wrote them: relative to the crate.
     let prefix = format!("{}{}", manifest_dir.display(), std::path::MAIN_SEPARATOR);

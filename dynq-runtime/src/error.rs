@@ -102,6 +102,18 @@ pub enum Error {
     /// The embedded weight blob does not match the generated code.
     #[error("weight blob: {0}")]
     Blob(String),
+    /// A model built with its weights in a file (`[target] weights = "file"`) cannot load them:
+    /// the file is missing, unreadable, or belongs to another build.
+    #[error("weights file {path}: {reason}")]
+    WeightsFile {
+        /// The file looked at (the first candidate when none was found).
+        path: std::path::PathBuf,
+        /// What is wrong, and what to do.
+        reason: String,
+    },
+    /// The generated code needs a part of dynq-runtime this build of it lacks (a feature).
+    #[error("{0}")]
+    BuildMismatch(String),
     /// `DYNQ_KERNEL` names a kernel that does not exist.
     #[error("DYNQ_KERNEL={0:?}: unknown kernel, expected one of scalar, avx2, amx, avx512vnni, avxvnni, neon_dot, neon_i8mm")]
     UnknownKernel(String),

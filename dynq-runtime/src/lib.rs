@@ -99,6 +99,13 @@ pub trait DenseModel {
     /// Runs `rows` examples: `input` holds `rows * INPUT_SIZE` values, `out` receives
     /// `rows * OUTPUT_SIZE`.
     fn forward(&self, input: &[f32], rows: usize, out: &mut [f32]) -> Result<(), Error>;
+
+    /// Loads and checks the weights now; otherwise the first forward does. Standalone binaries
+    /// call it at start, so that a missing or mismatched weights file (`[target] weights =
+    /// "file"`) is reported before any input is read.
+    fn load(&self) -> Result<(), Error> {
+        Ok(())
+    }
 }
 
 /// Checks the lengths of a dense forward call and that the input is finite.
@@ -173,6 +180,13 @@ pub trait EncoderModel {
     const BUILD_ID: &'static str = "";
     /// Runs one sequence.
     fn forward(&self, input: &BertInput<'_>, out: &mut [f32]) -> Result<(), Error>;
+
+    /// Loads and checks the weights now; otherwise the first forward does. Standalone binaries
+    /// call it at start, so that a missing or mismatched weights file (`[target] weights =
+    /// "file"`) is reported before any input is read.
+    fn load(&self) -> Result<(), Error> {
+        Ok(())
+    }
 
     /// Runs a ragged batch (no padding computed): `out` receives each input's
     /// [`Self::output_len`] values in turn, each bit-identical to [`Self::forward`] on the
@@ -264,6 +278,13 @@ pub trait RecurrentModel {
     const BUILD_ID: &'static str = "";
     /// Runs `input.batch` sequences of `input.steps` steps.
     fn forward(&self, input: &RnnInput<'_>, out: RnnOutput<'_>) -> Result<(), Error>;
+
+    /// Loads and checks the weights now; otherwise the first forward does. Standalone binaries
+    /// call it at start, so that a missing or mismatched weights file (`[target] weights =
+    /// "file"`) is reported before any input is read.
+    fn load(&self) -> Result<(), Error> {
+        Ok(())
+    }
 
     /// Runs one sequence (`input` holds `steps * input_size` values) from zero states and
     /// returns PyTorch's `(output, h_n, c_n)` for an unbatched call; allocates the results.

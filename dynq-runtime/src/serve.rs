@@ -616,6 +616,8 @@ type BenchCorpus<'a> = &'a dyn Fn(&std::path::Path, &ServeOptions) -> Result<Str
 
 /// What a standalone binary's `main` offers beyond serving lines.
 struct Flags<'a> {
+    /// Loads and checks the model's weights (a weights file can be missing or stale).
+    load: &'a dyn Fn() -> Result<(), crate::Error>,
     /// `--no-truncate` (a model with a tokenizer).
     text: bool,
     /// `--batch-tokens` (an encoder).
@@ -746,6 +748,10 @@ fn stdio_main(
     let m = cmd.get_matches();
     if let Err(code) = apply_threads(name, &m) {
         return code;
+    }
+    if let Err(e) = (flags.load)() {
+        eprintln!("{name}: {e}");
+        return ExitCode::FAILURE;
     }
     #[cfg(feature = "http")]
     if let Some(("serve", sm)) = m.subcommand() {
@@ -1045,6 +1051,7 @@ pub fn recurrent_main<M: crate::RecurrentModel + Sync>(model: &M) -> ExitCode {
         s.output_size(),
     );
     let flags = Flags {
+        load: &|| model.load(),
         profile: None,
         text: false,
         batched: false,
@@ -1119,6 +1126,7 @@ pub fn dense_main<M: DenseModel + Sync>(model: &M) -> ExitCode {
         M::OUTPUT_SIZE
     );
     let flags = Flags {
+        load: &|| model.load(),
         profile: None,
         text: false,
         batched: false,
@@ -1425,6 +1433,7 @@ pub fn encoder_main<M: crate::EncoderModel + Sync>(model: &M) -> ExitCode {
             .map_err(|e| format!("--profile {len}: {e}"))
     };
     let flags = Flags {
+        load: &|| model.load(),
         profile: Some(&profile),
         text: M::TOKENIZER_JSON.is_some(),
         batched: true,

@@ -6,11 +6,12 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
 use super::{
-    act_quant_tokens, activation_tokens, kernel_list, linear_value, lit, provenance, Layout,
-    TableSections,
+    act_quant_tokens, activation_tokens, blob_items, kernel_list, linear_value, lit, provenance,
+    weights_loader, BlobItems, Layout, TableSections,
 };
 use crate::ir::{Encoder, Model, Norm, Positions};
 use crate::spec::BertOutputSpec;
+use crate::spec::ForwardKind;
 
 fn norm_value(n: &Norm, eps: &TokenStream, layout: &Layout) -> TokenStream {
     let (g, b) = (
@@ -470,10 +471,10 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
         Some(p) => quote!(Some(#p)),
         None => quote!(None),
     };
-    let blob = layout
-        .placement
-        .include("include_bytes", &format!("{}.blob", model.name));
-    let (blob_id, blob_len) = (&layout.blob_id, lit(layout.blob_len));
+    let BlobItems {
+        module: blob_module,
+        methods: blob_methods,
+    } = blob_items(model, layout);
     let kernels = kernel_list(model);
     let consts = [
         ("VOCAB_SIZE", b.vocab, " Vocabulary size."),
@@ -514,148 +515,208 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
     );
     let module_doc = format!(" Generated code and weights of the `{name}` model.");
 
+    let (forward_items, run_one, run_batch) = match layout.forward {
+        ForwardKind::Inlined => (
+            quote! {
+                /// [`KERNELS`] as a type: the forward is compiled for these kernels only.
+                type Kernels = rt::kernels::KernelMask<{ rt::kernels::mask(KERNELS) }>;
+                /// The sizes the encoder driver runs with, as constants.
+                type Dims = rt::ops::bert::ConstDims<#h_l, #heads_l, #i_l>;
+            },
+            quote!(rt::models::encoder::run(
+                Dims::default(),
+                Kernels::default(),
+                encoder()?,
+                AQ,
+                input,
+                ws,
+                out
+            )),
+            quote!(rt::models::encoder::run_batch(
+                Dims::default(),
+                Kernels::default(),
+                encoder()?,
+                AQ,
+                inputs,
+                ws,
+                out
+            )),
+        ),
+        ForwardKind::Shared => (
+            quote! {
+                /// The sizes, as values for the runtime's shared forward (`[target] forward =
+                /// "shared"`), which this crate does not compile.
+                const DIMS: rt::ops::bert::EncoderDims = rt::ops::bert::EncoderDims {
+                    hidden: HIDDEN_SIZE,
+                    heads: NUM_HEADS,
+                    intermediate: INTERMEDIATE_SIZE,
+                };
+                const _: () = assert!(
+                    rt::models::encoder::SHARED_FORWARD,
+                    "this model was generated with `[target] forward = \"shared\"`: enable dynq-runtime's `shared-forward` feature"
+                );
+            },
+            quote!(rt::models::encoder::run_shared(
+                DIMS,
+                KERNELS,
+                encoder()?,
+                AQ,
+                input,
+                ws,
+                out
+            )),
+            quote!(rt::models::encoder::run_batch_shared(
+                DIMS,
+                KERNELS,
+                encoder()?,
+                AQ,
+                inputs,
+                ws,
+                out
+            )),
+        ),
+    };
+    let loader = weights_loader(
+        "encoder",
+        quote!(rt::models::encoder::Encoder<'static>),
+        quote! {
+            rt::models::encoder::Encoder {
+                embeddings: rt::ops::bert::Embeddings {
+                    word: #word,
+                    position: #position,
+                    positions: #positions,
+                    token_type: #token_type,
+                    norm: #emb_norm,
+                },
+                embedding_width: EMBEDDING_SIZE,
+                projection: #projection,
+                relative: #relative,
+                layers: vec![#(#layer_calls),*],
+                shape: rt::ops::bert::LayerShape { act: #act, pre_norm: #pre_norm, gated: #gated },
+                final_norm: #final_norm,
+                output: #output_kind,
+                normalize: #normalize,
+                dims: #dims,
+                head: #head,
+                vocab: VOCAB_SIZE,
+                type_vocab: TYPE_VOCAB_SIZE,
+                max_seq_len: MAX_SEQ_LEN,
+                pad_id: PAD_ID,
+            }
+        },
+    );
+
     quote! {
-        #[doc = #module_doc]
-        #[allow(dead_code, clippy::all, clippy::pedantic, unused_qualifications)]
-        pub mod #module {
-            use ::dynq_runtime as rt;
+            #[doc = #module_doc]
+            #[allow(dead_code, clippy::all, clippy::pedantic, unused_qualifications)]
+            pub mod #module {
+                use ::dynq_runtime as rt;
 
-            #(#consts)*
-            /// The encoder family (`[encoder] family`).
-            pub const FAMILY: &str = #family;
-            /// Class names of the logits, in order.
-            pub const LABELS: [&str; #labels_len] = [#(#labels),*];
-            /// The padding token id (`pad_token_id`): token ids ending with it need a mask.
-            pub const PAD_ID: Option<u32> = #pad_id;
-            #tokenizer
-            /// Kernels the weights were packed for: the forward is compiled for these only (and scalar).
-            const KERNELS: &[rt::KernelId] = #kernels;
-            /// [`KERNELS`] as a type: the forward is compiled for these kernels only.
-            type Kernels = rt::kernels::KernelMask<{ rt::kernels::mask(KERNELS) }>;
-            /// How activations are quantized before each integer GEMM.
-            const AQ: rt::ops::ActQuant = #aq;
-            const BLOB_ID: &str = #blob_id;
-            const BLOB_LEN: usize = #blob_len;
-            static BLOB: &rt::blob::Aligned<[u8]> = &rt::blob::Aligned { bytes: *#blob };
-            /// The sizes the encoder driver runs with, as constants.
-            type Dims = rt::ops::bert::ConstDims<#h_l, #heads_l, #i_l>;
+                #(#consts)*
+                /// The encoder family (`[encoder] family`).
+                pub const FAMILY: &str = #family;
+                /// Class names of the logits, in order.
+                pub const LABELS: [&str; #labels_len] = [#(#labels),*];
+                /// The padding token id (`pad_token_id`): token ids ending with it need a mask.
+                pub const PAD_ID: Option<u32> = #pad_id;
+                #tokenizer
+                /// Kernels the weights were packed for: the forward is compiled for these only (and scalar).
+                const KERNELS: &[rt::KernelId] = #kernels;
+                /// How activations are quantized before each integer GEMM.
+                const AQ: rt::ops::ActQuant = #aq;
+                #blob_module
+                /// The sizes the encoder driver runs with, as constants.
+                #forward_items
 
-            #(#layer_fns)*
+                #(#layer_fns)*
 
-            #(#[doc = #docs])*
-            fn encoder() -> Result<&'static rt::models::encoder::Encoder<'static>, rt::Error> {
-                static ENCODER: ::std::sync::OnceLock<Result<rt::models::encoder::Encoder<'static>, rt::Error>> = ::std::sync::OnceLock::new();
-                ENCODER
-                    .get_or_init(|| {
-                        let b = rt::blob::Blob::open(&BLOB.bytes, BLOB_ID, BLOB_LEN)?;
-                        Ok(rt::models::encoder::Encoder {
-                            embeddings: rt::ops::bert::Embeddings {
-                                word: #word,
-                                position: #position,
-                                positions: #positions,
-                                token_type: #token_type,
-                                norm: #emb_norm,
-                            },
-                            embedding_width: EMBEDDING_SIZE,
-                            projection: #projection,
-                            relative: #relative,
-                            layers: vec![#(#layer_calls),*],
-                            shape: rt::ops::bert::LayerShape { act: #act, pre_norm: #pre_norm, gated: #gated },
-                            final_norm: #final_norm,
-                            output: #output_kind,
-                            normalize: #normalize,
-                            dims: #dims,
-                            head: #head,
-                            vocab: VOCAB_SIZE,
-                            type_vocab: TYPE_VOCAB_SIZE,
-                            max_seq_len: MAX_SEQ_LEN,
-                            pad_id: PAD_ID,
-                        })
-                    })
-                    .as_ref()
-                    .map_err(Clone::clone)
-            }
+                #(#[doc = #docs])*
+    #loader
 
-            #[doc = #type_doc]
-            ///
-            /// A unit struct: use it directly, `Model.forward(...)`. One call runs one sequence
-            /// of up to [`MAX_SEQ_LEN`] tokens, or a ragged batch of them (`forward_batch` and the
-            /// `_batch` methods); lengths are the run-time dimension, every other size is a
-            /// constant.
-            #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-            pub struct #ty;
+                #[doc = #type_doc]
+                ///
+                /// A unit struct: use it directly, `Model.forward(...)`. One call runs one sequence
+                /// of up to [`MAX_SEQ_LEN`] tokens, or a ragged batch of them (`forward_batch` and the
+                /// `_batch` methods); lengths are the run-time dimension, every other size is a
+                /// constant.
+                #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+                pub struct #ty;
 
-            impl #ty {
-                /// What [`Self::forward`] writes.
-                pub const OUTPUT: rt::BertOutput = #output_kind;
-                /// Width of the pooled output or the logits.
-                pub const OUTPUT_SIZE: usize = OUTPUT_SIZE;
-                /// Hidden width.
-                pub const HIDDEN_SIZE: usize = HIDDEN_SIZE;
-                /// Longest input accepted.
-                pub const MAX_SEQ_LEN: usize = MAX_SEQ_LEN;
+                impl #ty {
+                    /// What [`Self::forward`] writes.
+                    pub const OUTPUT: rt::BertOutput = #output_kind;
+                    /// Width of the pooled output or the logits.
+                    pub const OUTPUT_SIZE: usize = OUTPUT_SIZE;
+                    /// Hidden width.
+                    pub const HIDDEN_SIZE: usize = HIDDEN_SIZE;
+                    /// Longest input accepted.
+                    pub const MAX_SEQ_LEN: usize = MAX_SEQ_LEN;
+                    #blob_methods
 
-                /// Runs one sequence. `out` receives
-                #[doc = #output_doc]
-                /// . Uses this thread's workspace, so it does not allocate after the first
-                /// call with the longest sequence.
-                pub fn forward(&self, input: &rt::BertInput<'_>, out: &mut [f32]) -> Result<(), rt::Error> {
-                    rt::with_workspace(|ws| self.forward_with(ws, input, out))
+                    /// Runs one sequence. `out` receives
+                    #[doc = #output_doc]
+                    /// . Uses this thread's workspace, so it does not allocate after the first
+                    /// call with the longest sequence.
+                    pub fn forward(&self, input: &rt::BertInput<'_>, out: &mut [f32]) -> Result<(), rt::Error> {
+                        rt::with_workspace(|ws| self.forward_with(ws, input, out))
+                    }
+
+                    /// [`Self::forward`] with a caller-owned workspace.
+                    pub fn forward_with(
+                        &self,
+                        ws: &mut rt::Workspace,
+                        input: &rt::BertInput<'_>,
+                        out: &mut [f32],
+                    ) -> Result<(), rt::Error> {
+                        #run_one
+                    }
+
+                    /// Runs a ragged batch: `inputs` back to back, no padding computed (the linear layers
+                    /// run over all their tokens at once, attention per sequence). `out` receives each
+                    /// input's output in turn (as [`Self::forward`] would write it). Each input's
+                    /// output is bit-identical to [`Self::forward`] on it alone. An error names the
+                    /// input's index. The workspace grows with the batch's total tokens: batch by a
+                    /// token budget (see [`rt::batches`]).
+                    pub fn forward_batch(&self, inputs: &[rt::BertInput<'_>], out: &mut [f32]) -> Result<(), rt::Error> {
+                        rt::with_workspace(|ws| self.forward_batch_with(ws, inputs, out))
+                    }
+
+                    /// [`Self::forward_batch`] with a caller-owned workspace.
+                    pub fn forward_batch_with(
+                        &self,
+                        ws: &mut rt::Workspace,
+                        inputs: &[rt::BertInput<'_>],
+                        out: &mut [f32],
+                    ) -> Result<(), rt::Error> {
+                        #run_batch
+                    }
+
+                    #convenience
                 }
 
-                /// [`Self::forward`] with a caller-owned workspace.
-                pub fn forward_with(
-                    &self,
-                    ws: &mut rt::Workspace,
-                    input: &rt::BertInput<'_>,
-                    out: &mut [f32],
-                ) -> Result<(), rt::Error> {
-                    rt::models::encoder::run(Dims::default(), Kernels::default(), encoder()?, AQ, input, ws, out)
-                }
-
-                /// Runs a ragged batch: `inputs` back to back, no padding computed (the linear layers
-                /// run over all their tokens at once, attention per sequence). `out` receives each
-                /// input's output in turn (as [`Self::forward`] would write it). Each input's
-                /// output is bit-identical to [`Self::forward`] on it alone. An error names the
-                /// input's index. The workspace grows with the batch's total tokens: batch by a
-                /// token budget (see [`rt::batches`]).
-                pub fn forward_batch(&self, inputs: &[rt::BertInput<'_>], out: &mut [f32]) -> Result<(), rt::Error> {
-                    rt::with_workspace(|ws| self.forward_batch_with(ws, inputs, out))
-                }
-
-                /// [`Self::forward_batch`] with a caller-owned workspace.
-                pub fn forward_batch_with(
-                    &self,
-                    ws: &mut rt::Workspace,
-                    inputs: &[rt::BertInput<'_>],
-                    out: &mut [f32],
-                ) -> Result<(), rt::Error> {
-                    rt::models::encoder::run_batch(Dims::default(), Kernels::default(), encoder()?, AQ, inputs, ws, out)
-                }
-
-                #convenience
-            }
-
-            impl rt::EncoderModel for #ty {
-                const NAME: &'static str = #name;
-                const OUTPUT: rt::BertOutput = #output_kind;
-                const HIDDEN_SIZE: usize = HIDDEN_SIZE;
-                const OUTPUT_SIZE: usize = OUTPUT_SIZE;
-                const MAX_SEQ_LEN: usize = MAX_SEQ_LEN;
-                const LABELS: &'static [&'static str] = &LABELS;
-                const TOKENIZER_JSON: Option<&'static str> = TOKENIZER_JSON;
-                const FAMILY: &'static str = FAMILY;
-                const NORMALIZED: bool = #normalize;
-                const PRECISION: &'static str = #precision;
-                const BUILD_ID: &'static str = BLOB_ID;
-                fn forward(&self, input: &rt::BertInput<'_>, out: &mut [f32]) -> Result<(), rt::Error> {
-                    #ty::forward(self, input, out)
-                }
-                fn forward_batch(&self, inputs: &[rt::BertInput<'_>], out: &mut [f32]) -> Result<(), rt::Error> {
-                    #ty::forward_batch(self, inputs, out)
+                impl rt::EncoderModel for #ty {
+                    const NAME: &'static str = #name;
+                    const OUTPUT: rt::BertOutput = #output_kind;
+                    const HIDDEN_SIZE: usize = HIDDEN_SIZE;
+                    const OUTPUT_SIZE: usize = OUTPUT_SIZE;
+                    const MAX_SEQ_LEN: usize = MAX_SEQ_LEN;
+                    const LABELS: &'static [&'static str] = &LABELS;
+                    const TOKENIZER_JSON: Option<&'static str> = TOKENIZER_JSON;
+                    const FAMILY: &'static str = FAMILY;
+                    const NORMALIZED: bool = #normalize;
+                    const PRECISION: &'static str = #precision;
+                    const BUILD_ID: &'static str = BLOB_ID;
+                    fn load(&self) -> Result<(), rt::Error> {
+                        encoder().map(|_| ())
+                    }
+                    fn forward(&self, input: &rt::BertInput<'_>, out: &mut [f32]) -> Result<(), rt::Error> {
+                        #ty::forward(self, input, out)
+                    }
+                    fn forward_batch(&self, inputs: &[rt::BertInput<'_>], out: &mut [f32]) -> Result<(), rt::Error> {
+                        #ty::forward_batch(self, inputs, out)
+                    }
                 }
             }
+            pub use #module::#ty;
         }
-        pub use #module::#ty;
-    }
 }

@@ -14,7 +14,10 @@ pub use format::format_file;
 use crate::blob::Section;
 use crate::ir::{Body, LayerPrecision, Linear, Model};
 use crate::quantize::ErrorStats;
-use crate::spec::{ActivationGranularity, ActivationSpec, SchemeSpec, WeightGranularity};
+use crate::spec::{
+    ActivationGranularity, ActivationSpec, ForwardKind, SchemeSpec, WeightGranularity,
+    WeightsStorage,
+};
 
 /// How the generated code finds the files generated next to it (`<name>.blob`,
 /// `<name>.tokenizer.json`).
@@ -42,6 +45,108 @@ impl Placement {
                 let p = dir.join(file).display().to_string();
                 quote!(#mac!(#p))
             }
+        }
+    }
+
+    /// The path of `file` as a string expression, where the generated code can know it.
+    fn path(&self, file: &str) -> TokenStream {
+        match self {
+            Placement::OutDir => {
+                let f = format!("/{file}");
+                quote!(Some(concat!(env!("OUT_DIR"), #f)))
+            }
+            Placement::Relative => quote!(None),
+            Placement::Dir(dir) => {
+                let p = dir.join(file).display().to_string();
+                quote!(Some(#p))
+            }
+        }
+    }
+}
+
+/// The blob's part of every generated module, one skeleton for every model kind.
+struct BlobItems {
+    /// Module items: `BLOB_ID`, `BLOB_LEN`, the bytes (embedded, or a
+    /// `rt::blob::WeightsFile`), and `fn blob()`, the checked view.
+    module: TokenStream,
+    /// Items of the model type's inherent impl: `WEIGHTS_FILE`, and `load_weights` when the
+    /// weights are in a file.
+    methods: TokenStream,
+}
+
+fn blob_items(model: &Model, layout: &Layout) -> BlobItems {
+    let file = format!("{}.blob", model.name);
+    let (blob_id, blob_len) = (&layout.blob_id, lit(layout.blob_len));
+    let ids = quote! {
+        /// SHA-256 of the weight blob this code was generated with (hex).
+        const BLOB_ID: &str = #blob_id;
+        /// Its length in bytes.
+        const BLOB_LEN: usize = #blob_len;
+    };
+    match layout.weights {
+        WeightsStorage::Embedded => {
+            let bytes = layout.placement.include("include_bytes", &file);
+            BlobItems {
+                module: quote! {
+                    #ids
+                    static BLOB: &rt::blob::Aligned<[u8]> = &rt::blob::Aligned { bytes: *#bytes };
+                    /// The embedded weights, checked against this code.
+                    fn blob() -> Result<rt::blob::Blob<'static>, rt::Error> {
+                        rt::blob::Blob::open(&BLOB.bytes, BLOB_ID, BLOB_LEN)
+                    }
+                },
+                methods: quote! {
+                    /// `None`: the weights are embedded in the binary (`[target] weights`).
+                    pub const WEIGHTS_FILE: Option<&'static str> = None;
+                },
+            }
+        }
+        WeightsStorage::File => {
+            let built_at = layout.placement.path(&file);
+            let doc =
+                format!(" `Some(\"{file}\")`: the weights are not in the binary but in this file");
+            BlobItems {
+                module: quote! {
+                    #ids
+                    /// The weights file, found and mapped at first use.
+                    static WEIGHTS_FILE: rt::blob::WeightsFile =
+                        rt::blob::WeightsFile::new(#file, #built_at, BLOB_ID, BLOB_LEN);
+                    /// The weights file's blob, checked against this code.
+                    fn blob() -> Result<rt::blob::Blob<'static>, rt::Error> {
+                        WEIGHTS_FILE.blob()
+                    }
+                },
+                methods: quote! {
+                    #[doc = #doc]
+                    /// (`[target] weights = "file"`), memory-mapped at first use and checked
+                    /// against the build. It is looked for in `$DYNQ_WEIGHTS_DIR` if that is set,
+                    /// else next to the executable, then where the build wrote it;
+                    /// [`Self::load_weights`] names it instead.
+                    pub const WEIGHTS_FILE: Option<&'static str> = Some(#file);
+
+                    /// Loads the weights from `path` now (memory-mapped and checked against the
+                    /// build) instead of searching for them at first use. Call it before the first
+                    /// forward: once the weights are loaded, another path is an error.
+                    pub fn load_weights(path: impl AsRef<::std::path::Path>) -> Result<(), rt::Error> {
+                        WEIGHTS_FILE.load(path.as_ref())
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// `fn #name() -> Result<&'static #ty, rt::Error>`: the model's weight views, built from
+/// `blob()` (bound to `b`) by `init` at first use; a failure is returned, not kept.
+fn weights_loader(name: &str, ty: TokenStream, init: TokenStream) -> TokenStream {
+    let name = format_ident!("{}", name);
+    quote! {
+        fn #name() -> Result<&'static #ty, rt::Error> {
+            static CELL: rt::blob::LoadOnce<#ty> = rt::blob::LoadOnce::new();
+            CELL.get_or_try_init(|| {
+                let b = blob()?;
+                Ok(#init)
+            })
         }
     }
 }
@@ -105,6 +210,10 @@ pub enum LinearSections {
 pub struct Layout {
     /// Where the blob (and tokenizer) are.
     pub placement: Placement,
+    /// Whether the blob is embedded or read from a file at run time.
+    pub weights: WeightsStorage,
+    /// Whether an encoder runs its own inlined forward or the runtime's shared one.
+    pub forward: ForwardKind,
     /// Its SHA-256 id, hex.
     pub blob_id: String,
     /// Its length.
@@ -371,10 +480,11 @@ fn mlp(model: &Model, layout: &Layout, input_size: usize, layers: &[Linear]) -> 
     } else {
         quote!(let _ = ws;)
     };
-    let blob = layout
-        .placement
-        .include("include_bytes", &format!("{}.blob", model.name));
-    let (blob_id, blob_len) = (&layout.blob_id, lit(layout.blob_len));
+    let BlobItems {
+        module: blob_module,
+        methods: blob_methods,
+    } = blob_items(model, layout);
+    let loader = weights_loader("weights", quote!(Weights), quote!(Weights { #(#inits)* }));
     let kernels = kernel_list(model);
     let (input_lit, output_lit, hidden_lit, quant_lit) = (
         lit(input_size),
@@ -405,24 +515,13 @@ fn mlp(model: &Model, layout: &Layout, input_size: usize, layers: &[Linear]) -> 
             const QUANT_IN: usize = #quant_lit;
             /// Kernels the weights were packed for: the forward is compiled for these only (and scalar).
             const KERNELS: &[rt::KernelId] = #kernels;
-            const BLOB_ID: &str = #blob_id;
-            const BLOB_LEN: usize = #blob_len;
-            static BLOB: &rt::blob::Aligned<[u8]> = &rt::blob::Aligned { bytes: *#blob };
+            #blob_module
 
             struct Weights {
                 #(#fields)*
             }
 
-            fn weights() -> Result<&'static Weights, rt::Error> {
-                static WEIGHTS: ::std::sync::OnceLock<Result<Weights, rt::Error>> = ::std::sync::OnceLock::new();
-                WEIGHTS
-                    .get_or_init(|| {
-                        let b = rt::blob::Blob::open(&BLOB.bytes, BLOB_ID, BLOB_LEN)?;
-                        Ok(Weights { #(#inits)* })
-                    })
-                    .as_ref()
-                    .map_err(Clone::clone)
-            }
+            #loader
 
             #[doc = #type_doc]
             ///
@@ -436,6 +535,7 @@ fn mlp(model: &Model, layout: &Layout, input_size: usize, layers: &[Linear]) -> 
                 pub const INPUT_SIZE: usize = INPUT_SIZE;
                 /// Width of one output row.
                 pub const OUTPUT_SIZE: usize = OUTPUT_SIZE;
+                #blob_methods
 
                 /// Runs `rows` examples: `input` holds `rows * INPUT_SIZE` values, `out`
                 /// receives `rows * OUTPUT_SIZE`. Uses this thread's workspace, so it does not
@@ -471,6 +571,9 @@ fn mlp(model: &Model, layout: &Layout, input_size: usize, layers: &[Linear]) -> 
                 const OUTPUT_SIZE: usize = OUTPUT_SIZE;
                 const PRECISION: &'static str = #precision;
                 const BUILD_ID: &'static str = BLOB_ID;
+                fn load(&self) -> Result<(), rt::Error> {
+                    weights().map(|_| ())
+                }
                 fn forward(&self, input: &[f32], rows: usize, out: &mut [f32]) -> Result<(), rt::Error> {
                     #ty::forward(self, input, rows, out)
                 }

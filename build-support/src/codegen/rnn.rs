@@ -4,7 +4,10 @@
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
-use super::{act_quant_tokens, kernel_list, linear_value, lit, provenance, Layout};
+use super::{
+    act_quant_tokens, blob_items, kernel_list, linear_value, lit, provenance, weights_loader,
+    BlobItems, Layout,
+};
 use crate::ir::{Cell, Model, Rnn, RnnDirection};
 
 fn direction_value(d: &RnnDirection, layout: &Layout) -> TokenStream {
@@ -98,10 +101,15 @@ pub(super) fn generate(model: &Model, layout: &Layout, r: &Rnn) -> TokenStream {
     );
     let module_doc = format!(" Generated code and weights of the `{name}` model.");
     let aq = act_quant_tokens(model);
-    let blob = layout
-        .placement
-        .include("include_bytes", &format!("{}.blob", model.name));
-    let (blob_id, blob_len) = (&layout.blob_id, lit(layout.blob_len));
+    let BlobItems {
+        module: blob_module,
+        methods: blob_methods,
+    } = blob_items(model, layout);
+    let loader = weights_loader(
+        "weights",
+        quote!(Weights),
+        quote!(Weights { layers: [#(#layer_calls),*] }),
+    );
     let precision = model.precision.name();
     let kernels = kernel_list(model);
     let c_n_len = match r.cell {
@@ -134,9 +142,7 @@ pub(super) fn generate(model: &Model, layout: &Layout, r: &Rnn) -> TokenStream {
             const KERNELS: &[rt::KernelId] = #kernels;
             /// How activations (inputs and hidden states) are quantized before each integer GEMM.
             const AQ: rt::ops::ActQuant = #aq;
-            const BLOB_ID: &str = #blob_id;
-            const BLOB_LEN: usize = #blob_len;
-            static BLOB: &rt::blob::Aligned<[u8]> = &rt::blob::Aligned { bytes: *#blob };
+            #blob_module
 
             struct Weights {
                 layers: [rt::ops::rnn::RnnLayer<'static>; NUM_LAYERS],
@@ -144,16 +150,7 @@ pub(super) fn generate(model: &Model, layout: &Layout, r: &Rnn) -> TokenStream {
 
             #(#layer_fns)*
 
-            fn weights() -> Result<&'static Weights, rt::Error> {
-                static WEIGHTS: ::std::sync::OnceLock<Result<Weights, rt::Error>> = ::std::sync::OnceLock::new();
-                WEIGHTS
-                    .get_or_init(|| {
-                        let b = rt::blob::Blob::open(&BLOB.bytes, BLOB_ID, BLOB_LEN)?;
-                        Ok(Weights { layers: [#(#layer_calls),*] })
-                    })
-                    .as_ref()
-                    .map_err(Clone::clone)
-            }
+            #loader
 
             #[doc = #type_doc]
             ///
@@ -175,6 +172,7 @@ pub(super) fn generate(model: &Model, layout: &Layout, r: &Rnn) -> TokenStream {
                 pub const H_N_LEN: usize = NUM_LAYERS * NUM_DIRECTIONS * HIDDEN_SIZE;
                 /// Length of `c_n` for one sequence (0 for a GRU).
                 pub const C_N_LEN: usize = #c_n_len;
+                #blob_methods
 
                 /// Runs `input.batch` sequences of `input.steps` steps into `out`. Uses this
                 /// thread's workspace, so it does not allocate after the first call with the
@@ -206,6 +204,9 @@ pub(super) fn generate(model: &Model, layout: &Layout, r: &Rnn) -> TokenStream {
                 const SHAPE: rt::ops::rnn::RnnShape = SHAPE;
                 const PRECISION: &'static str = #precision;
                 const BUILD_ID: &'static str = BLOB_ID;
+                fn load(&self) -> Result<(), rt::Error> {
+                    weights().map(|_| ())
+                }
                 fn forward(&self, input: &rt::RnnInput<'_>, out: rt::RnnOutput<'_>) -> Result<(), rt::Error> {
                     #ty::forward(self, input, out)
                 }

@@ -433,6 +433,16 @@ pub fn cases() -> Vec<Case> {
             "14:12: key `target.kernels`: unknown kernel \"sse9\", expected one of scalar, avx2, amx, avx512vnni, avxvnni, neon_dot, neon_i8mm",
         ),
         spec(
+            "toml_shared_forward_of_an_mlp",
+            format!("{MLP_TOML}\n[target]\nforward = \"shared\"\n"),
+            "14:11: key `target.forward`: expected \"inlined\" for preset \"mlp\", found \"shared\" (the shared forward is for encoders: \"bert\" and \"encoder\")",
+        ),
+        spec(
+            "toml_unknown_weights_storage",
+            format!("{MLP_TOML}\n[target]\nweights = \"disk\"\n"),
+            "14:11: key `weights`: unknown variant `disk`, expected `embedded` or `file`",
+        ),
+        spec(
             "toml_wrong_type",
             MLP_TOML.replace("input_size = 4", "input_size = \"4\""),
             "7:14: key `input_size`: invalid type: string \"4\", expected usize",

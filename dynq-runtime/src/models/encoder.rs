@@ -10,6 +10,7 @@
 //! batch: several sequences back to back, without padding ([`run_batch`]).
 
 use crate::kernels::{Kernel, KernelSet};
+use crate::ops::bert::EncoderDims;
 use crate::ops::bert::{
     embed_dyn, encoder_layer_dyn, l2_normalize, layer_norm_dyn, mask_bias, mean_pool_dyn,
     ragged_scores_len, relative_position_bias, Dims, Embeddings, EncoderLayer, EncoderLinear,
@@ -18,6 +19,7 @@ use crate::ops::bert::{
 use crate::ops::{linear_dyn, ActQuant, Activation, Linear, QuantScratch};
 use crate::profile::{self, Op, Part};
 use crate::quant::padded_k;
+use crate::KernelId;
 use crate::{BertInput, BertOutput, Error, Workspace};
 
 /// MPNet's relative position bias: one learned value per bucket and head.
@@ -400,6 +402,77 @@ pub fn run_batch<D: Dims + Send, S: KernelSet>(
         return Ok(());
     }
     dispatch(dims, kernels, e, aq, inputs, ws, out)
+}
+
+/// Whether this build of the runtime carries [`run_shared`]'s precompiled forward (feature
+/// `shared-forward`). Models generated with `[target] forward = "shared"` assert it at compile
+/// time, so a missing feature is a compile error that says which feature to enable.
+pub const SHARED_FORWARD: bool = cfg!(feature = "shared-forward");
+
+/// The kernels a generated model lists, chosen among at run time: the kernel set of the shared
+/// forward, which is compiled for every kernel of the target once, in this crate.
+#[derive(Debug, Clone, Copy)]
+pub struct Listed(pub &'static [KernelId]);
+
+impl KernelSet for Listed {
+    const KERNELS: &'static [KernelId] = &KernelId::ALL;
+    fn enabled(&self) -> &[KernelId] {
+        self.0
+    }
+}
+
+/// [`run`] with the sizes as values, compiled once in this crate (feature `shared-forward`)
+/// for every kernel of the target: what models generated with `[target] forward = "shared"`
+/// call. Their crate then compiles no forward of its own, so a base-size model builds in
+/// seconds; the price is the constant sizes' specialization (measured in docs/performance.md).
+/// `kernels` are the model's (its weights' kernels), chosen among at run time. Without the
+/// feature it returns an error (generated code checks [`SHARED_FORWARD`] at compile time).
+pub fn run_shared(
+    dims: EncoderDims,
+    kernels: &'static [KernelId],
+    e: &Encoder<'_>,
+    aq: ActQuant,
+    input: &BertInput<'_>,
+    ws: &mut Workspace,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    #[cfg(feature = "shared-forward")]
+    return run(dims, Listed(kernels), e, aq, input, ws, out);
+    #[cfg(not(feature = "shared-forward"))]
+    return Err(no_shared_forward(dims, kernels, e, aq, input, ws, out));
+}
+
+/// [`run_batch`] as [`run_shared`] runs [`run`].
+pub fn run_batch_shared(
+    dims: EncoderDims,
+    kernels: &'static [KernelId],
+    e: &Encoder<'_>,
+    aq: ActQuant,
+    inputs: &[BertInput<'_>],
+    ws: &mut Workspace,
+    out: &mut [f32],
+) -> Result<(), Error> {
+    #[cfg(feature = "shared-forward")]
+    return run_batch(dims, Listed(kernels), e, aq, inputs, ws, out);
+    #[cfg(not(feature = "shared-forward"))]
+    return Err(no_shared_forward(dims, kernels, e, aq, inputs, ws, out));
+}
+
+#[cfg(not(feature = "shared-forward"))]
+fn no_shared_forward<I: ?Sized>(
+    _: EncoderDims,
+    _: &[KernelId],
+    _: &Encoder<'_>,
+    _: ActQuant,
+    _: &I,
+    _: &mut Workspace,
+    _: &mut [f32],
+) -> Error {
+    Error::BuildMismatch(
+        "this model was generated with `[target] forward = \"shared\"`, but dynq-runtime was \
+         built without its `shared-forward` feature: enable it"
+            .into(),
+    )
 }
 
 /// One [`forward`] of `inputs` (already checked) on the first of `kernels` this CPU has.
