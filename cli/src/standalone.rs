@@ -210,6 +210,10 @@ impl StandaloneBuild {
                 "cannot run cargo to compile the standalone binary: {e}"
             ))
         })?;
+        if self.verbose {
+            // Cargo's progress and warnings, which --verbose promises, after the spinner.
+            eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        }
         if !out.status.success() {
             return Err(Error::Build(format!(
                 "cargo build of {} failed ({}):\n{}",
