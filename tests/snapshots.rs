@@ -146,7 +146,9 @@ fn tiny_bert_shared_forward() {
         .unwrap_err()
         .to_string();
     assert!(
-        e.contains("key `target.forward`") && e.contains("preset \"mlp\""),
+        e.contains(
+            "snap_asym.toml: forward: expected \"inlined\" for preset \"mlp\", found \"shared\""
+        ),
         "{e}"
     );
 }

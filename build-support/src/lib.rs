@@ -112,8 +112,9 @@ pub fn resolve_forward(
         .unwrap_or_default();
     if forward == spec::ForwardKind::Shared && !matches!(model.body, ir::Body::Encoder(_)) {
         return Err(Error::Options(format!(
-            "{}: key `target.forward`: expected \"inlined\" for preset \"{}\", found \"shared\": the \
-             shared forward is for encoders; MLPs and recurrent models compile in seconds anyway",
+            "{}: forward: expected \"inlined\" for preset \"{}\", found \"shared\" (the \
+             --forward flag or the macro's `forward` argument): the shared forward is for \
+             encoders; MLPs and recurrent models compile in seconds anyway",
             spec.path.display(),
             spec.spec.model.preset.get_ref().name()
         )));
@@ -501,8 +502,17 @@ impl Generated {
     /// Writes `<name>.blob`, `<name>.tokenizer.json` (if any) and then `<name>.rs` into `dir`,
     /// each only if its contents changed; returns the path of the `.rs` file.
     pub fn write_files(&self, dir: &Path) -> Result<PathBuf> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "cannot create directory", e))?;
-        write_if_changed(&dir.join(format!("{}.blob", self.name)), &self.blob.bytes)?;
+        self.write_files_with_blob_in(dir, dir)
+    }
+
+    /// [`Generated::write_files`] with the blob in `blob_dir` instead: a weights file
+    /// (`[target] weights = "file"`) goes where the executable will look for it, not beside
+    /// the source.
+    pub fn write_files_with_blob_in(&self, dir: &Path, blob_dir: &Path) -> Result<PathBuf> {
+        for d in [dir, blob_dir] {
+            std::fs::create_dir_all(d).map_err(|e| Error::io(d, "cannot create directory", e))?;
+        }
+        write_if_changed(&self.blob_path(blob_dir), &self.blob.bytes)?;
         if let Some(t) = &self.tokenizer {
             write_if_changed(
                 &dir.join(format!("{}.tokenizer.json", self.name)),
@@ -512,6 +522,11 @@ impl Generated {
         let rs = dir.join(format!("{}.rs", self.name));
         write_if_changed(&rs, self.code.as_bytes())?;
         Ok(rs)
+    }
+
+    /// Where [`Generated::write_files`] puts the blob in `dir`: `<dir>/<name>.blob`.
+    pub fn blob_path(&self, dir: &Path) -> PathBuf {
+        dir.join(format!("{}.blob", self.name))
     }
 }
 

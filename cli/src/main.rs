@@ -129,29 +129,12 @@ enum Cmd {
     Expand {
         /// The model description.
         model: PathBuf,
-        /// Numeric precision of the generated model.
-        #[arg(long, value_enum, default_value = "int8")]
-        precision: PrecisionArg,
         /// Write `<name>.rs`, `<name>.blob` (and `<name>.tokenizer.json`) into this directory
         /// instead of printing the source; the source includes the blob by a relative path.
         #[arg(short, long, value_name = "DIR")]
         out: Option<PathBuf>,
-        /// Kernels to compile the forward for, overriding the TOML's `[target] kernels`:
-        /// comma-separated names, or `native` for this machine's CPU (builds faster and makes a
-        /// smaller binary; on a CPU without them it runs the scalar kernel).
-        #[arg(long, value_delimiter = ',', value_name = "LIST|native")]
-        kernels: Option<Vec<String>>,
-        /// Where the weights go, overriding the TOML's `[target] weights`: `embedded` in the
-        /// binary, or `file`, `<name>.blob` beside it (written next to the output), loaded
-        /// at first use and checked against the build.
-        #[arg(long, value_enum, value_name = "embedded|file")]
-        weights: Option<WeightsArg>,
-        /// Which forward an encoder runs, overriding the TOML's `[target] forward`: `inlined`,
-        /// its own with constant sizes (fastest), or `shared`, dynq-runtime's precompiled one
-        /// (builds a base-size model in seconds; needs the runtime's `shared-forward` feature,
-        /// which `dynq build` turns on).
-        #[arg(long, value_enum, value_name = "inlined|shared")]
-        forward: Option<ForwardArg>,
+        #[command(flatten)]
+        generate: GenerateArgs,
     },
     /// Measure INT8 quantization error per layer and flag the layers that most deserve
     /// `[quantize] keep_f32`.
@@ -189,9 +172,6 @@ enum Cmd {
         /// src/main.rs and the executable are replaced).
         #[arg(long)]
         force: bool,
-        /// Numeric precision of the generated model.
-        #[arg(long, value_enum, default_value = "int8")]
-        precision: PrecisionArg,
         /// The dynq-runtime crate to depend on, by path (default: the one of this checkout, or
         /// the crates.io release of this version for an installed `dynq`).
         #[arg(long)]
@@ -208,23 +188,45 @@ enum Cmd {
         /// times faster and runs some 60 times slower (to check that a model builds).
         #[arg(long, default_value = "release")]
         profile: String,
-        /// Kernels to compile the forward for, overriding the TOML's `[target] kernels`:
-        /// comma-separated names, or `native` for this machine's CPU (builds faster and makes a
-        /// smaller binary; on a CPU without them it runs the scalar kernel).
-        #[arg(long, value_delimiter = ',', value_name = "LIST|native")]
-        kernels: Option<Vec<String>>,
-        /// Where the weights go, overriding the TOML's `[target] weights`: `embedded` in the
-        /// binary, or `file`, `<name>.blob` beside it (written next to the output), loaded
-        /// at first use and checked against the build.
-        #[arg(long, value_enum, value_name = "embedded|file")]
-        weights: Option<WeightsArg>,
-        /// Which forward an encoder runs, overriding the TOML's `[target] forward`: `inlined`,
-        /// its own with constant sizes (fastest), or `shared`, dynq-runtime's precompiled one
-        /// (builds a base-size model in seconds; needs the runtime's `shared-forward` feature,
-        /// which `dynq build` turns on).
-        #[arg(long, value_enum, value_name = "inlined|shared")]
-        forward: Option<ForwardArg>,
+        #[command(flatten)]
+        generate: GenerateArgs,
     },
+}
+
+/// The generation options `expand` and `build` share.
+#[derive(clap::Args, Debug)]
+struct GenerateArgs {
+    /// Numeric precision of the generated model.
+    #[arg(long, value_enum, default_value = "int8")]
+    precision: PrecisionArg,
+    /// Kernels to compile the forward for, overriding the TOML's `[target] kernels`:
+    /// comma-separated names, or `native` for this machine's CPU (builds faster and makes a
+    /// smaller binary; on a CPU without them it runs the scalar kernel).
+    #[arg(long, value_delimiter = ',', value_name = "LIST|native")]
+    kernels: Option<Vec<String>>,
+    /// Where the weights go, overriding the TOML's `[target] weights`: `embedded` in the
+    /// binary, or `file`, `<name>.blob` beside it (written next to the output), loaded
+    /// at first use and checked against the build.
+    #[arg(long, value_enum, value_name = "embedded|file")]
+    weights: Option<WeightsArg>,
+    /// Which forward an encoder runs, overriding the TOML's `[target] forward`: `inlined`,
+    /// its own with constant sizes (fastest), or `shared`, dynq-runtime's precompiled one
+    /// (builds a base-size model in seconds; needs the runtime's `shared-forward` feature,
+    /// which `dynq build` turns on).
+    #[arg(long, value_enum, value_name = "inlined|shared")]
+    forward: Option<ForwardArg>,
+}
+
+impl GenerateArgs {
+    fn options(self) -> Options {
+        Options {
+            precision: self.precision.into(),
+            kernels: self.kernels,
+            weights: self.weights.map(Into::into),
+            forward: self.forward.map(Into::into),
+            ..Options::default()
+        }
+    }
 }
 
 /// Why a command stopped early.
@@ -298,20 +300,10 @@ fn run(cli: Cli) -> Result<(), Stop> {
         Cmd::Check { model } => emit(dynq_cli::summary::check(&model)?)?,
         Cmd::Expand {
             model,
-            precision,
             out,
-            kernels,
-            weights,
-            forward,
+            generate,
         } => {
-            let options = Options {
-                precision: precision.into(),
-                kernels,
-                weights: weights.map(Into::into),
-                forward: forward.map(Into::into),
-                ..Options::default()
-            };
-            let g = dynq_build::generate(&model, &options, Placement::Relative)?;
+            let g = dynq_build::generate(&model, &generate.options(), Placement::Relative)?;
             match out {
                 Some(dir) => emit(format_args!("{}\n", g.write_files(&dir)?.display()))?,
                 None => emit(&g.code)?,
@@ -334,26 +326,17 @@ fn run(cli: Cli) -> Result<(), Stop> {
         Cmd::Build {
             model,
             out,
-            precision,
             force,
             runtime,
             target_dir,
             verbose,
             profile,
-            kernels,
-            weights,
-            forward,
+            generate,
         } => {
             let build = StandaloneBuild {
                 toml: model,
                 out_dir: out,
-                options: Options {
-                    precision: precision.into(),
-                    kernels,
-                    weights: weights.map(Into::into),
-                    forward: forward.map(Into::into),
-                    ..Options::default()
-                },
+                options: generate.options(),
                 runtime_path: runtime.or_else(default_runtime_path),
                 target_dir,
                 force,

@@ -155,17 +155,24 @@ impl StandaloneBuild {
         );
         write_if_changed(&self.out_dir.join("Cargo.toml"), manifest.as_bytes())?;
         write_if_changed(&src.join("main.rs"), main.as_bytes())?;
-        g.write_files(&src)?;
-        let mut weights_file = None;
-        if g.weights == dynq_build::spec::WeightsStorage::File {
-            // The executable looks for its weights file next to itself: put it where the
-            // executable will be copied, and keep no second copy in src/.
-            let blob = format!("{}.blob", g.name);
-            let path = self.out_dir.join(&blob);
-            write_if_changed(&path, &g.blob.bytes)?;
-            let stale = src.join(&blob);
-            std::fs::remove_file(&stale).map_err(|e| Error::io(&stale, "cannot remove", e))?;
-            weights_file = Some(path);
+        // A weights file goes where the executable will be copied: it looks beside itself.
+        let weights_file = (g.weights == dynq_build::spec::WeightsStorage::File)
+            .then(|| g.blob_path(&self.out_dir));
+        let blob_dir = if weights_file.is_some() {
+            &self.out_dir
+        } else {
+            &src
+        };
+        g.write_files_with_blob_in(&src, blob_dir)?;
+        if weights_file.is_some() {
+            // No stale copy in src/ from an earlier embedded build into this directory.
+            let stale = g.blob_path(&src);
+            match std::fs::remove_file(&stale) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(&stale, "cannot remove", e))
+                }
+                _ => {}
+            }
         }
         // Reuse the checkout's lock file so the compile picks the versions already tested.
         if let Some(lock) = runtime.map(|r| r.join("..").join("Cargo.lock")) {

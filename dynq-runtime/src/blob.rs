@@ -376,7 +376,7 @@ pub fn open_file(
             e => e.to_string(),
         })
     })?;
-    let digest = hex(&Sha256::digest(&bytes[HEADER_LEN.min(bytes.len())..]));
+    let digest = hex(&Sha256::digest(&bytes[HEADER_LEN..]));
     if digest != expected_id {
         return Err(err(format!(
             "content hash: expected {expected_id}, found {digest}: the file was modified after the build; copy it again from the build"

@@ -32,33 +32,36 @@ pub enum Placement {
 }
 
 impl Placement {
-    /// `include_bytes!`/`include_str!` (per `mac`) of `file`.
-    fn include(&self, mac: &str, file: &str) -> TokenStream {
-        let mac = format_ident!("{}", mac);
+    /// The path of `file` as `include_bytes!` takes it: a string expression.
+    fn path_expr(&self, file: &str) -> TokenStream {
         match self {
             Placement::OutDir => {
                 let f = format!("/{file}");
-                quote!(#mac!(concat!(env!("OUT_DIR"), #f)))
+                quote!(concat!(env!("OUT_DIR"), #f))
             }
-            Placement::Relative => quote!(#mac!(#file)),
+            Placement::Relative => quote!(#file),
             Placement::Dir(dir) => {
                 let p = dir.join(file).display().to_string();
-                quote!(#mac!(#p))
+                quote!(#p)
             }
         }
     }
 
-    /// The path of `file` as a string expression, where the generated code can know it.
-    fn path(&self, file: &str) -> TokenStream {
+    /// `include_bytes!`/`include_str!` (per `mac`) of `file`.
+    fn include(&self, mac: &str, file: &str) -> TokenStream {
+        let mac = format_ident!("{}", mac);
+        let path = self.path_expr(file);
+        quote!(#mac!(#path))
+    }
+
+    /// `Some(path)` of `file` where it means the same at run time (not relative to the source
+    /// file), else `None`.
+    fn runtime_path(&self, file: &str) -> TokenStream {
         match self {
-            Placement::OutDir => {
-                let f = format!("/{file}");
-                quote!(Some(concat!(env!("OUT_DIR"), #f)))
-            }
             Placement::Relative => quote!(None),
-            Placement::Dir(dir) => {
-                let p = dir.join(file).display().to_string();
-                quote!(Some(#p))
+            _ => {
+                let path = self.path_expr(file);
+                quote!(Some(#path))
             }
         }
     }
@@ -102,7 +105,7 @@ fn blob_items(model: &Model, layout: &Layout) -> BlobItems {
             }
         }
         WeightsStorage::File => {
-            let built_at = layout.placement.path(&file);
+            let built_at = layout.placement.runtime_path(&file);
             let doc =
                 format!(" `Some(\"{file}\")`: the weights are not in the binary but in this file");
             BlobItems {

@@ -436,10 +436,14 @@ pub fn run_shared(
     ws: &mut Workspace,
     out: &mut [f32],
 ) -> Result<(), Error> {
+    // A cfg, not `if SHARED_FORWARD`: without the feature the forward must not be compiled.
     #[cfg(feature = "shared-forward")]
     return run(dims, Listed(kernels), e, aq, input, ws, out);
     #[cfg(not(feature = "shared-forward"))]
-    return Err(no_shared_forward(dims, kernels, e, aq, input, ws, out));
+    {
+        let _ = (dims, kernels, e, aq, input, ws, out);
+        Err(no_shared_forward())
+    }
 }
 
 /// [`run_batch`] as [`run_shared`] runs [`run`].
@@ -452,22 +456,18 @@ pub fn run_batch_shared(
     ws: &mut Workspace,
     out: &mut [f32],
 ) -> Result<(), Error> {
+    // A cfg, not `if SHARED_FORWARD`: without the feature the forward must not be compiled.
     #[cfg(feature = "shared-forward")]
     return run_batch(dims, Listed(kernels), e, aq, inputs, ws, out);
     #[cfg(not(feature = "shared-forward"))]
-    return Err(no_shared_forward(dims, kernels, e, aq, inputs, ws, out));
+    {
+        let _ = (dims, kernels, e, aq, inputs, ws, out);
+        Err(no_shared_forward())
+    }
 }
 
 #[cfg(not(feature = "shared-forward"))]
-fn no_shared_forward<I: ?Sized>(
-    _: EncoderDims,
-    _: &[KernelId],
-    _: &Encoder<'_>,
-    _: ActQuant,
-    _: &I,
-    _: &mut Workspace,
-    _: &mut [f32],
-) -> Error {
+fn no_shared_forward() -> Error {
     Error::BuildMismatch(
         "this model was generated with `[target] forward = \"shared\"`, but dynq-runtime was \
          built without its `shared-forward` feature: enable it"
