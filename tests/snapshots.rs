@@ -80,6 +80,23 @@ fn weights_in_a_file() {
 }
 
 #[test]
+fn embedded_from_out_dir() {
+    // From a build script (or the macro's cache, or `dynq build`'s project): the blob by an
+    // absolute path, embedded by the assembler's `.incbin` through `embedded_blob!`.
+    let dir = tempfile::tempdir().unwrap();
+    write_safetensors(
+        &dir.path().join("snap_asym.safetensors"),
+        &mlp_tensors(7, &[6, 5, 3]),
+    );
+    let path = write_toml(dir.path(), "snap_asym", ASYMMETRIC);
+    let g = generate(&path, &Options::default(), Placement::OutDir).unwrap();
+    assert!(!g.code.contains("include_bytes!"));
+    insta::assert_snapshot!("embedded_out_dir_code", g.code);
+    let relative = generate(&path, &Options::default(), Placement::Relative).unwrap();
+    assert!(relative.code.contains("include_bytes!(\"snap_asym.blob\")"));
+}
+
+#[test]
 fn per_tensor_asymmetric_mlp() {
     let dir = tempfile::tempdir().unwrap();
     let g = generate_in(dir.path(), "snap_asym", ASYMMETRIC, &[6, 5, 3]);

@@ -13,15 +13,16 @@
 //! ..  .. sections, each starting at a multiple of 64
 //! ```
 //!
-//! Generated code embeds the blob with `include_bytes!` inside [`Aligned`], checks the header
-//! once against the id and length it was generated with ([`Blob::open`]), then reads sections at
-//! constant offsets. Casting the bytes to `f32`/`i32`/`i8` slices is done by `bytemuck`, which
+//! Generated code embeds the blob with [`embedded_blob!`](crate::embedded_blob), checks the
+//! header once against the id and length it was generated with ([`Blob::open`]), then reads
+//! sections at constant offsets. Casting the bytes to `f32`/`i32`/`i8` slices is done by `bytemuck`, which
 //! checks alignment and length.
 //!
 //! A model built with `[target] weights = "file"` does not embed the blob: it memory-maps
 //! `<model>.blob` at first use ([`WeightsFile`]), checks its length and id, and hashes its
 //! content again, so a file from another build, a truncated copy or a file edited in place is
-//! refused with an error that names it. Mapping the file is this module's one `unsafe` block.
+//! refused with an error that names it. Mapping the file, and the extern static of
+//! [`embedded_blob!`](crate::embedded_blob), are this module's `unsafe` code.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
@@ -39,7 +40,8 @@ pub const HEADER_LEN: usize = 64;
 /// Alignment of every section.
 pub const ALIGN: usize = 64;
 
-/// A 64-byte aligned wrapper for `include_bytes!`.
+/// A 64-byte aligned wrapper for `include_bytes!` ([`embedded_blob!`](crate::embedded_blob)'s
+/// fallback).
 ///
 /// ```
 /// use dynq_runtime::blob::Aligned;
@@ -50,6 +52,69 @@ pub const ALIGN: usize = 64;
 pub struct Aligned<B: ?Sized> {
     /// The bytes, starting on a 64-byte boundary.
     pub bytes: B,
+}
+
+/// A `static NAME: &[u8]` holding the file at `PATH` (an absolute path: a string literal or a
+/// `concat!`), 64-byte aligned: how generated code embeds its weight blob.
+///
+/// On Linux (x86-64 and AArch64) the bytes go into the object file through the assembler's
+/// `.incbin`, so rustc never holds them: `include_bytes!` of a 134 MB blob (a base-size model)
+/// made rustc peak at 1.65 GB, about twelve times the blob. The symbol is `SYMBOL` (hidden,
+/// weak: two crates embedding the same blob share one copy). Exactly `LEN` bytes are embedded;
+/// a file of another length is cut or zero-padded, which [`Blob::open`] then refuses by its
+/// header. Elsewhere the macro falls back to `include_bytes!` inside [`Aligned`].
+///
+/// The expansion declares an `extern` static and uses `global_asm!`, which the `unsafe_code`
+/// lint reports: it allows the lint for those items, which works under `deny(unsafe_code)` but
+/// not `forbid(unsafe_code)` (use `[target] weights = "file"` there).
+///
+/// ```
+/// dynq_runtime::embedded_blob!(
+///     /// The first 16 bytes of this crate's manifest.
+///     static MANIFEST = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"), 16, "dynq_doc_example"
+/// );
+/// assert!(MANIFEST.starts_with(b"[package]"));
+/// assert_eq!(MANIFEST.as_ptr() as usize % 64, 0);
+/// ```
+#[macro_export]
+macro_rules! embedded_blob {
+    ($(#[$attr:meta])* $vis:vis static $name:ident = $path:expr, $len:literal, $symbol:literal) => {
+        $(#[$attr])*
+        #[cfg(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64")))]
+        $vis static $name: &[u8] = {
+            #[allow(unsafe_code)]
+            mod incbin {
+                // `.ifndef`: one definition per assembly unit; `.org`: exactly `$len` bytes.
+                ::core::arch::global_asm!(
+                    concat!(".ifndef ", $symbol),
+                    concat!(".pushsection .rodata.", $symbol, ",\"a\",%progbits"),
+                    ".balign 64",
+                    concat!(".weak ", $symbol),
+                    concat!(".hidden ", $symbol),
+                    concat!(".type ", $symbol, ",%object"),
+                    concat!($symbol, ":"),
+                    concat!(".incbin \"", $path, "\", 0, ", $len),
+                    concat!(".org ", $symbol, " + ", $len, ", 0"),
+                    concat!(".size ", $symbol, ", ", $len),
+                    ".popsection",
+                    ".endif",
+                );
+                // SAFETY: the assembly above defines `$symbol` as `$len` immutable bytes in a
+                // read-only section, live for the whole program: a `[u8; $len]` static.
+                unsafe extern "C" {
+                    #[link_name = $symbol]
+                    pub(super) safe static BYTES: [u8; $len];
+                }
+            }
+            &incbin::BYTES
+        };
+        $(#[$attr])*
+        #[cfg(not(all(target_os = "linux", any(target_arch = "x86_64", target_arch = "aarch64"))))]
+        $vis static $name: &[u8] = &$crate::blob::Aligned {
+            bytes: *::core::include_bytes!($path),
+        }
+        .bytes;
+    };
 }
 
 /// A checked view of a weight blob.
@@ -95,7 +160,7 @@ impl<'a> Blob<'a> {
             ));
         }
         if !(bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
-            return err("not 64-byte aligned: embed it with dynq_runtime::blob::Aligned".into());
+            return err("not 64-byte aligned: embed it with dynq_runtime::embedded_blob!".into());
         }
         Ok(Blob { bytes })
     }

@@ -29,6 +29,9 @@ pub enum Placement {
     Relative,
     /// `include_bytes!("<dir>/<file>")` with an absolute directory: the proc macro's cache.
     Dir(std::path::PathBuf),
+    /// `include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/<dir>/<file>"))`: a Cargo project
+    /// the build writes (`dynq build`'s standalone crate), `<dir>` relative to its manifest.
+    ManifestDir(String),
 }
 
 impl Placement {
@@ -44,6 +47,26 @@ impl Placement {
                 let p = dir.join(file).display().to_string();
                 quote!(#p)
             }
+            Placement::ManifestDir(dir) => {
+                let f = format!("/{dir}/{file}");
+                quote!(concat!(env!("CARGO_MANIFEST_DIR"), #f))
+            }
+        }
+    }
+
+    /// Whether the path of `file` can go into the assembler's `.incbin` (see
+    /// `dynq_runtime::embedded_blob!`): absolute, and quoted without escapes. A directory known
+    /// only when the code is compiled (`OUT_DIR` outside a build script, `CARGO_MANIFEST_DIR`)
+    /// is taken to be plain: a quote or backslash there is an assembler error naming the path.
+    fn incbin_ok(&self, file: &str) -> bool {
+        let plain = |p: &str| !p.contains(['"', '\\', '\n']);
+        match self {
+            Placement::Relative => false,
+            Placement::OutDir => {
+                std::env::var("OUT_DIR").map_or(true, |d| plain(&d)) && plain(file)
+            }
+            Placement::Dir(dir) => dir.to_str().is_some_and(plain) && plain(file),
+            Placement::ManifestDir(dir) => plain(dir) && plain(file),
         }
     }
 
@@ -56,9 +79,11 @@ impl Placement {
 
     /// `Some(path)` of `file` where it means the same at run time (not relative to the source
     /// file), else `None`.
+    /// A `ManifestDir` project ships its weights file beside the executable, not where the
+    /// build wrote the blob: `None` there too.
     fn runtime_path(&self, file: &str) -> TokenStream {
         match self {
-            Placement::Relative => quote!(None),
+            Placement::Relative | Placement::ManifestDir(_) => quote!(None),
             _ => {
                 let path = self.path_expr(file);
                 quote!(Some(#path))
@@ -88,16 +113,30 @@ fn blob_items(model: &Model, layout: &Layout) -> BlobItems {
     };
     match layout.weights {
         WeightsStorage::Embedded => {
-            let bytes = layout.placement.include("include_bytes", &file);
-            BlobItems {
-                module: quote! {
+            let module = if layout.placement.incbin_ok(&file) {
+                let path = layout.placement.path_expr(&file);
+                let symbol = format!("dynq_blob_{}", layout.blob_id);
+                quote! {
+                    #ids
+                    rt::embedded_blob!(static BLOB = #path, #blob_len, #symbol);
+                    /// The embedded weights, checked against this code.
+                    fn blob() -> Result<rt::blob::Blob<'static>, rt::Error> {
+                        rt::blob::Blob::open(BLOB, BLOB_ID, BLOB_LEN)
+                    }
+                }
+            } else {
+                let bytes = layout.placement.include("include_bytes", &file);
+                quote! {
                     #ids
                     static BLOB: &rt::blob::Aligned<[u8]> = &rt::blob::Aligned { bytes: *#bytes };
                     /// The embedded weights, checked against this code.
                     fn blob() -> Result<rt::blob::Blob<'static>, rt::Error> {
                         rt::blob::Blob::open(&BLOB.bytes, BLOB_ID, BLOB_LEN)
                     }
-                },
+                }
+            };
+            BlobItems {
+                module,
                 methods: quote! {
                     /// `None`: the weights are embedded in the binary (`[target] weights`).
                     pub const WEIGHTS_FILE: Option<&'static str> = None;
