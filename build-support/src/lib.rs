@@ -84,6 +84,10 @@ pub struct Options {
     /// Overrides the TOML's `[target] forward` (encoders): the model's own inlined forward, or
     /// dynq-runtime's shared one ([`spec::ForwardKind`]).
     pub forward: Option<spec::ForwardKind>,
+    /// What an encoder runs when neither [`Options::forward`] nor the TOML says: inlined by
+    /// default; `dynq build` picks the shared forward, since its standalone crates share one
+    /// target directory where the runtime, and with it that forward, is already compiled.
+    pub default_forward: spec::ForwardKind,
 }
 
 impl Default for Options {
@@ -95,22 +99,29 @@ impl Default for Options {
             kernels: None,
             weights: None,
             forward: None,
+            default_forward: spec::ForwardKind::Inlined,
         }
     }
 }
 
 /// Which forward an encoder runs: [`Options::forward`], else the TOML's `[target] forward`, else
-/// inlined. `shared` for a model that is not an encoder is an error naming the key.
+/// [`Options::default_forward`]; other models run their own. `shared` asked for a model that is
+/// not an encoder is an error naming the key.
 pub fn resolve_forward(
     spec: &SpecFile,
     options: &Options,
     model: &Model,
 ) -> Result<spec::ForwardKind> {
-    let forward = options
+    let encoder = matches!(model.body, ir::Body::Encoder(_));
+    let asked = options
         .forward
-        .or_else(|| spec.spec.target.forward.as_ref().map(|f| *f.get_ref()))
-        .unwrap_or_default();
-    if forward == spec::ForwardKind::Shared && !matches!(model.body, ir::Body::Encoder(_)) {
+        .or_else(|| spec.spec.target.forward.as_ref().map(|f| *f.get_ref()));
+    let forward = match asked {
+        Some(f) => f,
+        None if encoder => options.default_forward,
+        None => spec::ForwardKind::Inlined,
+    };
+    if forward == spec::ForwardKind::Shared && !encoder {
         return Err(Error::Options(format!(
             "{}: forward: expected \"inlined\" for preset \"{}\", found \"shared\" (the \
              --forward flag or the macro's `forward` argument): the shared forward is for \

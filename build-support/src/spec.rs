@@ -349,7 +349,8 @@ pub struct TargetSection {
     /// Where the weights go: in the binary (default) or in a file next to it.
     #[serde(default)]
     pub weights: Option<Spanned<WeightsStorage>>,
-    /// Which forward an encoder runs: its own, inlined (default), or the runtime's shared one.
+    /// Which forward an encoder runs: its own, inlined, or the runtime's shared one. Unset:
+    /// inlined, but shared in `dynq build`'s standalone binaries.
     #[serde(default)]
     pub forward: Option<Spanned<ForwardKind>>,
 }
@@ -359,7 +360,7 @@ pub struct TargetSection {
 #[serde(rename_all = "snake_case")]
 pub enum ForwardKind {
     /// In the model's crate, with its sizes as constants, for each of its kernels (the
-    /// default): the fastest forward, and minutes of compile time at base size.
+    /// default, but for `dynq build`): minutes of compile time per encoder, even a tiny one.
     #[default]
     Inlined,
     /// dynq-runtime's forward, compiled once with sizes as values (its `shared-forward`

@@ -51,9 +51,10 @@ impl From<WeightsArg> for WeightsStorage {
 
 #[derive(Copy, Clone, Debug, ValueEnum)]
 enum ForwardArg {
-    /// The model's own forward, sizes as constants, compiled per kernel (the default).
+    /// The model's own forward, sizes as constants, compiled per kernel (`expand`'s default).
     Inlined,
-    /// dynq-runtime's precompiled forward, sizes as values (encoders): builds in seconds.
+    /// dynq-runtime's precompiled forward, sizes as values (encoders; `build`'s default):
+    /// builds in seconds.
     Shared,
 }
 
@@ -210,9 +211,9 @@ struct GenerateArgs {
     #[arg(long, value_enum, value_name = "embedded|file")]
     weights: Option<WeightsArg>,
     /// Which forward an encoder runs, overriding the TOML's `[target] forward`: `inlined`,
-    /// its own with constant sizes (fastest), or `shared`, dynq-runtime's precompiled one
-    /// (builds a base-size model in seconds; needs the runtime's `shared-forward` feature,
-    /// which `dynq build` turns on).
+    /// its own with constant sizes, compiled per model (minutes), or `shared`, dynq-runtime's
+    /// precompiled one (seconds; needs the runtime's `shared-forward` feature, which `dynq
+    /// build` turns on). Without either, `expand` generates inlined and `build` shared.
     #[arg(long, value_enum, value_name = "inlined|shared")]
     forward: Option<ForwardArg>,
 }
@@ -336,7 +337,13 @@ fn run(cli: Cli) -> Result<(), Stop> {
             let build = StandaloneBuild {
                 toml: model,
                 out_dir: out,
-                options: generate.options(),
+                // Encoders run the shared forward unless told otherwise: the runtime, already
+                // compiled in the shared target directory, holds it, so a model builds in
+                // seconds rather than minutes per model.
+                options: Options {
+                    default_forward: ForwardKind::Shared,
+                    ..generate.options()
+                },
                 runtime_path: runtime.or_else(default_runtime_path),
                 target_dir,
                 force,
