@@ -13,42 +13,76 @@
 //! * `[quantize] embeddings = "int8"` (bert_int8_embeddings.toml): the INT8 build with the word
 //!   table INT8 per row stays within the same 4e-2, and its f32 build, which ignores the key,
 //!   still matches PyTorch within 1e-5.
+//!
+//! Built with the runtime's shared forward (compiled once); the INT8-table model built inlined
+//! gives the same bits.
 
 use std::path::PathBuf;
 
 use dynq_runtime::BertInput;
-use dynq_tests::{read_f32, read_ids, rel_l2};
+use dynq_tests::{assert_same_bits, read_f32, read_ids, rel_l2};
 
-dynq_macros::dynq_model!("golden/bert_last_hidden_state.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/bert_last_hidden_state.toml",
+    kernels = "native",
+    forward = "shared"
+);
 dynq_macros::dynq_model!(
     "golden/bert_last_hidden_state.toml",
     precision = "f32",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
-dynq_macros::dynq_model!("golden/bert_mean_pooled.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/bert_mean_pooled.toml",
+    kernels = "native",
+    forward = "shared"
+);
 dynq_macros::dynq_model!(
     "golden/bert_mean_pooled.toml",
     precision = "f32",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
-dynq_macros::dynq_model!("golden/bert_cls.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/bert_cls.toml",
+    kernels = "native",
+    forward = "shared"
+);
 dynq_macros::dynq_model!(
     "golden/bert_cls.toml",
     precision = "f32",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
-dynq_macros::dynq_model!("golden/bert_logits.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/bert_logits.toml",
+    kernels = "native",
+    forward = "shared"
+);
 dynq_macros::dynq_model!(
     "golden/bert_logits.toml",
     precision = "f32",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
-dynq_macros::dynq_model!("golden/bert_int8_embeddings.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/bert_int8_embeddings.toml",
+    kernels = "native",
+    forward = "shared"
+);
 dynq_macros::dynq_model!(
     "golden/bert_int8_embeddings.toml",
     precision = "f32",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
+
+/// The INT8 word table with the default inlined forward (sizes as constants): the goldens
+/// run the shared forward, the same driver compiled once in the runtime.
+mod inlined {
+    dynq_macros::dynq_model!("golden/bert_int8_embeddings.toml", kernels = "native");
+}
 
 const SEQ: usize = 12;
 const H: usize = 32;
@@ -191,6 +225,18 @@ fn unpadded_sequences_give_the_padded_results() {
         TinyBertMeanPooled.forward(&short, &mut p).unwrap();
         assert!(rel_l2(&a, &p) < 1e-6, "sequence {b}");
     }
+}
+
+#[test]
+fn the_inlined_forward_gives_the_shared_bits() {
+    let g = golden();
+    let inputs: Vec<BertInput<'_>> = (0..g.batch).map(|b| g.input(b)).collect();
+    assert_same_bits(
+        "int8 embeddings",
+        &inlined::TinyBertInt8Embeddings,
+        &TinyBertInt8Embeddings,
+        &inputs,
+    );
 }
 
 #[test]

@@ -12,78 +12,140 @@
 //!   these random heads give logits near zero, where one sequence's relative error is noise
 //!   for both engines: dynq and PyTorch trade places on it from one random checkpoint to the
 //!   next.)
+//!
+//! The goldens are built with the runtime's shared forward, compiled once for every model (the
+//! inlined forward, instantiated per model and kernel, made this file's test binary the
+//! slowest to compile); `the_inlined_forward_gives_the_shared_bits` holds two of them, built
+//! inlined, to the same bits.
 
 use std::path::PathBuf;
 
 use dynq_runtime::BertInput;
-use dynq_tests::{mean, read_f32, read_ids, rel_l2, rel_l2_rows, worst};
+use dynq_tests::{assert_same_bits, mean, read_f32, read_ids, rel_l2, rel_l2_rows, worst};
 
-dynq_macros::dynq_model!("golden/families/roberta_pooled.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/families/roberta_pooled.toml",
+    kernels = "native",
+    forward = "shared"
+);
 dynq_macros::dynq_model!(
     "golden/families/roberta_pooled.toml",
     precision = "f32",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
-dynq_macros::dynq_model!("golden/families/roberta_logits.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/families/roberta_logits.toml",
+    kernels = "native",
+    forward = "shared"
+);
 dynq_macros::dynq_model!(
     "golden/families/roberta_logits.toml",
     precision = "f32",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
 dynq_macros::dynq_model!(
     "golden/families/xlm_roberta_pooled.toml",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
 dynq_macros::dynq_model!(
     "golden/families/xlm_roberta_pooled.toml",
     precision = "f32",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
 dynq_macros::dynq_model!(
     "golden/families/xlm_roberta_logits.toml",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
 dynq_macros::dynq_model!(
     "golden/families/xlm_roberta_logits.toml",
     precision = "f32",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
-dynq_macros::dynq_model!("golden/families/distilbert_pooled.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/families/distilbert_pooled.toml",
+    kernels = "native",
+    forward = "shared"
+);
 dynq_macros::dynq_model!(
     "golden/families/distilbert_pooled.toml",
     precision = "f32",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
-dynq_macros::dynq_model!("golden/families/distilbert_logits.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/families/distilbert_logits.toml",
+    kernels = "native",
+    forward = "shared"
+);
 dynq_macros::dynq_model!(
     "golden/families/distilbert_logits.toml",
     precision = "f32",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
-dynq_macros::dynq_model!("golden/families/mpnet_pooled.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/families/mpnet_pooled.toml",
+    kernels = "native",
+    forward = "shared"
+);
 dynq_macros::dynq_model!(
     "golden/families/mpnet_pooled.toml",
     precision = "f32",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
-dynq_macros::dynq_model!("golden/families/mpnet_logits.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/families/mpnet_logits.toml",
+    kernels = "native",
+    forward = "shared"
+);
 dynq_macros::dynq_model!(
     "golden/families/mpnet_logits.toml",
     precision = "f32",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
-dynq_macros::dynq_model!("golden/families/electra_pooled.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/families/electra_pooled.toml",
+    kernels = "native",
+    forward = "shared"
+);
 dynq_macros::dynq_model!(
     "golden/families/electra_pooled.toml",
     precision = "f32",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
-dynq_macros::dynq_model!("golden/families/electra_logits.toml", kernels = "native");
+dynq_macros::dynq_model!(
+    "golden/families/electra_logits.toml",
+    kernels = "native",
+    forward = "shared"
+);
 dynq_macros::dynq_model!(
     "golden/families/electra_logits.toml",
     precision = "f32",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
+
+/// Two of the models above with the default inlined forward (sizes as constants), for
+/// `the_inlined_forward_gives_the_shared_bits`: MPNet's relative position bias, ELECTRA's
+/// embedding projection, INT8 and f32. The goldens run the shared forward: the same driver
+/// (`dynq_runtime::models::encoder::forward`), compiled once in the runtime.
+mod inlined {
+    dynq_macros::dynq_model!("golden/families/mpnet_logits.toml", kernels = "native");
+    dynq_macros::dynq_model!(
+        "golden/families/electra_pooled.toml",
+        precision = "f32",
+        kernels = "native"
+    );
+}
 
 const SEQ: usize = 30;
 
@@ -323,6 +385,23 @@ family_test!(
     TinyElectraLogitsF32,
     3
 );
+
+#[test]
+fn the_inlined_forward_gives_the_shared_bits() {
+    for (family, g) in [("mpnet", golden("mpnet")), ("electra", golden("electra"))] {
+        let inputs: Vec<BertInput<'_>> = (0..g.batch).map(|b| g.input(b)).collect();
+        if family == "mpnet" {
+            assert_same_bits(family, &inlined::TinyMpnetLogits, &TinyMpnetLogits, &inputs);
+        } else {
+            assert_same_bits(
+                family,
+                &inlined::TinyElectraPooledF32,
+                &TinyElectraPooledF32,
+                &inputs,
+            );
+        }
+    }
+}
 
 /// MPNet's relative position buckets, against `MPNetEncoder.relative_position_bucket` for
 /// every relative position from -600 to 600 (the f32 logarithm decides the bucket edges).

@@ -11,54 +11,79 @@
 //!   (the mean of the per-sequence errors and the error of all outputs together);
 //! * each sequence gives bit-identical results alone, in a ragged batch and in the reversed
 //!   batch;
-//! * the rotary inverse frequencies are transformers' bit for bit.
+//! * the rotary inverse frequencies are transformers' bit for bit;
+//! * built with the runtime's shared forward (compiled once), two of them built inlined give
+//!   the same bits.
 
 use std::path::PathBuf;
 
 use dynq_runtime::{BertInput, EncoderModel};
-use dynq_tests::{mean, read_f32, read_ids, rel_l2, rel_l2_rows, worst};
+use dynq_tests::{assert_same_bits, mean, read_f32, read_ids, rel_l2, rel_l2_rows, worst};
 
 dynq_macros::dynq_model!(
     "golden/modernbert/modernbert_pooled.toml",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
 dynq_macros::dynq_model!(
     "golden/modernbert/modernbert_pooled.toml",
     precision = "f32",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
 dynq_macros::dynq_model!(
     "golden/modernbert/modernbert_logits.toml",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
 dynq_macros::dynq_model!(
     "golden/modernbert/modernbert_logits.toml",
     precision = "f32",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
 dynq_macros::dynq_model!(
     "golden/modernbert/modernbert_bias_cls.toml",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
 dynq_macros::dynq_model!(
     "golden/modernbert/modernbert_bias_cls.toml",
     precision = "f32",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
 dynq_macros::dynq_model!(
     "golden/modernbert/modernbert_bias_logits.toml",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
 dynq_macros::dynq_model!(
     "golden/modernbert/modernbert_bias_logits.toml",
     precision = "f32",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
 dynq_macros::dynq_model!(
     "golden/modernbert/modernbert_dims.toml",
     precision = "f32",
-    kernels = "native"
+    kernels = "native",
+    forward = "shared"
 );
+
+/// Two of the models above with the default inlined forward (sizes as constants): the goldens
+/// run the shared forward, the same driver compiled once in the runtime.
+mod inlined {
+    dynq_macros::dynq_model!(
+        "golden/modernbert/modernbert_bias_logits.toml",
+        kernels = "native"
+    );
+    dynq_macros::dynq_model!(
+        "golden/modernbert/modernbert_pooled.toml",
+        precision = "f32",
+        kernels = "native"
+    );
+}
 
 const SEQ: usize = 90;
 
@@ -208,6 +233,32 @@ fn modernbert_with_biases_cls_and_logits() {
         &TinyModernbertBiasLogits,
         &TinyModernbertBiasLogitsF32,
     );
+}
+
+#[test]
+fn the_inlined_forward_gives_the_shared_bits() {
+    for name in ["modernbert", "modernbert-bias"] {
+        let g = golden(name);
+        let padded: Vec<BertInput<'_>> = (0..g.batch).map(|b| g.padded(b)).collect();
+        let unpadded: Vec<BertInput<'_>> = (0..g.batch).map(|b| g.unpadded(b)).collect();
+        for inputs in [&padded, &unpadded] {
+            if name == "modernbert" {
+                assert_same_bits(
+                    name,
+                    &inlined::TinyModernbertPooledF32,
+                    &TinyModernbertPooledF32,
+                    inputs,
+                );
+            } else {
+                assert_same_bits(
+                    name,
+                    &inlined::TinyModernbertBiasLogits,
+                    &TinyModernbertBiasLogits,
+                    inputs,
+                );
+            }
+        }
+    }
 }
 
 /// `dims = 24`: PyTorch's mean-pooled vector cut to 24 values and L2-normalized.

@@ -157,3 +157,26 @@ pub fn read_ids(path: &Path, name: &str) -> (Vec<usize>, Vec<u32>) {
         .collect();
     (t.shape().to_vec(), data)
 }
+
+/// Asserts that two builds of one encoder (the inlined forward, with its sizes as constants,
+/// and the runtime's shared forward, with them as values) give the same bits: each input
+/// alone, and all of them as one batch.
+pub fn assert_same_bits<A, B>(label: &str, a: &A, b: &B, inputs: &[dynq_runtime::BertInput<'_>])
+where
+    A: dynq_runtime::EncoderModel,
+    B: dynq_runtime::EncoderModel,
+{
+    let w = A::OUTPUT_SIZE;
+    assert_eq!(w, B::OUTPUT_SIZE, "{label}: output sizes");
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (i, input) in inputs.iter().enumerate() {
+        let (mut x, mut y) = (vec![0.0; w], vec![0.0; w]);
+        a.forward(input, &mut x).unwrap();
+        b.forward(input, &mut y).unwrap();
+        assert_eq!(bits(&x), bits(&y), "{label}: input {i}");
+    }
+    let (mut x, mut y) = (vec![0.0; inputs.len() * w], vec![0.0; inputs.len() * w]);
+    a.forward_batch(inputs, &mut x).unwrap();
+    b.forward_batch(inputs, &mut y).unwrap();
+    assert_eq!(bits(&x), bits(&y), "{label}: the batch");
+}

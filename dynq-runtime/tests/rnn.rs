@@ -3,7 +3,7 @@
 //! independently in f64, for LSTM and GRU, 1 to 3 layers, both directions, batches and
 //! `batch_first`.
 
-use dynq_runtime::kernels::{Kernel, Scalar};
+use dynq_runtime::kernels::Kernel;
 use dynq_runtime::ops::rnn::{forward, scratch_lens, Cell, RnnDirection, RnnLayer, RnnShape};
 use dynq_runtime::ops::{ActQuant, QuantScratch};
 use dynq_runtime::{Granularity, RnnInput, RnnOutput, Scheme, Workspace};
@@ -232,39 +232,6 @@ fn inputs(
     (x, h0, c0)
 }
 
-/// Every SIMD kernel this CPU has, run through `f`.
-fn for_each_simd_kernel(
-    mut f: impl FnMut(&str, &dyn Fn(&Model, bool, &RnnInput<'_>, ActQuant) -> [Vec<f32>; 3]),
-) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use dynq_runtime::kernels::{Amx, Avx2, Avx512Vnni, AvxVnni};
-        if let Some(k) = Avx2::detect() {
-            f("avx2", &move |m, q, x, aq| m.run(k, q, x, aq));
-        }
-        if let Some(k) = Amx::detect() {
-            f("amx", &move |m, q, x, aq| m.run(k, q, x, aq));
-        }
-        if let Some(k) = Avx512Vnni::detect() {
-            f("avx512vnni", &move |m, q, x, aq| m.run(k, q, x, aq));
-        }
-        if let Some(k) = AvxVnni::detect() {
-            f("avxvnni", &move |m, q, x, aq| m.run(k, q, x, aq));
-        }
-    }
-    #[cfg(target_arch = "aarch64")]
-    {
-        use dynq_runtime::kernels::{NeonDot, NeonI8mm};
-        if let Some(k) = NeonDot::detect() {
-            f("neon_dot", &move |m, q, x, aq| m.run(k, q, x, aq));
-        }
-        if let Some(k) = NeonI8mm::detect() {
-            f("neon_i8mm", &move |m, q, x, aq| m.run(k, q, x, aq));
-        }
-    }
-    let _ = &mut f;
-}
-
 /// A forward run through `dispatch`, so the layer code inlines into the kernel's
 /// target-feature entry point as in generated models.
 struct Dispatched<'a> {
@@ -309,37 +276,34 @@ proptest! {
             scheme: if asymmetric { Scheme::Asymmetric } else { Scheme::Symmetric },
         };
         let reference = model.reference(&input);
-        let f32_scalar = model.run(Scalar::new(), false, &input, aq);
+        // Every kernel through `dispatch` (one instantiation each, inlined into its
+        // target-feature entry point as in generated models); one this CPU lacks runs scalar.
+        let run = |id: dynq_runtime::KernelId, int8: bool| {
+            dynq_runtime::dispatch(Dispatched { model: &model, int8, input: &input, aq }, &[id]).unwrap()
+        };
+        let f32_scalar = run(dynq_runtime::KernelId::Scalar, false);
         for (ours, want) in f32_scalar.iter().zip(&reference) {
             prop_assert_eq!(ours.len(), want.len());
             for (o, w) in ours.iter().zip(want) {
                 prop_assert!((f64::from(*o) - w).abs() <= 2e-5 * (1.0 + w.abs()), "{} vs {}", o, w);
             }
         }
-        let q_scalar = model.run(Scalar::new(), true, &input, aq);
+        let q_scalar = run(dynq_runtime::KernelId::Scalar, true);
         for (o, w) in q_scalar[0].iter().zip(&reference[0]) {
             prop_assert!((f64::from(*o) - w).abs() < 0.2, "int8 {} vs {}", o, w);
         }
         let mut failure = None;
-        for_each_simd_kernel(|name, run| {
-            for (int8, want) in [(true, &q_scalar), (false, &f32_scalar)] {
-                let got = run(&model, int8, &input, aq);
-                if int8 && got.iter().flatten().map(|v| v.to_bits()).ne(want.iter().flatten().map(|v| v.to_bits())) {
-                    failure.get_or_insert(format!("{name} int8 differs from scalar"));
-                }
-                if !int8 {
-                    for (g, w) in got.iter().flatten().zip(want.iter().flatten()) {
-                        if (g - w).abs() > 1e-5 * (1.0 + w.abs()) {
-                            failure.get_or_insert(format!("{name} f32 {g} vs scalar {w}"));
-                        }
-                    }
-                }
-            }
-        });
         for id in dynq_runtime::KernelId::ALL {
-            let got = dynq_runtime::dispatch(Dispatched { model: &model, int8: true, input: &input, aq }, &[id]).unwrap();
+            let name = id.name();
+            let got = run(id, true);
             if got.iter().flatten().map(|v| v.to_bits()).ne(q_scalar.iter().flatten().map(|v| v.to_bits())) {
-                failure.get_or_insert(format!("{} int8 through dispatch differs from scalar", id.name()));
+                failure.get_or_insert(format!("{name} int8 differs from scalar"));
+            }
+            let got = run(id, false);
+            for (g, w) in got.iter().flatten().zip(f32_scalar.iter().flatten()) {
+                if (g - w).abs() > 1e-5 * (1.0 + w.abs()) {
+                    failure.get_or_insert(format!("{name} f32 {g} vs scalar {w}"));
+                }
             }
         }
         prop_assert!(failure.is_none(), "{:?}", failure);
