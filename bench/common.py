@@ -107,22 +107,90 @@ def torch_model(attn_implementation=None):
     return Embedder(bert).eval()
 
 
-def ort_session(variant, threads):
-    """An ONNX Runtime CPU session of the exported `variant` (a key of ONNX_FILES) on `threads`
-    intra-op threads (one inter-op thread, sequential, all graph optimizations), and the names
-    of its inputs."""
+def last_hidden_state(model):
+    """`model` (a transformers encoder) as a module called with (input_ids, attention_mask),
+    by keyword inside, returning last_hidden_state: the signature the ONNX exports take."""
+    import torch
+
+    class Encoder(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask):
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    return Encoder(model).eval()
+
+
+def ort_session_at(path, threads):
+    """An ONNX Runtime CPU session of the model at `path` on `threads` intra-op threads (one
+    inter-op thread, sequential, all graph optimizations): how every peer script runs it."""
     import onnxruntime as ort
 
-    path = ONNX_DIR / ONNX_FILES[variant]
-    if not path.exists():
-        raise SystemExit(f"{path} is missing: run bench/export_onnx.py")
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def ort_session(variant, threads):
+    """An ONNX Runtime CPU session of the exported `variant` (a key of ONNX_FILES) on `threads`
+    intra-op threads (see ort_session_at), and the names of its inputs."""
+    path = ONNX_DIR / ONNX_FILES[variant]
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: run bench/export_onnx.py")
+    sess = ort_session_at(path, threads)
     return sess, {i.name for i in sess.get_inputs()}
+
+
+def median_ms(sess, feeds, runs, warmup):
+    """Median wall time in ms of `runs` calls of `sess` on `feeds`, after `warmup` calls."""
+    import statistics
+    import time
+
+    for _ in range(warmup):
+        sess.run(None, feeds)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(None, feeds)
+        times.append((time.perf_counter() - t) * 1e3)
+    return round(statistics.median(times), 4)
+
+
+def op_counts(path):
+    """{op type: count} of the ONNX graph at `path`, sorted by op type."""
+    import collections
+
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    return dict(sorted(collections.Counter(n.op_type for n in m.graph.node).items()))
+
+
+def quantize_int8(src, dst, per_channel, reduce_range=False, log=print):
+    """`quantize_dynamic` of `src` into `dst` (QInt8 weights, other tensors float), after
+    `quant_pre_process(skip_symbolic_shape=True)` when that succeeds; returns what was done
+    before quantizing, for the export record."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
+
+    pre = dst.with_name(dst.stem + ".pre.onnx")
+    try:
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        inp, note = pre, "quant_pre_process(skip_symbolic_shape=True)"
+    except Exception as e:  # noqa: BLE001 - quantize the graph as is
+        log(f"quant_pre_process failed ({type(e).__name__}: {e}); quantizing the graph as is")
+        inp, note = src, f"quant_pre_process failed: {type(e).__name__}: {e}"
+    quantize_dynamic(str(inp), str(dst), per_channel=per_channel, reduce_range=reduce_range,
+                     weight_type=QuantType.QInt8,
+                     extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
+    if pre.exists():
+        pre.unlink()
+    return note
 
 
 class RusagePopen(subprocess.Popen):

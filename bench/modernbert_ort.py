@@ -36,7 +36,6 @@ Runtime at S = 2048 at once: a few GiB of memory.
 import argparse
 import json
 import os
-import statistics
 import sys
 import time
 import warnings
@@ -156,7 +155,6 @@ def cmd_make(force):
 def torch_model():
     """The checkpoint `make` wrote, as an f32 eager-attention module taking keyword arguments
     (input_ids, attention_mask) and returning last_hidden_state."""
-    import torch
     from safetensors.torch import load_file
     from transformers import ModernBertConfig, ModernBertModel
 
@@ -168,17 +166,7 @@ def torch_model():
     model = ModernBertModel(config)
     model.load_state_dict(load_file(str(WEIGHTS)), strict=True)
     model = model.float().eval()
-
-    class Encoder(torch.nn.Module):
-        # Keyword call, as common.torch_model does for BertModel under torch.onnx.export.
-        def __init__(self, model):
-            super().__init__()
-            self.model = model
-
-        def forward(self, input_ids, attention_mask):
-            return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-
-    return Encoder(model).eval()
+    return common.last_hidden_state(model)
 
 
 def export(model, path, dynamo):
@@ -215,14 +203,7 @@ def export(model, path, dynamo):
 
 
 def ort_session(path, threads):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return common.ort_session_at(path, threads)
 
 
 def verify(model, path, threads):
@@ -261,37 +242,11 @@ def verify(model, path, threads):
 
 
 def quantize(src, dst):
-    import onnx
-    from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
-
-    pre = dst.with_name(dst.stem + ".pre.onnx")
-    note = "quant_pre_process(skip_symbolic_shape=True)"
-    try:
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        inp = pre
-    except Exception as e:  # noqa: BLE001 - fall back to the unprocessed graph
-        log(f"quant_pre_process failed ({type(e).__name__}: {e}); quantizing the graph as is")
-        note = f"quant_pre_process failed: {type(e).__name__}: {e}"
-        inp = src
-    quantize_dynamic(
-        str(inp),
-        str(dst),
-        per_channel=True,
-        weight_type=QuantType.QInt8,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
-    if pre.exists():
-        pre.unlink()
-    return note
+    return common.quantize_int8(src, dst, per_channel=True, log=log)
 
 
 def op_counts(path):
-    import collections
-
-    import onnx
-
-    m = onnx.load(str(path), load_external_data=False)
-    return dict(sorted(collections.Counter(n.op_type for n in m.graph.node).items()))
+    return common.op_counts(path)
 
 
 def cmd_export(force, threads):
@@ -375,19 +330,13 @@ def cmd_time(seq, threads, runs, warmup):
     sess = ort_session(ONNX_INT8, threads)
     ids = random_ids(seq)
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-    for _ in range(warmup):
-        sess.run(None, feeds)
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        sess.run(None, feeds)
-        times.append((time.perf_counter() - t) * 1e3)
+    ms = common.median_ms(sess, feeds, runs, warmup)
     print(json.dumps({
         "engine": "onnxruntime",
         "variant": "int8_per_channel",
         "seq": seq,
         "threads": threads,
-        "median_ms": round(statistics.median(times), 4),
+        "median_ms": ms,
         "runs": runs,
     }), flush=True)
 

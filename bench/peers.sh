@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Benchmark dynq against ONNX Runtime and PyTorch on all-MiniLM-L6-v2 (batch 1), side by side.
 #
-#   bench/peers.sh [--quick]
+#   bench/peers.sh [--quick] [--model all-minilm-l6-v2|all-mpnet-base-v2]
+#
+# --model all-mpnet-base-v2 runs bench/peers_mpnet.sh instead (dynq INT8 against ONNX Runtime
+# INT8 per tensor and per channel, S in {16,128,384} x {1,2} threads, target/bench/peers-mpnet.md).
+# The default, all-MiniLM-L6-v2:
 #
 # 1. virtualenv target/bench/venv (onnxruntime, torch, transformers, onnx, ...); reused
 # 2. the dynq side, two builds of the embed example, copied under target/bench/:
@@ -20,13 +24,20 @@
 set -euo pipefail
 
 QUICK=()
-for arg in "$@"; do
-    case "$arg" in
-        --quick) QUICK=(--quick) ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-        *) echo "peers.sh: unknown argument '$arg' (expected --quick)" >&2; exit 2 ;;
+MODEL=all-minilm-l6-v2
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=(--quick); shift ;;
+        --model) MODEL="${2:?--model needs a name}"; shift 2 ;;
+        -h|--help) sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "peers.sh: unknown argument '$1' (expected --quick, --model NAME)" >&2; exit 2 ;;
     esac
 done
+case "$MODEL" in
+    all-minilm-l6-v2) ;;
+    all-mpnet-base-v2) exec "$(dirname "${BASH_SOURCE[0]}")/peers_mpnet.sh" "${QUICK[@]}" ;;
+    *) echo "peers.sh: --model: expected all-minilm-l6-v2 or all-mpnet-base-v2, found '$MODEL'" >&2; exit 2 ;;
+esac
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"

@@ -8,12 +8,12 @@ PY="$VENV/bin/python"
 # Makes $VENV (plain `python3 -m venv`) and installs the peers' packages unless they import.
 ensure_venv() {
     step "Python env: $VENV"
-    local pkgs=(onnxruntime torch transformers onnx safetensors numpy matplotlib tokenizers)
+    local pkgs=(onnxruntime torch transformers onnx safetensors numpy matplotlib tokenizers scipy)
     if [ ! -x "$PY" ]; then
         command -v python3 >/dev/null || die "python3 not found"
         python3 -m venv "$VENV" || die "python3 -m venv failed"
     fi
-    if "$PY" -c 'import onnxruntime, torch, transformers, onnx, safetensors, numpy, matplotlib, tokenizers' 2>/dev/null; then
+    if "$PY" -c 'import onnxruntime, torch, transformers, onnx, safetensors, numpy, matplotlib, tokenizers, scipy' 2>/dev/null; then
         echo "already installed: ${pkgs[*]}"
     else
         echo "installing ${pkgs[*]} (torch pulls about 3 GB of CUDA wheels; log: $OUT/pip-install.log)"
