@@ -161,6 +161,22 @@ def median_ms(sess, feeds, runs, warmup):
     return round(statistics.median(times), 4)
 
 
+def print_ort_time(path, variant, ids, threads, runs, warmup, script):
+    """Times an ONNX Runtime session of `path` (batch `ids`, mask all ones; see median_ms) and
+    prints one JSON line {"engine", "variant", "seq", "threads", "median_ms", "runs"}."""
+    import json
+
+    import numpy as np
+
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: run `python bench/{script} export`")
+    sess = ort_session_at(path, threads)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    print(json.dumps({"engine": "onnxruntime", "variant": variant, "seq": ids.shape[1],
+                      "threads": threads, "median_ms": median_ms(sess, feeds, runs, warmup),
+                      "runs": runs}), flush=True)
+
+
 def op_counts(path):
     """{op type: count} of the ONNX graph at `path`, sorted by op type."""
     import collections

@@ -323,22 +323,8 @@ def cmd_export(force, threads):
 
 
 def cmd_time(seq, threads, runs, warmup):
-    import numpy as np
-
-    if not ONNX_INT8.exists():
-        raise SystemExit(f"{ONNX_INT8} is missing: run `python bench/modernbert_ort.py export`")
-    sess = ort_session(ONNX_INT8, threads)
-    ids = random_ids(seq)
-    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-    ms = common.median_ms(sess, feeds, runs, warmup)
-    print(json.dumps({
-        "engine": "onnxruntime",
-        "variant": "int8_per_channel",
-        "seq": seq,
-        "threads": threads,
-        "median_ms": ms,
-        "runs": runs,
-    }), flush=True)
+    common.print_ort_time(ONNX_INT8, "int8_per_channel", random_ids(seq), threads, runs, warmup,
+                          "modernbert_ort.py")
 
 
 def main():

@@ -254,18 +254,8 @@ def cmd_accuracy(threads):
 
 
 def cmd_time(variant, seq, threads, runs, warmup):
-    import numpy as np
-
-    path = VARIANTS[variant]
-    if not path.exists():
-        raise SystemExit(f"{path} is missing: run `python bench/mpnet_ort.py export`")
-    sess = ort_session(path, threads)
-    ids = random_ids(seq)
-    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-    ms = common.median_ms(sess, feeds, runs, warmup)
-    print(json.dumps({"engine": "onnxruntime", "variant": variant, "seq": seq,
-                      "threads": threads, "median_ms": ms,
-                      "runs": runs}), flush=True)
+    common.print_ort_time(VARIANTS[variant], variant, random_ids(seq), threads, runs, warmup,
+                          "mpnet_ort.py")
 
 
 def main():

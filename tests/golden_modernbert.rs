@@ -237,27 +237,24 @@ fn modernbert_with_biases_cls_and_logits() {
 
 #[test]
 fn the_inlined_forward_gives_the_shared_bits() {
-    for name in ["modernbert", "modernbert-bias"] {
-        let g = golden(name);
-        let padded: Vec<BertInput<'_>> = (0..g.batch).map(|b| g.padded(b)).collect();
-        let unpadded: Vec<BertInput<'_>> = (0..g.batch).map(|b| g.unpadded(b)).collect();
-        for inputs in [&padded, &unpadded] {
-            if name == "modernbert" {
-                assert_same_bits(
-                    name,
-                    &inlined::TinyModernbertPooledF32,
-                    &TinyModernbertPooledF32,
-                    inputs,
-                );
-            } else {
-                assert_same_bits(
-                    name,
-                    &inlined::TinyModernbertBiasLogits,
-                    &TinyModernbertBiasLogits,
-                    inputs,
-                );
-            }
-        }
+    // Padded with masks, then unpadded, per checkpoint.
+    fn both(g: &Golden) -> [Vec<BertInput<'_>>; 2] {
+        [
+            (0..g.batch).map(|b| g.padded(b)).collect(),
+            (0..g.batch).map(|b| g.unpadded(b)).collect(),
+        ]
+    }
+    let (plain, bias) = (golden("modernbert"), golden("modernbert-bias"));
+    for inputs in both(&plain) {
+        let (a, b) = (&inlined::TinyModernbertPooledF32, &TinyModernbertPooledF32);
+        assert_same_bits("modernbert", a, b, &inputs);
+    }
+    for inputs in both(&bias) {
+        let (a, b) = (
+            &inlined::TinyModernbertBiasLogits,
+            &TinyModernbertBiasLogits,
+        );
+        assert_same_bits("modernbert-bias", a, b, &inputs);
     }
 }
 

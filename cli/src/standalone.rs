@@ -107,16 +107,8 @@ impl StandaloneBuild {
     pub fn write_project(&self) -> Result<Project> {
         check_out_dir(&self.out_dir, self.force)?;
         // The blob by its path under the manifest, so that the assembler embeds it (see
-        // `dynq_runtime::embedded_blob!`) unless the directory's name needs quoting.
-        let plain = std::path::absolute(&self.out_dir)
-            .ok()
-            .and_then(|p| p.to_str().map(|p| !p.contains(['"', '\\', '\n'])))
-            .unwrap_or(false);
-        let placement = if plain {
-            Placement::ManifestDir("src".into())
-        } else {
-            Placement::Relative
-        };
+        // `dynq_runtime::embedded_blob!`).
+        let placement = Placement::in_project(&self.out_dir, "src");
         let g = generate(&self.toml, &self.options, placement)?;
         let spec_name = dynq_build::spec::SpecFile::load(&self.toml)?
             .spec

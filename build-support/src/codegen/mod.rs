@@ -54,20 +54,35 @@ impl Placement {
         }
     }
 
+    /// `dir` inside the Cargo project at `project`, named by `CARGO_MANIFEST_DIR`
+    /// ([`Placement::ManifestDir`]) when the project's absolute path can be quoted for the
+    /// assembler's `.incbin` (`dynq_runtime::embedded_blob!`), else [`Placement::Relative`].
+    pub fn in_project(project: &std::path::Path, dir: &str) -> Placement {
+        let absolute = std::path::absolute(project).ok();
+        if absolute
+            .as_deref()
+            .and_then(|p| p.to_str())
+            .is_some_and(plain_path)
+        {
+            Placement::ManifestDir(dir.into())
+        } else {
+            Placement::Relative
+        }
+    }
+
     /// Whether the path of `file` can go into the assembler's `.incbin` (see
     /// `dynq_runtime::embedded_blob!`): absolute, and quoted without escapes. A directory known
-    /// only when the code is compiled (`OUT_DIR` outside a build script, `CARGO_MANIFEST_DIR`)
-    /// is taken to be plain: a quote or backslash there is an assembler error naming the path.
+    /// only when the code is compiled (`OUT_DIR` outside a build script, `CARGO_MANIFEST_DIR`
+    /// outside [`Placement::in_project`]) is taken to be plain: a quote or backslash there is
+    /// an assembler error naming the path.
     fn incbin_ok(&self, file: &str) -> bool {
-        let plain = |p: &str| !p.contains(['"', '\\', '\n']);
-        match self {
-            Placement::Relative => false,
-            Placement::OutDir => {
-                std::env::var("OUT_DIR").map_or(true, |d| plain(&d)) && plain(file)
+        plain_path(file)
+            && match self {
+                Placement::Relative => false,
+                Placement::OutDir => std::env::var("OUT_DIR").map_or(true, |d| plain_path(&d)),
+                Placement::Dir(dir) => dir.to_str().is_some_and(plain_path),
+                Placement::ManifestDir(dir) => plain_path(dir),
             }
-            Placement::Dir(dir) => dir.to_str().is_some_and(plain) && plain(file),
-            Placement::ManifestDir(dir) => plain(dir) && plain(file),
-        }
     }
 
     /// `include_bytes!`/`include_str!` (per `mac`) of `file`.
@@ -78,9 +93,8 @@ impl Placement {
     }
 
     /// `Some(path)` of `file` where it means the same at run time (not relative to the source
-    /// file), else `None`.
-    /// A `ManifestDir` project ships its weights file beside the executable, not where the
-    /// build wrote the blob: `None` there too.
+    /// file), else `None`; also `None` for a `ManifestDir` project, which ships its weights
+    /// file beside the executable, not where the build wrote the blob.
     fn runtime_path(&self, file: &str) -> TokenStream {
         match self {
             Placement::Relative | Placement::ManifestDir(_) => quote!(None),
@@ -90,6 +104,11 @@ impl Placement {
             }
         }
     }
+}
+
+/// Whether `path` goes between the assembler's double quotes as it is.
+fn plain_path(path: &str) -> bool {
+    !path.contains(['"', '\\', '\n'])
 }
 
 /// The blob's part of every generated module, one skeleton for every model kind.
@@ -113,26 +132,25 @@ fn blob_items(model: &Model, layout: &Layout) -> BlobItems {
     };
     match layout.weights {
         WeightsStorage::Embedded => {
-            let module = if layout.placement.incbin_ok(&file) {
+            // `BLOB` is a `&'static [u8]` either way (`&BLOB.bytes` in the fallback).
+            let (bytes, view) = if layout.placement.incbin_ok(&file) {
                 let path = layout.placement.path_expr(&file);
                 let symbol = format!("dynq_blob_{}", layout.blob_id);
-                quote! {
-                    #ids
-                    rt::embedded_blob!(static BLOB = #path, #blob_len, #symbol);
-                    /// The embedded weights, checked against this code.
-                    fn blob() -> Result<rt::blob::Blob<'static>, rt::Error> {
-                        rt::blob::Blob::open(BLOB, BLOB_ID, BLOB_LEN)
-                    }
-                }
+                let item = quote!(rt::embedded_blob!(static BLOB = #path, #blob_len, #symbol););
+                (item, quote!(BLOB))
             } else {
-                let bytes = layout.placement.include("include_bytes", &file);
-                quote! {
-                    #ids
-                    static BLOB: &rt::blob::Aligned<[u8]> = &rt::blob::Aligned { bytes: *#bytes };
-                    /// The embedded weights, checked against this code.
-                    fn blob() -> Result<rt::blob::Blob<'static>, rt::Error> {
-                        rt::blob::Blob::open(&BLOB.bytes, BLOB_ID, BLOB_LEN)
-                    }
+                let include = layout.placement.include("include_bytes", &file);
+                let item = quote! {
+                    static BLOB: &rt::blob::Aligned<[u8]> = &rt::blob::Aligned { bytes: *#include };
+                };
+                (item, quote!(&BLOB.bytes))
+            };
+            let module = quote! {
+                #ids
+                #bytes
+                /// The embedded weights, checked against this code.
+                fn blob() -> Result<rt::blob::Blob<'static>, rt::Error> {
+                    rt::blob::Blob::open(#view, BLOB_ID, BLOB_LEN)
                 }
             };
             BlobItems {
