@@ -2,6 +2,7 @@
 //!
 //! Presets expand a TOML description into it; quantization, packing and code generation read it.
 
+pub use crate::presets::ModelKind;
 use crate::spec::{
     ActivationGranularity, ActivationSpec, BertOutputSpec, EmbeddingStorage, SchemeSpec,
     WeightGranularity,
@@ -99,20 +100,37 @@ pub struct Model {
     pub body: Body,
 }
 
-/// The preset-specific part of a model.
+/// The preset-specific part of a model: one variant per preset folder (`presets/mlp`,
+/// `presets/encoder`, `presets/rnn`), each implementing [`ModelKind`], through which everything
+/// after expansion reaches it ([`Body::kind`]).
 #[derive(Debug, Clone)]
 pub enum Body {
     /// A stack of linear layers.
-    Mlp {
-        /// Input width.
-        input_size: usize,
-        /// Layers in order.
-        layers: Vec<Linear>,
-    },
+    Mlp(Mlp),
     /// A transformer encoder (BERT and its relatives).
     Encoder(Box<Encoder>),
     /// An LSTM or GRU stack.
     Rnn(Box<Rnn>),
+}
+
+impl Body {
+    /// The preset plug-in behind this body.
+    pub fn kind(&self) -> &dyn ModelKind {
+        match self {
+            Body::Mlp(m) => m,
+            Body::Encoder(e) => &**e,
+            Body::Rnn(r) => &**r,
+        }
+    }
+}
+
+/// A stack of linear layers (`preset = "mlp"`).
+#[derive(Debug, Clone)]
+pub struct Mlp {
+    /// Input width.
+    pub input_size: usize,
+    /// Layers in order.
+    pub layers: Vec<Linear>,
 }
 
 /// The recurrent cell of an [`Rnn`].
@@ -308,50 +326,10 @@ pub struct Encoder {
     pub tokenizer: Option<String>,
 }
 
-impl Encoder {
-    /// Every tensor besides the linear layers and the word table, in blob order: positions,
-    /// token types, relative bias, rotary tables, then every norm's scale and shift.
-    pub fn small_tensors(&self) -> Vec<&Tensor> {
-        let norms = std::iter::once(&self.emb_norm)
-            .chain(
-                self.layers
-                    .iter()
-                    .flat_map(|l| l.norm1.iter().chain(std::iter::once(&l.norm2))),
-            )
-            .chain(&self.final_norm)
-            .chain(self.head.iter().flat_map(|h| &h.norm));
-        self.position
-            .iter()
-            .chain(&self.token_type)
-            .chain(self.relative.iter().map(|r| &r.table))
-            .chain(self.rotary.iter().map(|r| &r.table))
-            .chain(norms.flat_map(|n| [&n.gamma, &n.beta]))
-            .collect()
-    }
-}
-
 impl Model {
-    /// Every linear layer, in order.
+    /// Every linear layer, in blob order.
     pub fn linears(&self) -> Vec<&Linear> {
-        match &self.body {
-            Body::Mlp { layers, .. } => layers.iter().collect(),
-            Body::Rnn(r) => r
-                .layers
-                .iter()
-                .flatten()
-                .flat_map(|d| [&d.input, &d.hidden])
-                .collect(),
-            Body::Encoder(b) => {
-                let mut v: Vec<&Linear> = b.projection.iter().collect();
-                v.extend(
-                    b.layers
-                        .iter()
-                        .flat_map(|l| [&l.qkv, &l.attn_out, &l.ffn_up, &l.ffn_down]),
-                );
-                v.extend(b.head.iter().flat_map(|h| [&h.dense, &h.out]));
-                v
-            }
-        }
+        self.body.kind().linears()
     }
 }
 

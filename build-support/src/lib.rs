@@ -112,16 +112,16 @@ pub fn resolve_forward(
     options: &Options,
     model: &Model,
 ) -> Result<spec::ForwardKind> {
-    let encoder = matches!(model.body, ir::Body::Encoder(_));
+    let shared_ok = model.body.kind().shared_forward();
     let asked = options
         .forward
         .or_else(|| spec.spec.target.forward.as_ref().map(|f| *f.get_ref()));
     let forward = match asked {
         Some(f) => f,
-        None if encoder => options.default_forward,
+        None if shared_ok => options.default_forward,
         None => spec::ForwardKind::Inlined,
     };
-    if forward == spec::ForwardKind::Shared && !encoder {
+    if forward == spec::ForwardKind::Shared && !shared_ok {
         return Err(Error::Options(format!(
             "{}: forward: expected \"inlined\" for preset \"{}\", found \"shared\" (the \
              --forward flag or the macro's `forward` argument): the shared forward is for \
@@ -377,12 +377,12 @@ pub fn generate_from(
     // Other tensors (norms, embeddings), by name.
     let mut tensors = Vec::new();
     let mut word_table = None;
-    if let ir::Body::Encoder(b) = &model.body {
-        word_table = Some(store_table(&mut writer, &b.word, b.word_storage));
-        let small = b.small_tensors();
-        for t in small {
-            tensors.push((t.name.clone(), store(&mut writer, t, false)));
-        }
+    let kind = model.body.kind();
+    if let Some((table, storage)) = kind.table() {
+        word_table = Some(store_table(&mut writer, table, storage));
+    }
+    for t in kind.small_tensors() {
+        tensors.push((t.name.clone(), store(&mut writer, t, false)));
     }
     drop(bar);
     let finished = writer.finish();
@@ -442,10 +442,7 @@ pub fn generate_from(
     };
     let code = codegen::format_file(codegen::generate(&model, &layout), &model.name)?;
     let (weights_storage, forward) = (layout.weights, layout.forward);
-    let tokenizer = match &model.body {
-        ir::Body::Encoder(b) => b.tokenizer.clone(),
-        ir::Body::Mlp { .. } | ir::Body::Rnn(_) => None,
-    };
+    let tokenizer = model.body.kind().tokenizer().map(str::to_string);
     Ok(Generated {
         name: model.name.clone(),
         type_name: model.type_name.clone(),

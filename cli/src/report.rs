@@ -118,7 +118,7 @@ pub fn report(spec_path: &Path, inputs: Option<&Path>) -> Result<Report> {
     let bar = crate::progress::bar(linears.len(), "quantizing");
     let mut preps = Vec::with_capacity(linears.len());
     let mut layers = Vec::with_capacity(linears.len());
-    for (l, (label, keep_f32_key)) in linears.iter().zip(labels(&model)) {
+    for (l, (label, keep_f32_key)) in linears.iter().zip(model.body.kind().layer_labels()) {
         bar.inc(1);
         // Layers kept in f32 are quantized too: their numbers say what INT8 would cost.
         let q = quantize_linear(l, granularity, weights.path())?;
@@ -167,14 +167,11 @@ pub fn report(spec_path: &Path, inputs: Option<&Path>) -> Result<Report> {
         worst_input = m.worst;
     }
     flag(&mut layers);
-    let output_kind = match &model.body {
-        Body::Mlp { .. } | Body::Rnn(_) => "output".to_string(),
-        Body::Encoder(b) => b.output.name().to_string(),
-    };
-    let embeddings = match &model.body {
-        Body::Encoder(b) => Some(TableSummary::word(b)),
-        Body::Mlp { .. } | Body::Rnn(_) => None,
-    };
+    let kind = model.body.kind();
+    let output_kind = kind.output_name().to_string();
+    let embeddings = kind
+        .table()
+        .map(|(table, storage)| TableSummary::new(table, storage));
     Ok(Report {
         model: model.name.clone(),
         output_kind,
@@ -184,56 +181,6 @@ pub fn report(spec_path: &Path, inputs: Option<&Path>) -> Result<Report> {
         worst_input,
         embeddings,
     })
-}
-
-/// Short table labels and `keep_f32` keys, in [`Model::linears`] order.
-fn labels(model: &Model) -> Vec<(String, String)> {
-    match &model.body {
-        Body::Mlp { layers, .. } => layers
-            .iter()
-            .map(|l| (l.name.clone(), l.name.clone()))
-            .collect(),
-        // `rnn.weight_hh_l0_reverse` -> `hh_l0_reverse`; kept by its weight tensor's name.
-        Body::Rnn(_) => model
-            .linears()
-            .iter()
-            .map(|l| {
-                let short = l
-                    .name
-                    .rsplit_once("weight_")
-                    .map_or(l.name.as_str(), |p| p.1);
-                (short.to_string(), l.name.clone())
-            })
-            .collect(),
-        Body::Encoder(b) => {
-            let mut v = Vec::new();
-            if let Some(p) = &b.projection {
-                v.push(("projection".to_string(), p.name.clone()));
-            }
-            for (i, layer) in b.layers.iter().enumerate() {
-                // The fused Q, K, V layer is kept by the prefix of its three tensors.
-                let qkv = layer.qkv.name.trim_end_matches(".qkv").to_string();
-                v.push((format!("L{i} qkv"), qkv));
-                for (what, l) in [
-                    ("attn_out", &layer.attn_out),
-                    ("ffn_up", &layer.ffn_up),
-                    ("ffn_down", &layer.ffn_down),
-                ] {
-                    v.push((format!("L{i} {what}"), l.name.clone()));
-                }
-            }
-            if let Some(h) = &b.head {
-                let short = if h.dense.name.contains("pooler") {
-                    "pooler".to_string()
-                } else {
-                    h.dense.name.clone()
-                };
-                v.push((short, h.dense.name.clone()));
-                v.push((h.out.name.clone(), h.out.name.clone()));
-            }
-            v
-        }
-    }
 }
 
 /// Flags the quantized layers with the lowest local SQNR (weight SQNR without inputs): one in
@@ -347,7 +294,7 @@ fn read_inputs(path: &Path, model: &Model) -> Result<Vec<Sample>> {
             ),
             None => None,
         },
-        Body::Mlp { .. } | Body::Rnn(_) => None,
+        Body::Mlp(_) | Body::Rnn(_) => None,
     };
     let mut samples = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -355,8 +302,8 @@ fn read_inputs(path: &Path, model: &Model) -> Result<Vec<Sample>> {
             continue;
         }
         let sample = match &model.body {
-            Body::Mlp { input_size, .. } => Sample::Dense(
-                rt::serve::parse_dense_line(line, *input_size).map_err(|e| at(i + 1, e))?,
+            Body::Mlp(mlp) => Sample::Dense(
+                rt::serve::parse_dense_line(line, mlp.input_size).map_err(|e| at(i + 1, e))?,
             ),
             Body::Rnn(_) => {
                 return Err(Error::Options(format!(
@@ -520,7 +467,7 @@ impl rt::Job for Measure<'_> {
         let mut scratch = Scratch::default();
         let bar = crate::progress::bar(self.samples.len(), "measuring");
         match &self.model.body {
-            Body::Mlp { .. } => {
+            Body::Mlp(_) => {
                 for (index, sample) in self.samples.iter().enumerate() {
                     bar.inc(1);
                     let Sample::Dense(x) = sample else { continue };

@@ -4,10 +4,10 @@
 use std::fmt;
 use std::path::Path;
 
-use dynq_build::ir::{Body, Encoder, LayerPrecision, Linear, Model, Precision};
+use dynq_build::ir::{LayerPrecision, Linear, Model, Precision};
 use dynq_build::quantize::{quantize_linear, table_error, ErrorStats};
 use dynq_build::spec::{ActivationSpec, EmbeddingStorage, SpecFile, WeightGranularity};
-use dynq_build::weights::{SourceDtype, Weights};
+use dynq_build::weights::{SourceDtype, Tensor, Weights};
 use dynq_build::Result;
 
 /// One linear layer of a [`Summary`].
@@ -46,27 +46,27 @@ pub struct TableSummary {
 }
 
 impl TableSummary {
-    /// Summarizes an encoder's word table as `b.word_storage` stores it.
-    pub(crate) fn word(b: &Encoder) -> Self {
-        let (rows, width) = (b.vocab, b.embedding_width);
+    /// Summarizes an embedding table (`[rows, width]`) as `storage` stores it (a preset's
+    /// [`ModelKind::table`]).
+    pub(crate) fn new(table: &Tensor, storage: EmbeddingStorage) -> Self {
+        let (rows, width) = (table.shape[0], table.shape[1]);
         let n = rows * width;
-        let bytes = match b.word_storage {
+        let bytes = match storage {
             EmbeddingStorage::Int8 => n + 4 * rows,
             EmbeddingStorage::F16 => 2 * n,
-            EmbeddingStorage::F32 if b.word.source == SourceDtype::F16 => 2 * n,
+            EmbeddingStorage::F32 if table.source == SourceDtype::F16 => 2 * n,
             EmbeddingStorage::F32 => 4 * n,
         };
         TableSummary {
-            name: b
-                .word
+            name: table
                 .name
                 .strip_suffix(".weight")
-                .unwrap_or(&b.word.name)
+                .unwrap_or(&table.name)
                 .to_string(),
             rows,
             width,
-            storage: b.word_storage,
-            stats: table_error(&b.word.data, width, b.word_storage),
+            storage,
+            stats: table_error(&table.data, width, storage),
             bytes,
         }
     }
@@ -147,54 +147,17 @@ pub fn summarize(model: &Model, weights: &Weights) -> Result<Summary> {
         .map(|l| l.weight.data.len() + l.bias.as_ref().map_or(0, |b| b.data.len()))
         .sum();
     let mut embeddings = None;
-    let (architecture, other_params) = match &model.body {
-        Body::Mlp { input_size, layers } => {
-            let widths: Vec<String> = std::iter::once(*input_size)
-                .chain(layers.iter().map(|l| l.out_features))
-                .map(|w| w.to_string())
-                .collect();
-            (format!("MLP {}", widths.join(" -> ")), 0)
-        }
-        Body::Rnn(r) => (
-            format!(
-                "{}: {} layer{}, {}, input {}, hidden {}, batch_first {}",
-                match r.cell {
-                    dynq_build::ir::Cell::Lstm => "LSTM",
-                    dynq_build::ir::Cell::Gru => "GRU",
-                },
-                r.layers.len(),
-                if r.layers.len() == 1 { "" } else { "s" },
-                if r.directions == 2 {
-                    "bidirectional"
-                } else {
-                    "unidirectional"
-                },
-                r.input_size,
-                r.hidden_size,
-                r.batch_first
-            ),
-            0,
-        ),
-        Body::Encoder(b) => {
-            let small: usize = b.small_tensors().into_iter().map(|t| t.data.len()).sum();
-            let table = TableSummary::word(b);
-            int8_bytes += table.bytes + 4 * small;
-            embeddings = Some(table);
-            let architecture = format!(
-                "{} encoder: {} layers, hidden {}, {} heads, FFN {}, vocab {}, max_seq_len {}, output {}{}",
-                b.family_display,
-                b.layers.len(),
-                b.hidden,
-                b.heads,
-                b.intermediate,
-                b.vocab,
-                b.max_seq_len,
-                b.output.name(),
-                if b.normalize { ", L2-normalized" } else { "" }
-            );
-            (architecture, b.word.data.len() + small)
-        }
-    };
+    let kind = model.body.kind();
+    let small: usize = kind.small_tensors().iter().map(|t| t.data.len()).sum();
+    let mut other_params = small;
+    int8_bytes += 4 * small;
+    if let Some((table, storage)) = kind.table() {
+        let summary = TableSummary::new(table, storage);
+        int8_bytes += summary.bytes;
+        other_params += table.data.len();
+        embeddings = Some(summary);
+    }
+    let architecture = kind.architecture();
     let parameters = linear_params + other_params;
     Ok(Summary {
         name: model.name.clone(),

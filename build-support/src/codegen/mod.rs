@@ -1,10 +1,10 @@
 //! Code generation: IR + blob sections -> Rust tokens -> formatted source.
 //!
-//! One function per op kind turns IR into tokens; [`generate`] assembles the module.
+//! Helpers turn IR pieces (linear layers, blob sections) into tokens; each preset writes its
+//! own parts with them ([`crate::presets::ModelKind::module`]); [`generate`] assembles every
+//! model's module from one skeleton.
 
-mod encoder;
 mod format;
-mod rnn;
 
 use proc_macro2::{Ident, Literal, Span, TokenStream};
 use quote::{format_ident, quote};
@@ -12,7 +12,7 @@ use quote::{format_ident, quote};
 pub use format::format_file;
 
 use crate::blob::Section;
-use crate::ir::{Body, LayerPrecision, Linear, Model};
+use crate::ir::{LayerPrecision, Linear, Model};
 use crate::quantize::ErrorStats;
 use crate::spec::{
     ActivationGranularity, ActivationSpec, ForwardKind, SchemeSpec, WeightGranularity,
@@ -86,7 +86,7 @@ impl Placement {
     }
 
     /// `include_bytes!`/`include_str!` (per `mac`) of `file`.
-    fn include(&self, mac: &str, file: &str) -> TokenStream {
+    pub(crate) fn include(&self, mac: &str, file: &str) -> TokenStream {
         let mac = format_ident!("{}", mac);
         let path = self.path_expr(file);
         quote!(#mac!(#path))
@@ -198,7 +198,7 @@ fn blob_items(model: &Model, layout: &Layout) -> BlobItems {
 
 /// `fn #name() -> Result<&'static #ty, rt::Error>`: the model's weight views, built from
 /// `blob()` (bound to `b`) by `init` at first use; a failure is returned, not kept.
-fn weights_loader(name: &str, ty: TokenStream, init: TokenStream) -> TokenStream {
+pub(crate) fn weights_loader(name: &str, ty: TokenStream, init: TokenStream) -> TokenStream {
     let name = format_ident!("{}", name);
     quote! {
         fn #name() -> Result<&'static #ty, rt::Error> {
@@ -287,7 +287,7 @@ pub struct Layout {
 }
 
 impl Layout {
-    fn linear(&self, name: &str) -> &LinearSections {
+    pub(crate) fn linear(&self, name: &str) -> &LinearSections {
         &self
             .linears
             .iter()
@@ -296,7 +296,7 @@ impl Layout {
             .1
     }
 
-    fn tensor(&self, name: &str) -> Stored {
+    pub(crate) fn tensor(&self, name: &str) -> Stored {
         self.tensors
             .iter()
             .find(|(n, _)| n == name)
@@ -305,17 +305,17 @@ impl Layout {
     }
 
     /// `b.f32s(..)?` or `b.f16s_as_f32(..)?` for a stored f32 tensor.
-    fn f32_view(&self, name: &str) -> TokenStream {
+    pub(crate) fn f32_view(&self, name: &str) -> TokenStream {
         let t = self.tensor(name);
         section_tokens(if t.f16 { "f16s_as_f32" } else { "f32s" }, &t.section)
     }
 }
 
-fn lit(n: usize) -> Literal {
+pub(crate) fn lit(n: usize) -> Literal {
     Literal::usize_unsuffixed(n)
 }
 
-fn activation_tokens(a: ActivationSpec) -> TokenStream {
+pub(crate) fn activation_tokens(a: ActivationSpec) -> TokenStream {
     match a {
         ActivationSpec::None => quote!(rt::Activation::None),
         ActivationSpec::Relu => quote!(rt::Activation::Relu),
@@ -326,13 +326,13 @@ fn activation_tokens(a: ActivationSpec) -> TokenStream {
     }
 }
 
-fn section_tokens(method: &str, s: &Section) -> TokenStream {
+pub(crate) fn section_tokens(method: &str, s: &Section) -> TokenStream {
     let m = format_ident!("{}", method);
     let (o, c) = (lit(s.offset), lit(s.count));
     quote!(b.#m(#o, #c)?)
 }
 
-fn option_tokens(method: &str, s: &Option<Section>) -> TokenStream {
+pub(crate) fn option_tokens(method: &str, s: &Option<Section>) -> TokenStream {
     match s {
         Some(s) => {
             let t = section_tokens(method, s);
@@ -343,7 +343,7 @@ fn option_tokens(method: &str, s: &Option<Section>) -> TokenStream {
 }
 
 /// The doc line that says where a layer came from and how it was stored.
-fn provenance(l: &Linear, s: &LinearSections) -> String {
+pub(crate) fn provenance(l: &Linear, s: &LinearSections) -> String {
     let head = format!(
         " {}: Linear {}x{}, {}",
         l.name,
@@ -366,7 +366,7 @@ fn provenance(l: &Linear, s: &LinearSections) -> String {
 }
 
 /// The blob view of one linear layer: `rt::QLinear { .. }` or `rt::F32Linear { .. }`.
-fn linear_expr(l: &Linear, s: &LinearSections) -> TokenStream {
+pub(crate) fn linear_expr(l: &Linear, s: &LinearSections) -> TokenStream {
     let (n, k) = (lit(l.out_features), lit(l.in_features));
     match s {
         LinearSections::Int8 {
@@ -393,7 +393,7 @@ fn linear_expr(l: &Linear, s: &LinearSections) -> TokenStream {
 }
 
 /// The blob view of a linear layer as the precision-agnostic `rt::Linear` enum.
-fn linear_value(l: &Linear, layout: &Layout) -> TokenStream {
+pub(crate) fn linear_value(l: &Linear, layout: &Layout) -> TokenStream {
     let e = linear_expr(l, layout.linear(&l.name));
     match l.precision {
         LayerPrecision::Int8(_) => quote!(rt::Linear::Int8(#e)),
@@ -402,7 +402,7 @@ fn linear_value(l: &Linear, layout: &Layout) -> TokenStream {
 }
 
 /// Field declaration and blob-view initializer of one linear layer.
-fn linear_weights(l: &Linear, s: &LinearSections) -> (TokenStream, TokenStream) {
+pub(crate) fn linear_weights(l: &Linear, s: &LinearSections) -> (TokenStream, TokenStream) {
     let ident = format_ident!("{}", l.ident);
     let doc = provenance(l, s);
     let value = linear_expr(l, s);
@@ -417,7 +417,7 @@ fn linear_weights(l: &Linear, s: &LinearSections) -> (TokenStream, TokenStream) 
 }
 
 /// `rt::ops::ActQuant { .. }` of the model.
-fn act_quant_tokens(model: &Model) -> TokenStream {
+pub(crate) fn act_quant_tokens(model: &Model) -> TokenStream {
     let g = match model.act_quant.granularity {
         ActivationGranularity::PerToken => quote!(rt::Granularity::PerToken),
         ActivationGranularity::PerTensor => quote!(rt::Granularity::PerTensor),
@@ -430,7 +430,7 @@ fn act_quant_tokens(model: &Model) -> TokenStream {
 }
 
 /// The call that runs one linear layer from `input` into `output`.
-fn linear_call(
+pub(crate) fn linear_call(
     l: &Linear,
     model: &Model,
     input: &TokenStream,
@@ -476,88 +476,64 @@ fn kernel_list(model: &Model) -> TokenStream {
     quote!(&[#(#ids),*])
 }
 
-/// Generates the model module and its re-export.
-pub fn generate(model: &Model, layout: &Layout) -> TokenStream {
-    match &model.body {
-        Body::Mlp { input_size, layers } => mlp(model, layout, *input_size, layers),
-        Body::Encoder(b) => encoder::generate(model, layout, b),
-        Body::Rnn(r) => rnn::generate(model, layout, r),
-    }
+/// What a preset's [`ModelKind::module`](crate::presets::ModelKind::module) puts in the
+/// skeleton [`generate`] writes for every model kind: in order, the module's items, the model
+/// type's docs, its inherent impl, and its `dynq_runtime` model trait's impl.
+pub struct ModuleParts {
+    /// Module items before `KERNELS`: sizes and other public constants, labels, the tokenizer.
+    pub consts: TokenStream,
+    /// Items between `KERNELS` and the blob's items (the activation quantization, `AQ`).
+    pub quant: TokenStream,
+    /// Items after the blob's: the weight views' types and constructors and their loader
+    /// (`weights_loader`, named [`Self::loader`]).
+    pub weights: TokenStream,
+    /// The loader function's name, which the trait's `load` calls.
+    pub loader: &'static str,
+    /// The model type's first doc line.
+    pub summary: String,
+    /// The rest of its doc comment, as `#[doc]` attributes, after an empty line.
+    pub type_docs: TokenStream,
+    /// The inherent impl's constants, before the blob's methods.
+    pub inherent_consts: TokenStream,
+    /// The inherent impl's methods, after the blob's (the public API).
+    pub api: TokenStream,
+    /// The `dynq_runtime` trait the type implements (`rt::DenseModel`, ...).
+    pub model_trait: TokenStream,
+    /// That impl's constants between `NAME` and `PRECISION`.
+    pub trait_consts: TokenStream,
+    /// That impl's methods after `load`.
+    pub trait_fns: TokenStream,
+    /// Items after the impls (a model's own `rt::Job`).
+    pub tail: TokenStream,
 }
 
-fn mlp(model: &Model, layout: &Layout, input_size: usize, layers: &[Linear]) -> TokenStream {
+/// Generates the model module and its re-export: one skeleton for every kind, filled with
+/// the parts its preset gives ([`crate::presets::ModelKind::module`]).
+pub fn generate(model: &Model, layout: &Layout) -> TokenStream {
+    let ModuleParts {
+        consts,
+        quant,
+        weights,
+        loader,
+        summary,
+        type_docs,
+        inherent_consts,
+        api,
+        model_trait,
+        trait_consts,
+        trait_fns,
+        tail,
+    } = model.body.kind().module(model, layout);
     let module = format_ident!("{}", model.name);
     let ty = format_ident!("{}", model.type_name);
-    let output_size = layers.last().map_or(0, |l| l.out_features);
-    let (fields, inits): (Vec<_>, Vec<_>) = layers
-        .iter()
-        .map(|l| linear_weights(l, layout.linear(&l.name)))
-        .unzip();
-    // Hidden activations alternate between two scratch buffers; the last layer writes `out`.
-    let hidden = layers[..layers.len() - 1]
-        .iter()
-        .map(|l| l.out_features)
-        .max()
-        .unwrap_or(0);
-    let max_quant_in = layers
-        .iter()
-        .filter(|l| matches!(l.precision, LayerPrecision::Int8(_)))
-        .map(|l| crate::pack::padded_k(l.in_features))
-        .max()
-        .unwrap_or(0);
-    let mut calls = Vec::new();
-    for (i, l) in layers.iter().enumerate() {
-        let input = match i {
-            0 => quote!(input),
-            i if i % 2 == 1 => quote!(&*h0),
-            _ => quote!(&*h1),
-        };
-        let output = if i + 1 == layers.len() {
-            quote!(out)
-        } else if i % 2 == 0 {
-            quote!(h0)
-        } else {
-            quote!(h1)
-        };
-        calls.push(linear_call(l, model, &input, &output));
-    }
-    // Two hidden buffers at most (ping-pong); a 2-layer MLP needs one.
-    let buffers = (layers.len() - 1).min(2);
-    let names: Vec<Ident> = (0..buffers).map(|i| format_ident!("h{}", i)).collect();
-    let lens = names.iter().map(|_| quote!(rows * HIDDEN));
-    let scratch = if buffers > 0 {
-        quote!(let [#(#names),*] = rt::split_mut(buf.f32, [#(#lens),*]);)
-    } else {
-        quote!()
-    };
-    let scratch_len = match buffers {
-        0 => quote!(0),
-        1 => quote!(rows * HIDDEN),
-        _ => quote!(2 * rows * HIDDEN),
-    };
-    let buffers_decl = if buffers > 0 || max_quant_in > 0 {
-        quote!(let buf = ws.buffers(#scratch_len, rows * QUANT_IN, rows);)
-    } else {
-        quote!(let _ = ws;)
-    };
+    let loader = format_ident!("{}", loader);
+    let name = &model.name;
+    let precision = model.precision.name();
+    let kernels = kernel_list(model);
     let BlobItems {
         module: blob_module,
         methods: blob_methods,
     } = blob_items(model, layout);
-    let loader = weights_loader("weights", quote!(Weights), quote!(Weights { #(#inits)* }));
-    let kernels = kernel_list(model);
-    let (input_lit, output_lit, hidden_lit, quant_lit) = (
-        lit(input_size),
-        lit(output_size),
-        lit(hidden),
-        lit(max_quant_in),
-    );
-    let name = &model.name;
-    let precision = model.precision.name();
-    let type_doc = format!(
-        " The `{name}` model: an MLP of {} layers, {input_size} -> {output_size}, {precision}.",
-        layers.len()
-    );
     let module_doc = format!(" Generated code and weights of the `{name}` model.");
     quote! {
         #[doc = #module_doc]
@@ -565,100 +541,37 @@ fn mlp(model: &Model, layout: &Layout, input_size: usize, layers: &[Linear]) -> 
         pub mod #module {
             use ::dynq_runtime as rt;
 
-            /// Width of one input row.
-            pub const INPUT_SIZE: usize = #input_lit;
-            /// Width of one output row.
-            pub const OUTPUT_SIZE: usize = #output_lit;
-            /// Widest hidden activation.
-            const HIDDEN: usize = #hidden_lit;
-            /// Widest input of a quantized layer, padded to the kernels' K block.
-            const QUANT_IN: usize = #quant_lit;
+            #consts
             /// Kernels the weights were packed for: the forward is compiled for these only (and scalar).
             const KERNELS: &[rt::KernelId] = #kernels;
+            #quant
             #blob_module
+            #weights
 
-            struct Weights {
-                #(#fields)*
-            }
-
-            #loader
-
-            #[doc = #type_doc]
+            #[doc = #summary]
             ///
-            /// A unit struct: use it directly, `Model.forward(...)`. Inputs are rows of
-            /// [`INPUT_SIZE`] values; outputs rows of [`OUTPUT_SIZE`].
+            #type_docs
             #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
             pub struct #ty;
 
             impl #ty {
-                /// Width of one input row.
-                pub const INPUT_SIZE: usize = INPUT_SIZE;
-                /// Width of one output row.
-                pub const OUTPUT_SIZE: usize = OUTPUT_SIZE;
+                #inherent_consts
                 #blob_methods
-
-                /// Runs `rows` examples: `input` holds `rows * INPUT_SIZE` values, `out`
-                /// receives `rows * OUTPUT_SIZE`. Uses this thread's workspace, so it does not
-                /// allocate after the first call with the largest `rows`.
-                pub fn forward(&self, input: &[f32], rows: usize, out: &mut [f32]) -> Result<(), rt::Error> {
-                    rt::with_workspace(|ws| self.forward_with(ws, input, rows, out))
-                }
-
-                /// [`Self::forward`] with a caller-owned workspace.
-                pub fn forward_with(
-                    &self,
-                    ws: &mut rt::Workspace,
-                    input: &[f32],
-                    rows: usize,
-                    out: &mut [f32],
-                ) -> Result<(), rt::Error> {
-                    rt::check_dense_io(input, rows, INPUT_SIZE, out, OUTPUT_SIZE)?;
-                    let w = weights()?;
-                    rt::dispatch(Forward { w, ws, input, rows, out }, KERNELS)
-                }
-
-                /// One example in, one output row out.
-                pub fn forward_one(&self, input: &[f32; INPUT_SIZE]) -> Result<[f32; OUTPUT_SIZE], rt::Error> {
-                    let mut out = [0.0; OUTPUT_SIZE];
-                    self.forward(input, 1, &mut out)?;
-                    Ok(out)
-                }
+                #api
             }
 
-            impl rt::DenseModel for #ty {
+            impl #model_trait for #ty {
                 const NAME: &'static str = #name;
-                const INPUT_SIZE: usize = INPUT_SIZE;
-                const OUTPUT_SIZE: usize = OUTPUT_SIZE;
+                #trait_consts
                 const PRECISION: &'static str = #precision;
                 const BUILD_ID: &'static str = BLOB_ID;
                 fn load(&self) -> Result<(), rt::Error> {
-                    weights().map(|_| ())
+                    #loader().map(|_| ())
                 }
-                fn forward(&self, input: &[f32], rows: usize, out: &mut [f32]) -> Result<(), rt::Error> {
-                    #ty::forward(self, input, rows, out)
-                }
+                #trait_fns
             }
 
-            struct Forward<'a> {
-                w: &'static Weights,
-                ws: &'a mut rt::Workspace,
-                input: &'a [f32],
-                rows: usize,
-                out: &'a mut [f32],
-            }
-
-            impl rt::Job for Forward<'_> {
-                type Output = ();
-                const KERNELS: &'static [rt::KernelId] = KERNELS;
-
-                #[inline(always)]
-                fn run<K: rt::Kernel>(self, kernel: K) {
-                    let Forward { w, ws, input, rows, out } = self;
-                    #buffers_decl
-                    #scratch
-                    #(#calls)*
-                }
-            }
+            #tail
         }
         pub use #module::#ty;
     }

@@ -1,18 +1,77 @@
-//! Presets expand a TOML description and its weights into the IR.
+//! Presets: one plug-in per model kind, each in its own folder (`mlp`, `encoder`, `rnn`).
+//!
+//! A plug-in is two things: an `expand` function that reads its TOML section and the weights
+//! into its IR body (registered in [`expand`]'s one `match` on the `preset` key), and the
+//! [`ModelKind`] trait on that body, the only way the rest of dynq reaches a model kind after
+//! expansion: what the blob stores ([`ModelKind::linears`], [`ModelKind::table`],
+//! [`ModelKind::small_tensors`]), the generated module's own fields and public API
+//! ([`ModelKind::module`], wrapped in [`crate::codegen`]'s one skeleton for every kind), and the
+//! descriptions the CLI's summary, report and standalone binary print. A new BERT-like family
+//! is a row of `encoder/family.rs`, not a plug-in.
 
 mod encoder;
-pub mod family;
 mod mlp;
-mod modernbert;
-pub use modernbert::{rotary_inverse_frequencies, rotary_table};
 mod rnn;
+pub use encoder::family;
+pub use encoder::modernbert::{rotary_inverse_frequencies, rotary_table};
 
 use std::cell::Cell;
 
+use crate::codegen::{Layout, ModuleParts};
 use crate::error::Result;
-use crate::ir::{ActQuantSpec, LayerPrecision, Model, Precision};
-use crate::spec::{Preset, SpecFile};
-use crate::weights::Weights;
+use crate::ir::{ActQuantSpec, LayerPrecision, Linear, Model, Precision};
+use crate::spec::{EmbeddingStorage, Preset, SpecFile};
+use crate::weights::{Tensor, Weights};
+
+/// A preset's IR body, as everything after expansion sees it ([`crate::ir::Body::kind`]).
+pub trait ModelKind {
+    /// Every linear layer, in blob order.
+    fn linears(&self) -> Vec<&Linear>;
+
+    /// Short table labels for `dynq report`, each with its layer's `[quantize] keep_f32` key,
+    /// in [`Self::linears`] order.
+    fn layer_labels(&self) -> Vec<(String, String)> {
+        self.linears()
+            .iter()
+            .map(|l| (l.name.clone(), l.name.clone()))
+            .collect()
+    }
+
+    /// An embedding table stored row by row, and how (an encoder's word embeddings).
+    fn table(&self) -> Option<(&Tensor, EmbeddingStorage)> {
+        None
+    }
+
+    /// Every other tensor the blob stores (f32 or lossless f16), in blob order.
+    fn small_tensors(&self) -> Vec<&Tensor> {
+        Vec::new()
+    }
+
+    /// The generated module's own parts, which [`crate::codegen::generate`] puts in the
+    /// skeleton every model shares (blob, loader, model type, trait impl).
+    fn module(&self, model: &Model, layout: &Layout) -> ModuleParts;
+
+    /// The `tokenizer.json` text the generated code embeds.
+    fn tokenizer(&self) -> Option<&str> {
+        None
+    }
+
+    /// Whether the runtime's shared forward (`[target] forward = "shared"`) runs this kind.
+    fn shared_forward(&self) -> bool {
+        false
+    }
+
+    /// The standalone binary's driver: a function of `dynq_runtime::serve`.
+    fn serve_main(&self) -> &'static str;
+
+    /// One line that describes the model (`dynq inspect`, the build summary).
+    fn architecture(&self) -> String;
+
+    /// What the model's output is called (`dynq report`).
+    fn output_name(&self) -> &'static str {
+        "output"
+    }
+}
 
 /// Expands `spec` into a model IR, reading and checking every tensor it uses.
 pub fn expand(

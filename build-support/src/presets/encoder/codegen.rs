@@ -5,9 +5,9 @@
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
-use super::{
-    act_quant_tokens, activation_tokens, blob_items, kernel_list, linear_value, lit, provenance,
-    weights_loader, BlobItems, Layout, TableSections,
+use crate::codegen::{
+    act_quant_tokens, activation_tokens, linear_value, lit, provenance, section_tokens,
+    weights_loader, Layout, ModuleParts, TableSections,
 };
 use crate::ir::{Encoder, Model, Norm, Positions};
 use crate::spec::BertOutputSpec;
@@ -31,14 +31,14 @@ fn word_table(b: &Encoder, layout: &Layout) -> (TokenStream, String) {
         .expect("an encoder has a word table")
     {
         TableSections::F32(s) => {
-            let v = super::section_tokens("f32s", s);
+            let v = section_tokens("f32s", s);
             (
                 quote!(rt::ops::bert::Table::F32(#v)),
                 format!("{head}, f32"),
             )
         }
         TableSections::F16(s) => {
-            let v = super::section_tokens("f16s", s);
+            let v = section_tokens("f16s", s);
             (
                 quote!(rt::ops::bert::Table::F16(#v)),
                 format!("{head}, f16"),
@@ -49,10 +49,7 @@ fn word_table(b: &Encoder, layout: &Layout) -> (TokenStream, String) {
             scales,
             stats,
         } => {
-            let (r, sc) = (
-                super::section_tokens("i8s", rows),
-                super::section_tokens("f32s", scales),
-            );
+            let (r, sc) = (section_tokens("i8s", rows), section_tokens("f32s", scales));
             (
                 quote!(rt::ops::bert::Table::I8 { rows: #r, scales: #sc }),
                 format!(
@@ -64,8 +61,7 @@ fn word_table(b: &Encoder, layout: &Layout) -> (TokenStream, String) {
     }
 }
 
-pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStream {
-    let module = format_ident!("{}", model.name);
+pub(super) fn module(model: &Model, layout: &Layout, b: &Encoder) -> ModuleParts {
     let ty = format_ident!("{}", model.type_name);
     let name = &model.name;
     let (h, heads, inter) = (b.hidden, b.heads, b.intermediate);
@@ -471,11 +467,6 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
         Some(p) => quote!(Some(#p)),
         None => quote!(None),
     };
-    let BlobItems {
-        module: blob_module,
-        methods: blob_methods,
-    } = blob_items(model, layout);
-    let kernels = kernel_list(model);
     let consts = [
         ("VOCAB_SIZE", b.vocab, " Vocabulary size."),
         ("HIDDEN_SIZE", h, " Hidden width."),
@@ -505,7 +496,6 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
     });
     let normalize = b.normalize;
     let family = b.family;
-    let precision = model.precision.name();
     let type_doc = format!(
         " The `{name}` model: {}, {layers} layers, hidden {h}, {heads} heads, FFN {inter}, {}, output {:?}{}.",
         b.family_display,
@@ -513,7 +503,6 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
         b.output,
         if b.normalize { " (L2-normalized)" } else { "" }
     );
-    let module_doc = format!(" Generated code and weights of the `{name}` model.");
 
     let (forward_items, run_one, run_batch) = match layout.forward {
         ForwardKind::Inlined => (
@@ -606,117 +595,108 @@ pub(super) fn generate(model: &Model, layout: &Layout, b: &Encoder) -> TokenStre
         },
     );
 
-    quote! {
-            #[doc = #module_doc]
-            #[allow(dead_code, clippy::all, clippy::pedantic, unused_qualifications)]
-            pub mod #module {
-                use ::dynq_runtime as rt;
+    ModuleParts {
+        consts: quote! {
+            #(#consts)*
+            /// The encoder family (`[encoder] family`).
+            pub const FAMILY: &str = #family;
+            /// Class names of the logits, in order.
+            pub const LABELS: [&str; #labels_len] = [#(#labels),*];
+            /// The padding token id (`pad_token_id`): token ids ending with it need a mask.
+            pub const PAD_ID: Option<u32> = #pad_id;
+            #tokenizer
+        },
+        quant: quote! {
+            /// How activations are quantized before each integer GEMM.
+            const AQ: rt::ops::ActQuant = #aq;
+        },
+        weights: quote! {
+            /// The sizes the encoder driver runs with, as constants.
+            #forward_items
 
-                #(#consts)*
-                /// The encoder family (`[encoder] family`).
-                pub const FAMILY: &str = #family;
-                /// Class names of the logits, in order.
-                pub const LABELS: [&str; #labels_len] = [#(#labels),*];
-                /// The padding token id (`pad_token_id`): token ids ending with it need a mask.
-                pub const PAD_ID: Option<u32> = #pad_id;
-                #tokenizer
-                /// Kernels the weights were packed for: the forward is compiled for these only (and scalar).
-                const KERNELS: &[rt::KernelId] = #kernels;
-                /// How activations are quantized before each integer GEMM.
-                const AQ: rt::ops::ActQuant = #aq;
-                #blob_module
-                /// The sizes the encoder driver runs with, as constants.
-                #forward_items
+            #(#layer_fns)*
 
-                #(#layer_fns)*
-
-                #(#[doc = #docs])*
-    #loader
-
-                #[doc = #type_doc]
-                ///
-                /// A unit struct: use it directly, `Model.forward(...)`. One call runs one sequence
-                /// of up to [`MAX_SEQ_LEN`] tokens, or a ragged batch of them (`forward_batch` and the
-                /// `_batch` methods); lengths are the run-time dimension, every other size is a
-                /// constant.
-                #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-                pub struct #ty;
-
-                impl #ty {
-                    /// What [`Self::forward`] writes.
-                    pub const OUTPUT: rt::BertOutput = #output_kind;
-                    /// Width of the pooled output or the logits.
-                    pub const OUTPUT_SIZE: usize = OUTPUT_SIZE;
-                    /// Hidden width.
-                    pub const HIDDEN_SIZE: usize = HIDDEN_SIZE;
-                    /// Longest input accepted.
-                    pub const MAX_SEQ_LEN: usize = MAX_SEQ_LEN;
-                    #blob_methods
-
-                    /// Runs one sequence. `out` receives
-                    #[doc = #output_doc]
-                    /// . Uses this thread's workspace, so it does not allocate after the first
-                    /// call with the longest sequence.
-                    pub fn forward(&self, input: &rt::BertInput<'_>, out: &mut [f32]) -> Result<(), rt::Error> {
-                        rt::with_workspace(|ws| self.forward_with(ws, input, out))
-                    }
-
-                    /// [`Self::forward`] with a caller-owned workspace.
-                    pub fn forward_with(
-                        &self,
-                        ws: &mut rt::Workspace,
-                        input: &rt::BertInput<'_>,
-                        out: &mut [f32],
-                    ) -> Result<(), rt::Error> {
-                        #run_one
-                    }
-
-                    /// Runs a ragged batch: `inputs` back to back, no padding computed (the linear layers
-                    /// run over all their tokens at once, attention per sequence). `out` receives each
-                    /// input's output in turn (as [`Self::forward`] would write it). Each input's
-                    /// output is bit-identical to [`Self::forward`] on it alone. An error names the
-                    /// input's index. The workspace grows with the batch's total tokens: batch by a
-                    /// token budget (see [`rt::batches`]).
-                    pub fn forward_batch(&self, inputs: &[rt::BertInput<'_>], out: &mut [f32]) -> Result<(), rt::Error> {
-                        rt::with_workspace(|ws| self.forward_batch_with(ws, inputs, out))
-                    }
-
-                    /// [`Self::forward_batch`] with a caller-owned workspace.
-                    pub fn forward_batch_with(
-                        &self,
-                        ws: &mut rt::Workspace,
-                        inputs: &[rt::BertInput<'_>],
-                        out: &mut [f32],
-                    ) -> Result<(), rt::Error> {
-                        #run_batch
-                    }
-
-                    #convenience
-                }
-
-                impl rt::EncoderModel for #ty {
-                    const NAME: &'static str = #name;
-                    const OUTPUT: rt::BertOutput = #output_kind;
-                    const HIDDEN_SIZE: usize = HIDDEN_SIZE;
-                    const OUTPUT_SIZE: usize = OUTPUT_SIZE;
-                    const MAX_SEQ_LEN: usize = MAX_SEQ_LEN;
-                    const LABELS: &'static [&'static str] = &LABELS;
-                    const TOKENIZER_JSON: Option<&'static str> = TOKENIZER_JSON;
-                    const FAMILY: &'static str = FAMILY;
-                    const NORMALIZED: bool = #normalize;
-                    const PRECISION: &'static str = #precision;
-                    const BUILD_ID: &'static str = BLOB_ID;
-                    fn load(&self) -> Result<(), rt::Error> {
-                        encoder().map(|_| ())
-                    }
-                    fn forward(&self, input: &rt::BertInput<'_>, out: &mut [f32]) -> Result<(), rt::Error> {
-                        #ty::forward(self, input, out)
-                    }
-                    fn forward_batch(&self, inputs: &[rt::BertInput<'_>], out: &mut [f32]) -> Result<(), rt::Error> {
-                        #ty::forward_batch(self, inputs, out)
-                    }
-                }
+            #(#[doc = #docs])*
+            #loader
+        },
+        loader: "encoder",
+        summary: type_doc,
+        type_docs: quote! {
+            /// A unit struct: use it directly, `Model.forward(...)`. One call runs one sequence
+            /// of up to [`MAX_SEQ_LEN`] tokens, or a ragged batch of them (`forward_batch` and the
+            /// `_batch` methods); lengths are the run-time dimension, every other size is a
+            /// constant.
+        },
+        inherent_consts: quote! {
+            /// What [`Self::forward`] writes.
+            pub const OUTPUT: rt::BertOutput = #output_kind;
+            /// Width of the pooled output or the logits.
+            pub const OUTPUT_SIZE: usize = OUTPUT_SIZE;
+            /// Hidden width.
+            pub const HIDDEN_SIZE: usize = HIDDEN_SIZE;
+            /// Longest input accepted.
+            pub const MAX_SEQ_LEN: usize = MAX_SEQ_LEN;
+        },
+        api: quote! {
+            /// Runs one sequence. `out` receives
+            #[doc = #output_doc]
+            /// . Uses this thread's workspace, so it does not allocate after the first
+            /// call with the longest sequence.
+            pub fn forward(&self, input: &rt::BertInput<'_>, out: &mut [f32]) -> Result<(), rt::Error> {
+                rt::with_workspace(|ws| self.forward_with(ws, input, out))
             }
-            pub use #module::#ty;
-        }
+
+            /// [`Self::forward`] with a caller-owned workspace.
+            pub fn forward_with(
+                &self,
+                ws: &mut rt::Workspace,
+                input: &rt::BertInput<'_>,
+                out: &mut [f32],
+            ) -> Result<(), rt::Error> {
+                #run_one
+            }
+
+            /// Runs a ragged batch: `inputs` back to back, no padding computed (the linear layers
+            /// run over all their tokens at once, attention per sequence). `out` receives each
+            /// input's output in turn (as [`Self::forward`] would write it). Each input's
+            /// output is bit-identical to [`Self::forward`] on it alone. An error names the
+            /// input's index. The workspace grows with the batch's total tokens: batch by a
+            /// token budget (see [`rt::batches`]).
+            pub fn forward_batch(&self, inputs: &[rt::BertInput<'_>], out: &mut [f32]) -> Result<(), rt::Error> {
+                rt::with_workspace(|ws| self.forward_batch_with(ws, inputs, out))
+            }
+
+            /// [`Self::forward_batch`] with a caller-owned workspace.
+            pub fn forward_batch_with(
+                &self,
+                ws: &mut rt::Workspace,
+                inputs: &[rt::BertInput<'_>],
+                out: &mut [f32],
+            ) -> Result<(), rt::Error> {
+                #run_batch
+            }
+
+            #convenience
+        },
+        model_trait: quote!(rt::EncoderModel),
+        trait_consts: quote! {
+            const OUTPUT: rt::BertOutput = #output_kind;
+            const HIDDEN_SIZE: usize = HIDDEN_SIZE;
+            const OUTPUT_SIZE: usize = OUTPUT_SIZE;
+            const MAX_SEQ_LEN: usize = MAX_SEQ_LEN;
+            const LABELS: &'static [&'static str] = &LABELS;
+            const TOKENIZER_JSON: Option<&'static str> = TOKENIZER_JSON;
+            const FAMILY: &'static str = FAMILY;
+            const NORMALIZED: bool = #normalize;
+        },
+        trait_fns: quote! {
+            fn forward(&self, input: &rt::BertInput<'_>, out: &mut [f32]) -> Result<(), rt::Error> {
+                #ty::forward(self, input, out)
+            }
+            fn forward_batch(&self, inputs: &[rt::BertInput<'_>], out: &mut [f32]) -> Result<(), rt::Error> {
+                #ty::forward_batch(self, inputs, out)
+            }
+        },
+        tail: quote!(),
+    }
 }

@@ -10,16 +10,16 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::encoder::{
+use super::family::Family;
+use super::{
     check_all_read, output_dims, pad_id, read_out_layer, read_tokenizer, word_storage, Reader,
 };
-use super::family::Family;
-use super::KeepF32;
 use crate::error::{Error, Result};
 use crate::hf_config::{ClassifierPooling, EncoderConfig, ModernBertOptions};
 use crate::ir::{
     Body, Encoder, EncoderLayer, Head, Linear, Norm, Positions, Precision, RotaryTable,
 };
+use crate::presets::KeepF32;
 use crate::spec::{ActivationSpec, BertOutputSpec, SpecFile};
 use crate::weights::{SourceDtype, Tensor};
 

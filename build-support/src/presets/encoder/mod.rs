@@ -1,18 +1,24 @@
 //! `preset = "encoder"` (and `preset = "bert"`): Hugging Face checkpoints of the BERT-like
-//! families in [`super::family::FAMILIES`], read through their family's table.
+//! families in [`family::FAMILIES`], read through their family's table.
+
+mod codegen;
+pub mod family;
+pub(super) mod modernbert;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
 
-use super::family::{self, Arch, Family, PositionKind};
-use super::KeepF32;
+use super::{KeepF32, ModelKind};
+use crate::codegen::{Layout, ModuleParts};
 use crate::error::{Error, Result};
 use crate::hf_config::EncoderConfig;
 use crate::ir::{
-    ident_for, Body, Encoder, EncoderLayer, Head, Linear, Norm, Positions, Precision, RelativeBias,
+    ident_for, Body, Encoder, EncoderLayer, Head, Linear, Model, Norm, Positions, Precision,
+    RelativeBias,
 };
 use crate::spec::{ActivationSpec, BertOutputSpec, EmbeddingStorage, Preset, SpecFile};
 use crate::weights::{Tensor, Weights};
+use family::{Arch, Family, PositionKind};
 
 /// MPNet buckets relative positions with 32 buckets whatever its config says
 /// (`MPNetEncoder.compute_position_bias` is called with the default), up to distance 128.
@@ -393,7 +399,7 @@ pub(super) fn expand(
     let prefix = section.prefix.as_str();
     prefix_hint(spec, weights, f, prefix)?;
     if f.arch == Arch::ModernBert {
-        return super::modernbert::expand(spec, weights, keep, precision, f, &c, &config_path);
+        return modernbert::expand(spec, weights, keep, precision, f, &c, &config_path);
     }
 
     let (h, i, v, e) = (
@@ -653,4 +659,105 @@ pub(super) fn output_dims(
         ));
     }
     Ok((*d.get_ref() < hidden).then_some(*d.get_ref()))
+}
+
+impl ModelKind for Encoder {
+    fn linears(&self) -> Vec<&Linear> {
+        let mut v: Vec<&Linear> = self.projection.iter().collect();
+        v.extend(
+            self.layers
+                .iter()
+                .flat_map(|l| [&l.qkv, &l.attn_out, &l.ffn_up, &l.ffn_down]),
+        );
+        v.extend(self.head.iter().flat_map(|h| [&h.dense, &h.out]));
+        v
+    }
+
+    fn layer_labels(&self) -> Vec<(String, String)> {
+        let mut v = Vec::new();
+        if let Some(p) = &self.projection {
+            v.push(("projection".to_string(), p.name.clone()));
+        }
+        for (i, layer) in self.layers.iter().enumerate() {
+            // The fused Q, K, V layer is kept by the prefix of its three tensors.
+            let qkv = layer.qkv.name.trim_end_matches(".qkv").to_string();
+            v.push((format!("L{i} qkv"), qkv));
+            for (what, l) in [
+                ("attn_out", &layer.attn_out),
+                ("ffn_up", &layer.ffn_up),
+                ("ffn_down", &layer.ffn_down),
+            ] {
+                v.push((format!("L{i} {what}"), l.name.clone()));
+            }
+        }
+        if let Some(h) = &self.head {
+            let short = if h.dense.name.contains("pooler") {
+                "pooler".to_string()
+            } else {
+                h.dense.name.clone()
+            };
+            v.push((short, h.dense.name.clone()));
+            v.push((h.out.name.clone(), h.out.name.clone()));
+        }
+        v
+    }
+
+    fn table(&self) -> Option<(&Tensor, EmbeddingStorage)> {
+        Some((&self.word, self.word_storage))
+    }
+
+    /// Positions, token types, relative bias, rotary tables, then every norm's scale and
+    /// shift.
+    fn small_tensors(&self) -> Vec<&Tensor> {
+        let norms = std::iter::once(&self.emb_norm)
+            .chain(
+                self.layers
+                    .iter()
+                    .flat_map(|l| l.norm1.iter().chain(std::iter::once(&l.norm2))),
+            )
+            .chain(&self.final_norm)
+            .chain(self.head.iter().flat_map(|h| &h.norm));
+        self.position
+            .iter()
+            .chain(&self.token_type)
+            .chain(self.relative.iter().map(|r| &r.table))
+            .chain(self.rotary.iter().map(|r| &r.table))
+            .chain(norms.flat_map(|n| [&n.gamma, &n.beta]))
+            .collect()
+    }
+
+    fn module(&self, model: &Model, layout: &Layout) -> ModuleParts {
+        codegen::module(model, layout, self)
+    }
+
+    fn tokenizer(&self) -> Option<&str> {
+        self.tokenizer.as_deref()
+    }
+
+    fn shared_forward(&self) -> bool {
+        true
+    }
+
+    fn serve_main(&self) -> &'static str {
+        "encoder_main"
+    }
+
+    fn architecture(&self) -> String {
+        format!(
+            "{} encoder: {} layers, hidden {}, {} heads, FFN {}, vocab {}, max_seq_len {}, output {}{}",
+            self.family_display,
+            self.layers.len(),
+            self.hidden,
+            self.heads,
+            self.intermediate,
+            self.vocab,
+            self.max_seq_len,
+            self.output.name(),
+            if self.normalize { ", L2-normalized" } else { "" }
+        )
+    }
+
+    fn output_name(&self) -> &'static str {
+        self.output.name()
+    }
 }

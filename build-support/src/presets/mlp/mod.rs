@@ -1,10 +1,13 @@
 //! `preset = "mlp"`: a stack of linear layers.
 
+mod codegen;
+
 use std::collections::BTreeSet;
 
-use super::KeepF32;
+use super::{KeepF32, ModelKind};
+use crate::codegen::{Layout, ModuleParts};
 use crate::error::Result;
-use crate::ir::{ident_for, Body, Linear};
+use crate::ir::{ident_for, Body, Linear, Mlp, Model};
 use crate::spec::SpecFile;
 use crate::weights::Weights;
 
@@ -66,5 +69,27 @@ pub(super) fn expand(spec: &SpecFile, weights: &Weights, keep: &KeepF32<'_>) -> 
         });
         width = out;
     }
-    Ok(Body::Mlp { input_size, layers })
+    Ok(Body::Mlp(Mlp { input_size, layers }))
+}
+
+impl ModelKind for Mlp {
+    fn linears(&self) -> Vec<&Linear> {
+        self.layers.iter().collect()
+    }
+
+    fn module(&self, model: &Model, layout: &Layout) -> ModuleParts {
+        codegen::module(model, layout, self)
+    }
+
+    fn serve_main(&self) -> &'static str {
+        "dense_main"
+    }
+
+    fn architecture(&self) -> String {
+        let widths: Vec<String> = std::iter::once(self.input_size)
+            .chain(self.layers.iter().map(|l| l.out_features))
+            .map(|w| w.to_string())
+            .collect();
+        format!("MLP {}", widths.join(" -> "))
+    }
 }

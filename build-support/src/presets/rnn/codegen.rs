@@ -4,9 +4,8 @@
 use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
-use super::{
-    act_quant_tokens, blob_items, kernel_list, linear_value, lit, provenance, weights_loader,
-    BlobItems, Layout,
+use crate::codegen::{
+    act_quant_tokens, linear_value, lit, provenance, weights_loader, Layout, ModuleParts,
 };
 use crate::ir::{Cell, Model, Rnn, RnnDirection};
 
@@ -18,8 +17,7 @@ fn direction_value(d: &RnnDirection, layout: &Layout) -> TokenStream {
     quote!(rt::ops::rnn::RnnDirection { input: #input, hidden: #hidden })
 }
 
-pub(super) fn generate(model: &Model, layout: &Layout, r: &Rnn) -> TokenStream {
-    let module = format_ident!("{}", model.name);
+pub(super) fn module(model: &Model, layout: &Layout, r: &Rnn) -> ModuleParts {
     let ty = format_ident!("{}", model.type_name);
     let name = &model.name;
     let (h, layers, dirs) = (r.hidden_size, r.layers.len(), r.directions);
@@ -99,19 +97,12 @@ pub(super) fn generate(model: &Model, layout: &Layout, r: &Rnn) -> TokenStream {
         r.input_size,
         model.precision.name(),
     );
-    let module_doc = format!(" Generated code and weights of the `{name}` model.");
     let aq = act_quant_tokens(model);
-    let BlobItems {
-        module: blob_module,
-        methods: blob_methods,
-    } = blob_items(model, layout);
     let loader = weights_loader(
         "weights",
         quote!(Weights),
         quote!(Weights { layers: [#(#layer_calls),*] }),
     );
-    let precision = model.precision.name();
-    let kernels = kernel_list(model);
     let c_n_len = match r.cell {
         Cell::Lstm => quote!(NUM_LAYERS * NUM_DIRECTIONS * HIDDEN_SIZE),
         Cell::Gru => quote!(0),
@@ -122,12 +113,8 @@ pub(super) fn generate(model: &Model, layout: &Layout, r: &Rnn) -> TokenStream {
         if r.cell == Cell::Lstm { ", c_n" } else { "" }
     );
 
-    quote! {
-        #[doc = #module_doc]
-        #[allow(dead_code, clippy::all, clippy::pedantic, unused_qualifications)]
-        pub mod #module {
-            use ::dynq_runtime as rt;
-
+    ModuleParts {
+        consts: quote! {
             #(#consts)*
             /// Cell, sizes and layout, for the runtime.
             pub const SHAPE: rt::ops::rnn::RnnShape = rt::ops::rnn::RnnShape {
@@ -138,12 +125,12 @@ pub(super) fn generate(model: &Model, layout: &Layout, r: &Rnn) -> TokenStream {
                 directions: NUM_DIRECTIONS,
                 batch_first: #batch_first,
             };
-            /// Kernels the weights were packed for: the forward is compiled for these only (and scalar).
-            const KERNELS: &[rt::KernelId] = #kernels;
+        },
+        quant: quote! {
             /// How activations (inputs and hidden states) are quantized before each integer GEMM.
             const AQ: rt::ops::ActQuant = #aq;
-            #blob_module
-
+        },
+        weights: quote! {
             struct Weights {
                 layers: [rt::ops::rnn::RnnLayer<'static>; NUM_LAYERS],
             }
@@ -151,67 +138,62 @@ pub(super) fn generate(model: &Model, layout: &Layout, r: &Rnn) -> TokenStream {
             #(#layer_fns)*
 
             #loader
-
-            #[doc = #type_doc]
-            ///
+        },
+        loader: "weights",
+        summary: type_doc,
+        type_docs: quote! {
             /// A unit struct: use it directly, `Model.forward(...)`. The number of steps and of
             /// sequences side by side are the run-time dimensions; every size is a constant.
             #[doc = #layout_doc]
             #[doc = #states_doc]
-            #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-            pub struct #ty;
-
-            impl #ty {
-                /// Features per input step.
-                pub const INPUT_SIZE: usize = INPUT_SIZE;
-                /// Width of one output step.
-                pub const OUTPUT_SIZE: usize = OUTPUT_SIZE;
-                /// Hidden state width per direction.
-                pub const HIDDEN_SIZE: usize = HIDDEN_SIZE;
-                /// Length of `h_n` for one sequence.
-                pub const H_N_LEN: usize = NUM_LAYERS * NUM_DIRECTIONS * HIDDEN_SIZE;
-                /// Length of `c_n` for one sequence (0 for a GRU).
-                pub const C_N_LEN: usize = #c_n_len;
-                #blob_methods
-
-                /// Runs `input.batch` sequences of `input.steps` steps into `out`. Uses this
-                /// thread's workspace, so it does not allocate after the first call with the
-                /// largest `steps * batch`.
-                pub fn forward(&self, input: &rt::RnnInput<'_>, out: rt::RnnOutput<'_>) -> Result<(), rt::Error> {
-                    rt::with_workspace(|ws| self.forward_with(ws, input, out))
-                }
-
-                /// [`Self::forward`] with a caller-owned workspace.
-                pub fn forward_with(
-                    &self,
-                    ws: &mut rt::Workspace,
-                    input: &rt::RnnInput<'_>,
-                    out: rt::RnnOutput<'_>,
-                ) -> Result<(), rt::Error> {
-                    rt::ops::rnn::check_rnn_io(&SHAPE, input, &out)?;
-                    let w = weights()?;
-                    rt::dispatch(Forward { w, ws, input, out }, KERNELS)
-                }
-
-                #[doc = #result_doc]
-                pub fn run(&self, input: &[f32]) -> Result<rt::RnnResult, rt::Error> {
-                    <Self as rt::RecurrentModel>::run(self, input)
-                }
+        },
+        inherent_consts: quote! {
+            /// Features per input step.
+            pub const INPUT_SIZE: usize = INPUT_SIZE;
+            /// Width of one output step.
+            pub const OUTPUT_SIZE: usize = OUTPUT_SIZE;
+            /// Hidden state width per direction.
+            pub const HIDDEN_SIZE: usize = HIDDEN_SIZE;
+            /// Length of `h_n` for one sequence.
+            pub const H_N_LEN: usize = NUM_LAYERS * NUM_DIRECTIONS * HIDDEN_SIZE;
+            /// Length of `c_n` for one sequence (0 for a GRU).
+            pub const C_N_LEN: usize = #c_n_len;
+        },
+        api: quote! {
+            /// Runs `input.batch` sequences of `input.steps` steps into `out`. Uses this
+            /// thread's workspace, so it does not allocate after the first call with the
+            /// largest `steps * batch`.
+            pub fn forward(&self, input: &rt::RnnInput<'_>, out: rt::RnnOutput<'_>) -> Result<(), rt::Error> {
+                rt::with_workspace(|ws| self.forward_with(ws, input, out))
             }
 
-            impl rt::RecurrentModel for #ty {
-                const NAME: &'static str = #name;
-                const SHAPE: rt::ops::rnn::RnnShape = SHAPE;
-                const PRECISION: &'static str = #precision;
-                const BUILD_ID: &'static str = BLOB_ID;
-                fn load(&self) -> Result<(), rt::Error> {
-                    weights().map(|_| ())
-                }
-                fn forward(&self, input: &rt::RnnInput<'_>, out: rt::RnnOutput<'_>) -> Result<(), rt::Error> {
-                    #ty::forward(self, input, out)
-                }
+            /// [`Self::forward`] with a caller-owned workspace.
+            pub fn forward_with(
+                &self,
+                ws: &mut rt::Workspace,
+                input: &rt::RnnInput<'_>,
+                out: rt::RnnOutput<'_>,
+            ) -> Result<(), rt::Error> {
+                rt::ops::rnn::check_rnn_io(&SHAPE, input, &out)?;
+                let w = weights()?;
+                rt::dispatch(Forward { w, ws, input, out }, KERNELS)
             }
 
+            #[doc = #result_doc]
+            pub fn run(&self, input: &[f32]) -> Result<rt::RnnResult, rt::Error> {
+                <Self as rt::RecurrentModel>::run(self, input)
+            }
+        },
+        model_trait: quote!(rt::RecurrentModel),
+        trait_consts: quote! {
+            const SHAPE: rt::ops::rnn::RnnShape = SHAPE;
+        },
+        trait_fns: quote! {
+            fn forward(&self, input: &rt::RnnInput<'_>, out: rt::RnnOutput<'_>) -> Result<(), rt::Error> {
+                #ty::forward(self, input, out)
+            }
+        },
+        tail: quote! {
             struct Forward<'a> {
                 w: &'static Weights,
                 ws: &'a mut rt::Workspace,
@@ -234,7 +216,6 @@ pub(super) fn generate(model: &Model, layout: &Layout, r: &Rnn) -> TokenStream {
                     );
                 }
             }
-        }
-        pub use #module::#ty;
+        },
     }
 }

@@ -8,9 +8,12 @@
 //! unidirectional model, biases of a `bias = false` model) are errors: ignoring them would
 //! silently compute a different network.
 
-use super::KeepF32;
+mod codegen;
+
+use super::{KeepF32, ModelKind};
+use crate::codegen::{Layout, ModuleParts};
 use crate::error::{Error, Result};
-use crate::ir::{ident_for, Body, Cell, Linear, Rnn, RnnDirection};
+use crate::ir::{ident_for, Body, Cell, Linear, Model, Rnn, RnnDirection};
 use crate::spec::{ActivationSpec, Preset, RnnSection, SpecFile};
 use crate::weights::Weights;
 
@@ -165,4 +168,56 @@ pub(super) fn expand(spec: &SpecFile, weights: &Weights, keep: &KeepF32<'_>) -> 
         batch_first: r.batch_first,
         layers: out,
     })))
+}
+
+impl ModelKind for Rnn {
+    fn linears(&self) -> Vec<&Linear> {
+        self.layers
+            .iter()
+            .flatten()
+            .flat_map(|d| [&d.input, &d.hidden])
+            .collect()
+    }
+
+    /// `rnn.weight_hh_l0_reverse` -> `hh_l0_reverse`; kept by its weight tensor's name.
+    fn layer_labels(&self) -> Vec<(String, String)> {
+        self.linears()
+            .iter()
+            .map(|l| {
+                let short = l
+                    .name
+                    .rsplit_once("weight_")
+                    .map_or(l.name.as_str(), |p| p.1);
+                (short.to_string(), l.name.clone())
+            })
+            .collect()
+    }
+
+    fn module(&self, model: &Model, layout: &Layout) -> ModuleParts {
+        codegen::module(model, layout, self)
+    }
+
+    fn serve_main(&self) -> &'static str {
+        "recurrent_main"
+    }
+
+    fn architecture(&self) -> String {
+        format!(
+            "{}: {} layer{}, {}, input {}, hidden {}, batch_first {}",
+            match self.cell {
+                Cell::Lstm => "LSTM",
+                Cell::Gru => "GRU",
+            },
+            self.layers.len(),
+            if self.layers.len() == 1 { "" } else { "s" },
+            if self.directions == 2 {
+                "bidirectional"
+            } else {
+                "unidirectional"
+            },
+            self.input_size,
+            self.hidden_size,
+            self.batch_first
+        )
+    }
 }
