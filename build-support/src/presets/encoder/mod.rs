@@ -34,6 +34,45 @@ pub(super) struct Reader<'a> {
     pub(super) read: RefCell<BTreeSet<String>>,
 }
 
+impl<'a> Reader<'a> {
+    pub(super) fn new(
+        weights: &'a Weights,
+        prefix: &'a str,
+        config_path: &std::path::Path,
+        c: &EncoderConfig,
+    ) -> Self {
+        Reader {
+            weights,
+            prefix,
+            config_note: format!("as {} says: {}", config_path.display(), c.note()),
+            read: RefCell::new(BTreeSet::new()),
+        }
+    }
+}
+
+/// A checkpoint with a layer past the config's count computes another network: an error.
+pub(super) fn no_layer_past(
+    weights: &Weights,
+    prefix: &str,
+    f: &Family,
+    c: &EncoderConfig,
+    config_path: &std::path::Path,
+) -> Result<()> {
+    let next_layer = format!("{prefix}{}.", f.layer(c.num_hidden_layers));
+    if weights.names().iter().any(|n| n.starts_with(&next_layer)) {
+        return Err(Error::Weights {
+            file: weights.path().to_path_buf(),
+            message: format!(
+                "has more encoder layers than {} = {} in {}",
+                c.keys.layers,
+                c.num_hidden_layers,
+                config_path.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
 impl Reader<'_> {
     pub(super) fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         self.get_exact(&format!("{}{name}", self.prefix), shape)
@@ -472,12 +511,7 @@ pub(super) fn expand(
         "relu" => ActivationSpec::Relu,
         _ => ActivationSpec::GeluTanh,
     };
-    let r = Reader {
-        weights,
-        prefix,
-        config_note: format!("as {} says: {}", config_path.display(), c.note()),
-        read: RefCell::new(BTreeSet::new()),
-    };
+    let r = Reader::new(weights, prefix, &config_path, &c);
 
     let word = r.get(f.tensors.word, &[v, e])?;
     let mut position = r.get(f.tensors.position, &[c.max_position_embeddings, e])?;
@@ -541,18 +575,7 @@ pub(super) fn expand(
             window: None,
         });
     }
-    let next_layer = format!("{prefix}{}.", f.layer(c.num_hidden_layers));
-    if weights.names().iter().any(|n| n.starts_with(&next_layer)) {
-        return Err(Error::Weights {
-            file: weights.path().to_path_buf(),
-            message: format!(
-                "has more encoder layers than {} = {} in {}",
-                c.keys.layers,
-                c.num_hidden_layers,
-                config_path.display()
-            ),
-        });
-    }
+    no_layer_past(weights, prefix, f, &c, &config_path)?;
 
     let output = section
         .output

@@ -6,13 +6,12 @@
 //! `classifier(norm(act(dense(pool(x)))))`. Biases and norm shifts exist only where the
 //! config says so; a missing shift is stored as zeros.
 
-use std::cell::RefCell;
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::family::Family;
 use super::{
-    check_all_read, output_dims, pad_id, read_out_layer, read_tokenizer, word_storage, Reader,
+    check_all_read, no_layer_past, output_dims, pad_id, read_out_layer, read_tokenizer,
+    word_storage, Reader,
 };
 use crate::error::{Error, Result};
 use crate::hf_config::{ClassifierPooling, EncoderConfig, ModernBertOptions};
@@ -136,12 +135,7 @@ pub(super) fn expand(
         Some(m) => *m.get_ref(),
         None => reach,
     };
-    let r = Reader {
-        weights,
-        prefix,
-        config_note: format!("as {} says: {}", config_path.display(), c.note()),
-        read: RefCell::new(BTreeSet::new()),
-    };
+    let r = Reader::new(weights, prefix, config_path, c);
     let t = f.tensors;
     let word = r.get(t.word, &[v, h])?;
     let emb_norm = r.norm_maybe_bias(t.emb_norm, h, o.norm_bias)?;
@@ -206,18 +200,7 @@ pub(super) fn expand(
             window,
         });
     }
-    let next_layer = format!("{prefix}{}.", f.layer(c.num_hidden_layers));
-    if weights.names().iter().any(|n| n.starts_with(&next_layer)) {
-        return Err(Error::Weights {
-            file: weights.path().to_path_buf(),
-            message: format!(
-                "has more encoder layers than {} = {} in {}",
-                c.keys.layers,
-                c.num_hidden_layers,
-                config_path.display()
-            ),
-        });
-    }
+    no_layer_past(weights, prefix, f, c, config_path)?;
     let final_norm = r.norm_maybe_bias("final_norm", h, o.norm_bias)?;
     // Layer 0 has no attention norm: one in the checkpoint is a piece this code does not
     // compute.
