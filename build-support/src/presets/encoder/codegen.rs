@@ -611,7 +611,6 @@ pub(super) fn module(model: &Model, layout: &Layout, b: &Encoder) -> ModuleParts
             const AQ: rt::ops::ActQuant = #aq;
         },
         weights: quote! {
-            /// The sizes the encoder driver runs with, as constants.
             #forward_items
 
             #(#layer_fns)*
