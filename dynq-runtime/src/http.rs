@@ -1203,7 +1203,7 @@ async fn info(State(app): State<Arc<App>>) -> Response {
     m.insert("build_hash".into(), Value::from(i.build_id));
     let kernel = crate::selected_kernel().map_or_else(|e| e.to_string(), |k| k.name().to_owned());
     m.insert("kernel".into(), Value::from(kernel));
-    m.insert("threads".into(), Value::from(crate::kernels::threads()));
+    m.insert("threads".into(), Value::from(crate::threads::count()));
     match &i.kind {
         Kind::Encoder {
             family,

@@ -23,12 +23,17 @@
 //! Features: `rayon` (threads) and `text` (the tokenizer behind `embed_text`, [`text`]) are
 //! on by default; `serve` adds the JSON-lines driver of standalone binaries ([`serve`]).
 //!
-//! Inside, for the generated code:
+//! Inside, for the generated code, in layers from the bottom up (each uses only those below it):
 //!
-//! * [`quant`]: dynamic activation quantization, computed from the live input on every call
-//!   (per token or per tensor, symmetric int8 or asymmetric uint8 with a zero point);
+//! * the plain types ([`Activation`], the linear layers' weight views [`QLinear`],
+//!   [`F32Linear`] and [`Linear`], [`KernelId`]);
+//! * [`math`]: scalar f32 functions (`exp`, `erf`, the activations), and [`quant`]: dynamic
+//!   activation quantization, computed from the live input on every call (per token or per
+//!   tensor, symmetric int8 or asymmetric uint8 with a zero point);
 //! * [`kernels`]: the integer GEMM behind one [`Kernel`] trait, one zero-sized marker type per
-//!   instruction set, and a detect-once [`dispatch`];
+//!   instruction set, selected once for the CPU;
+//! * [`threads`]: the thread count, the team a forward call wakes ([`dispatch`]) and the
+//!   splitting of an op's rows into blocks for it;
 //! * [`ops`] and [`models`]: layer functions and model drivers, generic over the kernel and
 //!   over constant dimensions;
 //! * [`blob`]: the embedded, 64-byte aligned weight blob and its one-time check;
@@ -39,27 +44,36 @@
 #[cfg(target_endian = "big")]
 compile_error!("dynq-runtime reads its little-endian weight blob in place and supports little-endian targets only");
 
-pub mod blob;
-mod error;
-#[cfg(feature = "http")]
-pub mod http;
+// Layers, bottom up; each module uses only those above it in this list (and `error`,
+// `trace`, `workspace`, which use nothing of the crate but `types`):
 pub mod kernels;
+pub mod math;
 pub mod models;
 pub mod ops;
-pub mod profile;
 pub mod quant;
+pub mod threads;
+mod types;
+// Beside them: the instrumentation hooks every layer calls, scratch memory, errors.
+mod error;
+mod trace;
+mod workspace;
+// On top: the weight blob, the profile and the drivers of standalone binaries.
+pub mod blob;
+#[cfg(feature = "http")]
+pub mod http;
+pub mod profile;
 #[cfg(feature = "serve")]
 pub mod serve;
 #[cfg(feature = "text")]
 pub mod text;
-mod workspace;
 
 pub use error::Error;
-pub use kernels::{dispatch, selected_kernel, set_threads, Job, Kernel, KernelId};
+pub use kernels::{selected_kernel, Job, Kernel};
 pub use ops::bert::{BertInput, BertOutput};
 pub use ops::rnn::{RnnInput, RnnOutput, RnnResult};
-pub use ops::{Activation, F32Linear, Linear, QLinear};
 pub use quant::{Granularity, Scheme};
+pub use threads::{dispatch, set_threads};
+pub use types::{Activation, F32Linear, KernelId, Linear, QLinear};
 pub use workspace::{split_mut, with_workspace, Buffers, Workspace};
 
 /// A model with one dense input row and one dense output row per example (the `mlp` preset).

@@ -1555,7 +1555,7 @@ pub fn bench_corpus<M: crate::EncoderModel>(
         sentences: lines.len(),
         tokens,
         batch_tokens,
-        threads: crate::kernels::threads(),
+        threads: crate::threads::count(),
         seconds,
     })
 }

@@ -133,7 +133,7 @@ impl dynq_runtime::Job for Bf16<'_> {
 #[inline(always)]
 fn run_attention<K: Kernel>(kernel: K, c: &Case, bf16: bool) -> Vec<f32> {
     let (h, len) = (c.dims.hidden, c.len);
-    let mut scores = vec![0.0; scores_len(len, dynq_runtime::kernels::threads())];
+    let mut scores = vec![0.0; scores_len(len, dynq_runtime::threads::count())];
     // NaN: the padding between rows of the transposed keys must never be read.
     let mut kt = vec![f32::NAN; key_stride(len) * h];
     let mut ctx = vec![0.0; len * h];

@@ -5,7 +5,8 @@
 #![cfg(feature = "rayon")]
 
 use dynq_runtime::kernels::{packed_index, packed_len, Kernel};
-use dynq_runtime::ops::{linear_dyn, ActQuant, Linear, QuantScratch};
+use dynq_runtime::ops::{linear_dyn, ActQuant, QuantScratch};
+use dynq_runtime::Linear;
 use dynq_runtime::{Activation, F32Linear, Granularity, KernelId, QLinear, Scheme};
 
 struct Layer<'a> {

@@ -370,7 +370,7 @@ fn bench(e: &Embedder, len: usize, runs: usize) -> Result<(), Stop> {
         std::io::stdout(),
         "{{\"engine\": \"dynq\", \"variant\": \"{}\", \"seq_len\": {len}, \"threads\": {}, \"median_ms\": {:.4}, \"min_ms\": {:.4}, \"kernel\": \"{}\"}}",
         e.precision.name(),
-        dynq_runtime::kernels::threads(),
+        dynq_runtime::threads::count(),
         times[times.len() / 2],
         times[0],
         dynq_runtime::selected_kernel().map_err(|err| err.to_string())?.name()

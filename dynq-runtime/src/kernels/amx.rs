@@ -50,7 +50,8 @@ use std::sync::OnceLock;
 use super::avx512vnni::{self, Avx512Vnni};
 use super::scalar::epilogue;
 use super::{Kernel, KernelId, QuantizedRows, TILE_N};
-use crate::ops::{apply_activation, Activation, F32Linear, QLinear};
+use crate::math::apply_activation;
+use crate::types::{Activation, F32Linear, QLinear};
 
 /// Fewer rows than this run the AVX-512 VNNI code. Measured on a Sapphire Rapids core (K x N
 /// = 384 x 384 to 768 x 3072): with one row (a single token, an LSTM step) `vpdpbusd` is 1.1
@@ -165,7 +166,7 @@ impl Kernel for Amx {
     }
 
     #[inline(always)]
-    fn attention_tiles(self) -> Option<Bf16Tiles> {
+    fn bf16_tiles(self) -> Option<Bf16Tiles> {
         Amx::bf16_tiles(self)
     }
 

@@ -10,7 +10,8 @@ use std::arch::x86_64::*;
 
 use super::scalar::epilogue;
 use super::{Kernel, KernelId, QuantizedRows, TILE_N};
-use crate::ops::{apply_activation, Activation, F32Linear, QLinear};
+use crate::math::apply_activation;
+use crate::types::{Activation, F32Linear, QLinear};
 
 /// Proof that this CPU has AVX-VNNI, AVX2 and FMA; only [`AvxVnni::detect`] makes one.
 #[derive(Debug, Clone, Copy)]

@@ -1,4 +1,5 @@
-//! Integer GEMM kernels behind one trait, and the detect-once dispatch.
+//! Integer GEMM kernels behind one trait, and the detect-once kernel selection (which
+//! [`crate::dispatch`] wraps in the forward's thread team).
 //!
 //! Each instruction set is a zero-sized marker type implementing [`Kernel`]. Layer code in
 //! [`crate::ops`] is generic over the marker, so one instantiation per (ISA, shape) is compiled
@@ -8,7 +9,7 @@
 
 use std::sync::OnceLock;
 
-use crate::ops::{Activation, F32Linear, QLinear};
+use crate::types::{Activation, F32Linear, KernelId, QLinear};
 use crate::Error;
 
 /// The two ways into a kernel's target features, for a marker type whose existence proves them:
@@ -70,8 +71,6 @@ mod neon_dot;
 mod neon_i8mm;
 pub mod peak;
 mod scalar;
-#[cfg(feature = "rayon")]
-mod team;
 #[cfg(target_arch = "x86_64")]
 pub use amx::{Amx, Bf16Tiles, BF16_TILE};
 #[cfg(target_arch = "x86_64")]
@@ -131,6 +130,20 @@ pub(crate) fn with_unsigned<R>(
         };
         f(&flipped)
     })
+}
+
+/// `a * b + c`, fused into one instruction and one rounding where the kernel's CPU has FMA
+/// ([`Kernel::FMA`]).
+#[inline(always)]
+pub(crate) fn madd<Kn: Kernel>(a: f32, b: f32, c: f32) -> f32 {
+    crate::math::madd_with(a, b, c, Kn::FMA)
+}
+
+/// [`crate::math::exp`] with its polynomial fused where the kernel's CPU has FMA (half the
+/// instructions; results may differ from `exp` in the last bit).
+#[inline(always)]
+pub(crate) fn exp_k<Kn: Kernel>(x: f32) -> f32 {
+    crate::math::exp_with(x, Kn::FMA)
 }
 
 /// Output channels per packed weight tile.
@@ -208,12 +221,12 @@ pub trait Kernel: Copy + Send + Sync + 'static {
     /// f32 activations (`m` rows of `w.k`) times f32 weights plus bias and activation.
     fn gemm_f32(self, x: &[f32], m: usize, w: &F32Linear<'_>, act: Activation, out: &mut [f32]);
 
-    /// The AMX-BF16 tile unit, for kernels whose CPU has one ([`Amx`] with AMX-BF16): INT8
-    /// models run the attention products on it in bf16 (see
-    /// [`crate::ops::bert::attention_bf16`]).
+    /// The AMX-BF16 tile unit, for kernels whose CPU has one ([`Amx`] with AMX-BF16): a
+    /// capability, like [`Kernel::FMA`], that ops may use for bf16 products (INT8 encoders run
+    /// their attention products on it: [`crate::ops::bert::attention_bf16`]).
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    fn attention_tiles(self) -> Option<Bf16Tiles> {
+    fn bf16_tiles(self) -> Option<Bf16Tiles> {
         None
     }
 
@@ -230,114 +243,6 @@ pub trait Kernel: Copy + Send + Sync + 'static {
         task.run(first_row, out, scratch)
     }
 }
-
-/// Threads that [`for_each_block`] spreads work over: the current rayon pool's size with the
-/// `rayon` feature (on by default: all cores, or `DYNQ_THREADS`, or [`set_threads`]), else 1.
-///
-/// ```
-/// assert!(dynq_runtime::kernels::threads() >= 1);
-/// ```
-pub fn threads() -> usize {
-    #[cfg(feature = "rayon")]
-    {
-        rayon::current_num_threads()
-    }
-    #[cfg(not(feature = "rayon"))]
-    {
-        1
-    }
-}
-
-/// Sets how many threads every forward call uses, for the whole process: 1 runs on the calling
-/// thread only. Without a call, the count comes from the `DYNQ_THREADS` environment variable,
-/// else from the machine (rayon's global pool: `RAYON_NUM_THREADS` or the cores).
-///
-/// Results do not depend on the count: the split into blocks never changes what one output
-/// value adds up. It is an error once the pool exists with another count (after the first
-/// forward call, or when the application configured rayon's global pool itself), and always
-/// without the `rayon` feature for counts above 1.
-///
-/// ```no_run
-/// dynq_runtime::set_threads(1).unwrap(); // single-threaded
-/// ```
-pub fn set_threads(n: usize) -> Result<(), Error> {
-    if n == 0 {
-        return Err(Error::Threads(
-            "thread count: expected 1 or more, found 0".into(),
-        ));
-    }
-    #[cfg(feature = "rayon")]
-    {
-        if rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .stack_size(WORKER_STACK)
-            .build_global()
-            .is_ok()
-        {
-            return Ok(());
-        }
-        let have = rayon::current_num_threads();
-        if have == n {
-            return Ok(());
-        }
-        Err(Error::Threads(format!(
-            "cannot use {n} threads: the thread pool already runs {have} (set the count before \
-             the first forward call)"
-        )))
-    }
-    #[cfg(not(feature = "rayon"))]
-    {
-        if n == 1 {
-            return Ok(());
-        }
-        Err(Error::Threads(format!(
-            "cannot use {n} threads: dynq-runtime was built without its `rayon` feature"
-        )))
-    }
-}
-
-/// Applies `DYNQ_THREADS` once, before the first forward call makes the pool; a value that is
-/// not a count is an error of every forward call.
-fn threads_from_env() -> Result<(), Error> {
-    static APPLIED: OnceLock<Result<(), Error>> = OnceLock::new();
-    APPLIED
-        .get_or_init(|| match std::env::var("DYNQ_THREADS") {
-            Ok(v) if !v.trim().is_empty() => {
-                let n = v
-                    .trim()
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|&n| n > 0)
-                    .ok_or_else(|| {
-                        Error::Threads(format!(
-                            "DYNQ_THREADS={v:?}: expected a thread count (1 or more)"
-                        ))
-                    })?;
-                if let Err(e) = set_threads(n) {
-                    // The application made rayon's pool first: its count stands. A thread count
-                    // never changes results, so this is worth a warning, not a failed forward.
-                    eprintln!("dynq: DYNQ_THREADS={v} ignored: {e}");
-                }
-                Ok(())
-            }
-            _ => {
-                // All cores, on workers with room for a forward: an unoptimized (dev profile)
-                // build inlines a whole layer into frames near rayon's default 2 MiB. Fails
-                // only when the application made rayon's pool first; then its pool is used.
-                #[cfg(feature = "rayon")]
-                let _ = rayon::ThreadPoolBuilder::new()
-                    .stack_size(WORKER_STACK)
-                    .build_global();
-                Ok(())
-            }
-        })
-        .clone()
-}
-
-/// Stack of each thread of the pool dynq makes (reserved address space; pages are touched only
-/// as used).
-#[cfg(feature = "rayon")]
-const WORKER_STACK: usize = 16 << 20;
 
 /// Panics (a bug in the caller, never user input) unless every slice is long enough.
 pub(crate) fn check_qgemm(a: &QuantizedRows<'_>, m: usize, w: &QLinear<'_>, out: &[f32]) {
@@ -371,293 +276,61 @@ pub trait BlockTask: Sync {
     fn run(&self, first_row: usize, out: &mut [f32], scratch: &mut [f32]);
 }
 
-/// Splits `out` into one block of whole rows (`row_len` values each, block sizes a multiple of
-/// `align` rows) per thread and runs `task` on each, in parallel with the `rayon` feature when
-/// there are at least `min_rows` rows, else once on this thread. `scratch` is split alike into
-/// `threads()` pieces of `scratch_len`.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub fn for_each_block<K: Kernel, T: BlockTask>(
-    kernel: K,
-    rows: usize,
-    row_len: usize,
-    align: usize,
-    min_rows: usize,
-    out: &mut [f32],
-    scratch: &mut [f32],
-    scratch_len: usize,
-    task: &T,
-) {
-    let t = threads();
-    if t <= 1 || rows < min_rows {
-        task.run(0, &mut out[..rows * row_len], &mut scratch[..scratch_len]);
-        return;
-    }
-    #[cfg(feature = "rayon")]
-    {
-        // Inside `dispatch`: the forward's own team of awake threads, two blocks per thread
-        // (claimed, not assigned: a thread that finishes early takes another block).
-        let block = rows.div_ceil(2 * t).next_multiple_of(align);
-        if team::split(
-            &mut out[..rows * row_len],
-            block * row_len,
-            &mut scratch[..t * scratch_len],
-            scratch_len,
-            &|b, o, s| kernel.run_block(task, b * block, o, s),
-        ) {
-            return;
-        }
-        let block = rows.div_ceil(t).next_multiple_of(align);
-        par_blocks(
-            &mut out[..rows * row_len],
-            block * row_len,
-            &mut scratch[..t * scratch_len],
-            scratch_len,
-            &|b, o, s| kernel.run_block(task, b * block, o, s),
-        );
-    }
-    #[cfg(not(feature = "rayon"))]
-    let _ = (kernel, align);
-}
-
-/// Runs `task` on blocks of whole rows whose bounds the caller chooses: block `b` is rows
-/// `bounds[b]..bounds[b + 1]` of `out` (`row_len` values each; `bounds` ascending). Blocks are
-/// claimed by the forward's threads as they come free (with the `rayon` feature, when there are
-/// several threads and blocks), so blocks of uneven cost balance; each block sees the
-/// `scratch_len` piece of `scratch` of the thread running it (`scratch` holds [`threads`]
-/// pieces). The ragged batch runs the attention of its short sequences this way, a sequence
-/// per block.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub fn for_each_span<K: Kernel, T: BlockTask>(
-    kernel: K,
-    bounds: &[usize],
-    row_len: usize,
-    out: &mut [f32],
-    scratch: &mut [f32],
-    scratch_len: usize,
-    task: &T,
-) {
-    let blocks = bounds.len().saturating_sub(1);
-    let t = threads();
-    let run_here = |out: &mut [f32], scratch: &mut [f32]| {
-        for b in 0..blocks {
-            let (start, end) = (bounds[b] * row_len, bounds[b + 1] * row_len);
-            kernel.run_block(task, bounds[b], &mut out[start..end], scratch);
-        }
-    };
-    if t <= 1 || blocks <= 1 {
-        run_here(out, &mut scratch[..scratch_len]);
-        return;
-    }
-    #[cfg(feature = "rayon")]
-    {
-        let values: Vec<usize> = bounds.iter().map(|&r| r * row_len).collect();
-        if team::split_at(
-            out,
-            &values,
-            &mut scratch[..t * scratch_len],
-            scratch_len,
-            &|b, o, s| kernel.run_block(task, bounds[b], o, s),
-        ) {
-            return;
-        }
-        // Outside a forward's team: contiguous groups of blocks, one per thread.
-        par_groups(out, &values, t, scratch, scratch_len, &|b, o, s| {
-            kernel.run_block(task, bounds[b], o, s)
-        });
+/// Why this kernel cannot run in this process, or `None` if it can.
+fn unavailable_reason(id: KernelId) -> Option<String> {
+    match id {
+        KernelId::Scalar => None,
+        #[cfg(target_arch = "x86_64")]
+        KernelId::Avx2 => Avx2::detect()
+            .is_none()
+            .then(|| "this CPU lacks AVX2 or FMA".to_string()),
+        #[cfg(not(target_arch = "x86_64"))]
+        KernelId::Avx2 => Some(format!(
+            "the AVX2 kernel needs x86-64, this is {}",
+            std::env::consts::ARCH
+        )),
+        #[cfg(target_arch = "x86_64")]
+        KernelId::Amx => Amx::detect().is_none().then(|| {
+            "this CPU lacks AMX-TILE/AMX-INT8 or AVX-512 F/BW/VNNI, or the OS refused the \
+             AMX tile state"
+                .to_string()
+        }),
+        #[cfg(target_arch = "x86_64")]
+        KernelId::Avx512Vnni => Avx512Vnni::detect()
+            .is_none()
+            .then(|| "this CPU lacks AVX-512 F/BW/VNNI".to_string()),
+        #[cfg(target_arch = "x86_64")]
+        KernelId::AvxVnni => AvxVnni::detect()
+            .is_none()
+            .then(|| "this CPU lacks AVX-VNNI".to_string()),
+        #[cfg(target_arch = "aarch64")]
+        KernelId::NeonDot => NeonDot::detect()
+            .is_none()
+            .then(|| "this CPU lacks the dot-product extension (dotprod)".to_string()),
+        #[cfg(not(target_arch = "aarch64"))]
+        KernelId::NeonDot => Some(format!(
+            "the NEON dotprod kernel needs aarch64, this is {}",
+            std::env::consts::ARCH
+        )),
+        #[cfg(target_arch = "aarch64")]
+        KernelId::NeonI8mm => NeonI8mm::detect()
+            .is_none()
+            .then(|| "this CPU lacks the int8 matrix-multiply extension (i8mm)".to_string()),
+        #[cfg(not(target_arch = "aarch64"))]
+        KernelId::NeonI8mm => Some(format!(
+            "the NEON i8mm kernel needs aarch64, this is {}",
+            std::env::consts::ARCH
+        )),
+        #[cfg(not(target_arch = "x86_64"))]
+        KernelId::Amx | KernelId::Avx512Vnni | KernelId::AvxVnni => Some(format!(
+            "the {} kernel needs x86-64, this is {}",
+            id.name(),
+            std::env::consts::ARCH
+        )),
     }
 }
 
-/// A block's work: block index, its output, the scratch piece of the thread running it.
-#[cfg(feature = "rayon")]
-type BlockFn<'a> = dyn Fn(usize, &mut [f32], &mut [f32]) + Sync + 'a;
-
-/// [`for_each_block`] outside a forward's team, on rayon's pool: `chunk`-value blocks of
-/// `out`, with `scratch_len`-value pieces of `scratch`. Not generic, so rayon's machinery is
-/// compiled once here rather than at every call site of every generated model.
-#[cfg(feature = "rayon")]
-#[inline(never)]
-fn par_blocks(
-    out: &mut [f32],
-    chunk: usize,
-    scratch: &mut [f32],
-    scratch_len: usize,
-    f: &BlockFn<'_>,
-) {
-    use rayon::prelude::*;
-    if chunk == 0 {
-        return;
-    }
-    if scratch_len == 0 {
-        out.par_chunks_mut(chunk)
-            .enumerate()
-            .for_each(|(b, o)| f(b, o, &mut []));
-    } else {
-        out.par_chunks_mut(chunk)
-            .zip(scratch.par_chunks_mut(scratch_len))
-            .enumerate()
-            .for_each(|(b, (o, s))| f(b, o, s));
-    }
-}
-
-/// [`for_each_span`] outside a forward's team, on rayon's pool: the blocks `values[b]..values[b
-/// + 1]` of `out` in `threads` contiguous groups, each group's blocks in order on one thread
-/// with its own piece of `scratch`. Not generic, like [`par_blocks`].
-#[cfg(feature = "rayon")]
-#[inline(never)]
-fn par_groups(
-    out: &mut [f32],
-    values: &[usize],
-    threads: usize,
-    scratch: &mut [f32],
-    scratch_len: usize,
-    f: &BlockFn<'_>,
-) {
-    use rayon::prelude::*;
-    let blocks = values.len() - 1;
-    let per = blocks.div_ceil(threads.max(1)).max(1);
-    let mut groups = Vec::with_capacity(threads);
-    let mut rest = &mut out[..values[blocks]];
-    let mut at = 0;
-    for g in 0..blocks.div_ceil(per) {
-        let (first, last) = (g * per, ((g + 1) * per).min(blocks));
-        let (mine, more) = std::mem::take(&mut rest).split_at_mut(values[last] - at);
-        groups.push((first, last, mine));
-        rest = more;
-        at = values[last];
-    }
-    let run_group = |(first, last, o): (usize, usize, &mut [f32]), s: &mut [f32]| {
-        let base = values[first];
-        for b in first..last {
-            f(b, &mut o[values[b] - base..values[b + 1] - base], s);
-        }
-    };
-    if scratch_len == 0 {
-        groups.into_par_iter().for_each(|g| run_group(g, &mut []));
-    } else {
-        groups
-            .into_par_iter()
-            .zip(scratch[..threads * scratch_len].par_chunks_mut(scratch_len))
-            .for_each(|(g, s)| run_group(g, s));
-    }
-}
-
-/// The kernels dynq knows, in the spelling of `DYNQ_KERNEL` and the TOML `[target]` section.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KernelId {
-    /// Portable Rust, the reference.
-    Scalar,
-    /// x86-64 AVX2 (`vpmaddubsw`).
-    Avx2,
-    /// x86-64 AMX-INT8 (`tdpbusd` on tiles), AVX-512 VNNI below 3 rows.
-    Amx,
-    /// x86-64 AVX-512 VNNI (`vpdpbusd` on zmm).
-    Avx512Vnni,
-    /// x86-64 AVX-VNNI (`vpdpbusd`, VEX on ymm).
-    AvxVnni,
-    /// AArch64 dot product (`sdot`).
-    NeonDot,
-    /// AArch64 int8 matrix multiply (`smmla`).
-    NeonI8mm,
-}
-
-impl KernelId {
-    /// Every kernel, best first within each architecture.
-    pub const ALL: [KernelId; 7] = [
-        KernelId::Amx,
-        KernelId::Avx512Vnni,
-        KernelId::AvxVnni,
-        KernelId::Avx2,
-        KernelId::NeonI8mm,
-        KernelId::NeonDot,
-        KernelId::Scalar,
-    ];
-
-    /// The name used by `DYNQ_KERNEL` and the TOML.
-    ///
-    /// ```
-    /// assert_eq!(dynq_runtime::KernelId::AvxVnni.name(), "avxvnni");
-    /// ```
-    pub const fn name(self) -> &'static str {
-        match self {
-            KernelId::Scalar => "scalar",
-            KernelId::Avx2 => "avx2",
-            KernelId::Amx => "amx",
-            KernelId::Avx512Vnni => "avx512vnni",
-            KernelId::AvxVnni => "avxvnni",
-            KernelId::NeonDot => "neon_dot",
-            KernelId::NeonI8mm => "neon_i8mm",
-        }
-    }
-
-    /// Parses a kernel name.
-    ///
-    /// ```
-    /// use dynq_runtime::KernelId;
-    /// assert_eq!(KernelId::from_name("neon_dot"), Some(KernelId::NeonDot));
-    /// assert_eq!(KernelId::from_name("sse"), None);
-    /// ```
-    pub fn from_name(name: &str) -> Option<KernelId> {
-        KernelId::ALL.into_iter().find(|k| k.name() == name)
-    }
-
-    /// Why this kernel cannot run in this process, or `None` if it can.
-    fn unavailable_reason(self) -> Option<String> {
-        match self {
-            KernelId::Scalar => None,
-            #[cfg(target_arch = "x86_64")]
-            KernelId::Avx2 => Avx2::detect()
-                .is_none()
-                .then(|| "this CPU lacks AVX2 or FMA".to_string()),
-            #[cfg(not(target_arch = "x86_64"))]
-            KernelId::Avx2 => Some(format!(
-                "the AVX2 kernel needs x86-64, this is {}",
-                std::env::consts::ARCH
-            )),
-            #[cfg(target_arch = "x86_64")]
-            KernelId::Amx => Amx::detect().is_none().then(|| {
-                "this CPU lacks AMX-TILE/AMX-INT8 or AVX-512 F/BW/VNNI, or the OS refused the \
-                 AMX tile state"
-                    .to_string()
-            }),
-            #[cfg(target_arch = "x86_64")]
-            KernelId::Avx512Vnni => Avx512Vnni::detect()
-                .is_none()
-                .then(|| "this CPU lacks AVX-512 F/BW/VNNI".to_string()),
-            #[cfg(target_arch = "x86_64")]
-            KernelId::AvxVnni => AvxVnni::detect()
-                .is_none()
-                .then(|| "this CPU lacks AVX-VNNI".to_string()),
-            #[cfg(target_arch = "aarch64")]
-            KernelId::NeonDot => NeonDot::detect()
-                .is_none()
-                .then(|| "this CPU lacks the dot-product extension (dotprod)".to_string()),
-            #[cfg(not(target_arch = "aarch64"))]
-            KernelId::NeonDot => Some(format!(
-                "the NEON dotprod kernel needs aarch64, this is {}",
-                std::env::consts::ARCH
-            )),
-            #[cfg(target_arch = "aarch64")]
-            KernelId::NeonI8mm => NeonI8mm::detect()
-                .is_none()
-                .then(|| "this CPU lacks the int8 matrix-multiply extension (i8mm)".to_string()),
-            #[cfg(not(target_arch = "aarch64"))]
-            KernelId::NeonI8mm => Some(format!(
-                "the NEON i8mm kernel needs aarch64, this is {}",
-                std::env::consts::ARCH
-            )),
-            #[cfg(not(target_arch = "x86_64"))]
-            KernelId::Amx | KernelId::Avx512Vnni | KernelId::AvxVnni => Some(format!(
-                "the {} kernel needs x86-64, this is {}",
-                self.name(),
-                std::env::consts::ARCH
-            )),
-        }
-    }
-}
-
-/// Work generic over the kernel: generated forward functions implement it, and [`dispatch`]
+/// Work generic over the kernel: generated forward functions implement it, and [`dispatch`](crate::dispatch)
 /// runs it with the kernel chosen for this CPU.
 ///
 /// ```
@@ -672,7 +345,7 @@ impl KernelId {
 pub trait Job {
     /// What the job returns.
     type Output;
-    /// The kernels [`dispatch`] compiles this job for: it instantiates [`Job::run`] only for
+    /// The kernels [`dispatch`](crate::dispatch) compiles this job for: it instantiates [`Job::run`] only for
     /// these and the scalar kernel (the fallback), so a model generated for fewer kernels
     /// (`[target] kernels`, or `kernels = "native"`) compiles faster and makes a smaller
     /// binary. Every kernel by default.
@@ -687,7 +360,7 @@ pub trait Job {
 pub trait KernelSet: Copy + Send + Sync {
     /// The kernels compiled in.
     const KERNELS: &'static [KernelId];
-    /// The kernels this value lets [`dispatch`] choose from (those not in
+    /// The kernels this value lets [`dispatch`](crate::dispatch) choose from (those not in
     /// [`KernelSet::KERNELS`], scalar aside, are skipped): all of them by default. A test can
     /// pin one kernel at run time without compiling another copy of the job.
     fn enabled(&self) -> &[KernelId] {
@@ -744,7 +417,7 @@ const fn contains(m: u8, id: KernelId) -> bool {
     m & (1 << id as u8) != 0
 }
 
-/// Which kernels [`dispatch`] instantiates `J` for, as constants: a match arm guarded by a
+/// Which kernels [`dispatch`](crate::dispatch) instantiates `J` for, as constants: a match arm guarded by a
 /// `false` one is dead once `J` is known, and the compiler then does not instantiate (nor
 /// compile) the job for that kernel.
 struct Compiled<J>(std::marker::PhantomData<J>);
@@ -764,7 +437,7 @@ fn choose() -> Result<KernelId, Error> {
     match std::env::var("DYNQ_KERNEL") {
         Ok(name) if !name.is_empty() => {
             let id = KernelId::from_name(&name).ok_or(Error::UnknownKernel(name))?;
-            match id.unavailable_reason() {
+            match unavailable_reason(id) {
                 None => Ok(id),
                 Some(reason) => Err(Error::KernelUnavailable {
                     name: id.name(),
@@ -774,7 +447,7 @@ fn choose() -> Result<KernelId, Error> {
         }
         _ => Ok(KernelId::ALL
             .into_iter()
-            .find(|k| k.unavailable_reason().is_none())
+            .find(|&k| unavailable_reason(k).is_none())
             .unwrap_or(KernelId::Scalar)),
     }
 }
@@ -791,41 +464,11 @@ pub fn selected_kernel() -> Result<KernelId, Error> {
     SELECTED.get_or_init(choose).clone()
 }
 
-/// Runs `job` with the kernel selected for this process, restricted to the kernels the model
-/// was packed for (`enabled`) and the job is compiled for ([`Job::KERNELS`]; scalar always).
-///
-/// When `DYNQ_KERNEL` pins a kernel the model was not packed or compiled for, this is an error;
-/// otherwise the best selected-or-lesser kernel the model carries is used.
-///
-/// With the `rayon` feature and more than one thread, the job runs on a pool thread (the caller
-/// waits) with `threads() - 1` helper tasks spawned beside it that stay awake, polling, until
-/// the job ends: each parallel region of the forward (~30 per BERT forward) then starts on all
-/// threads at once, instead of waking a sleeping pool thread with a system call per region.
-/// Blocks are claimed, not assigned, so a helper the pool cannot run yet (all threads busy with
-/// other forwards) costs nothing: the forward thread does its blocks.
-pub fn dispatch<J>(job: J, enabled: &[KernelId]) -> Result<J::Output, Error>
-where
-    J: Job + Send,
-    J::Output: Send,
-{
-    threads_from_env()?;
-    #[cfg(feature = "rayon")]
-    if threads() > 1 {
-        let team = team::Team::new();
-        return rayon::scope(|s| {
-            for w in 1..threads() {
-                let team = &team;
-                s.spawn(move |_| team.help(w));
-            }
-            let _current = team.enter();
-            dispatch_here(job, enabled)
-        });
-    }
-    dispatch_here(job, enabled)
-}
-
-/// [`dispatch`] on the calling thread.
-fn dispatch_here<J: Job>(job: J, enabled: &[KernelId]) -> Result<J::Output, Error> {
+/// Runs `job` on the calling thread with the kernel selected for this process, restricted to
+/// the kernels the model was packed for (`enabled`) and the job is compiled for
+/// ([`Job::KERNELS`]; scalar always): the kernel half of [`crate::dispatch`], which adds the
+/// forward's thread team.
+pub(crate) fn run_selected<J: Job>(job: J, enabled: &[KernelId]) -> Result<J::Output, Error> {
     static PINNED: OnceLock<bool> = OnceLock::new();
     let selected = selected_kernel()?;
     // Read once, like the selection: no environment lookup per forward call.
@@ -845,7 +488,7 @@ fn dispatch_here<J: Job>(job: J, enabled: &[KernelId]) -> Result<J::Output, Erro
         // The best kernel the model carries that this CPU runs.
         KernelId::ALL
             .into_iter()
-            .find(|&k| carried(k) && k.unavailable_reason().is_none())
+            .find(|&k| carried(k) && unavailable_reason(k).is_none())
             .unwrap_or(KernelId::Scalar)
     };
     match id {
@@ -884,5 +527,27 @@ fn dispatch_here<J: Job>(job: J, enabled: &[KernelId]) -> Result<J::Output, Erro
             name: other.name(),
             reason: "no entry point in this build".into(),
         }),
+    }
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fused_exp_is_as_accurate() {
+        if Avx2::detect().is_none() {
+            eprintln!("skipped: no AVX2/FMA");
+            return;
+        }
+        let mut worst = 0.0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let e = f64::from(x).exp();
+            worst = worst.max(((f64::from(exp_k::<Avx2>(x)) - e) / e).abs());
+            x += 0.013;
+        }
+        assert!(worst < 4e-7, "relative error {worst:e}");
+        assert_eq!(exp_k::<Avx2>(-1000.0), 0.0);
     }
 }

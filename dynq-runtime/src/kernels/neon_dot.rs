@@ -12,7 +12,8 @@ use std::arch::asm;
 
 use super::scalar::epilogue;
 use super::{Kernel, KernelId, QuantizedRows, TILE_N};
-use crate::ops::{apply_activation, Activation, F32Linear, QLinear};
+use crate::math::apply_activation;
+use crate::types::{Activation, F32Linear, QLinear};
 
 /// Proof that this CPU has the dot-product extension; only [`NeonDot::detect`] makes one.
 #[derive(Debug, Clone, Copy)]

@@ -15,7 +15,8 @@ use std::arch::asm;
 
 use super::scalar::epilogue;
 use super::{Kernel, KernelId, QuantizedRows, TILE_N};
-use crate::ops::{apply_activation, Activation, F32Linear, QLinear};
+use crate::math::apply_activation;
+use crate::types::{Activation, F32Linear, QLinear};
 
 /// Proof that this CPU has the int8 matrix-multiply extension; only [`NeonI8mm::detect`]
 /// makes one.

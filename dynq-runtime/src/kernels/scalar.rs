@@ -1,7 +1,8 @@
 //! The portable reference kernel.
 
 use super::{Kernel, KernelId, QuantizedRows, TILE_N};
-use crate::ops::{apply_activation, Activation, F32Linear, QLinear};
+use crate::math::apply_activation;
+use crate::types::{Activation, F32Linear, QLinear};
 
 /// Portable Rust kernel: the reference every SIMD kernel must match bit for bit.
 #[derive(Debug, Clone, Copy, Default)]

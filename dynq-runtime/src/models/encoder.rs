@@ -16,9 +16,10 @@ use crate::ops::bert::{
     ragged_scores_len, relative_position_bias, Dims, Embeddings, EncoderLayer, EncoderLinear,
     EncoderScratch, LayerNorm, LayerShape, LinearObserver, Ragged, KEY_ROW_PAD,
 };
-use crate::ops::{linear_dyn, ActQuant, Activation, Linear, QuantScratch};
-use crate::profile::{self, Op, Part};
+use crate::ops::{linear_dyn, ActQuant, QuantScratch};
 use crate::quant::padded_k;
+use crate::trace::{self, Op, Part};
+use crate::types::{Activation, Linear};
 use crate::KernelId;
 use crate::{BertInput, BertOutput, Error, Workspace};
 
@@ -191,7 +192,7 @@ pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
     let seqs = Ragged::new(&offsets);
     let (tokens, count) = (seqs.tokens(), seqs.count());
     let (h, heads, ew) = (dims.hidden(), dims.heads(), e.embedding_width);
-    let lens = buffer_lens(dims, e, seqs, crate::kernels::threads());
+    let lens = buffer_lens(dims, e, seqs, crate::threads::count());
     let buf = ws.buffers(lens.iter().sum(), quant_len(dims, e, tokens), tokens);
     let [x, qkv, ctx, tmp, ffn, scores, mask, rel, emb, head_rows] =
         crate::split_mut(buf.f32, lens);
@@ -200,11 +201,11 @@ pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
         scales: buf.scales,
         zero_points: buf.zero_points,
     };
-    profile::kernel(K::ID);
-    let region = profile::region(Op::Embeddings);
-    let timer = profile::time(Part::Lookup);
+    trace::kernel(K::ID);
+    let region = trace::region(Op::Embeddings);
+    let timer = trace::time(Part::Lookup);
     // At least the word rows come from memory (the tables are far larger than the caches).
-    profile::work(Part::Lookup, tokens * ew, tokens * ew * 4);
+    trace::work(Part::Lookup, tokens * ew, tokens * ew * 4);
     for (s, input) in inputs.iter().enumerate() {
         let (start, len) = (seqs.start(s), seqs.len(s));
         match &e.projection {
@@ -230,7 +231,7 @@ pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
     }
     drop((timer, region));
     if let Some(p) = &e.projection {
-        let _region = profile::region(Op::Projection);
+        let _region = trace::region(Op::Projection);
         let none = Activation::None;
         linear_dyn(kernel, ew, h, emb, tokens, p, none, aq, &mut quant, x);
         observer.linear(0, EncoderLinear::Projection, emb, x);
@@ -251,23 +252,23 @@ pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
         );
     }
     if let Some(norm) = &e.final_norm {
-        let _region = profile::region(Op::Pooling);
-        let _timer = profile::time(Part::ResidualNorm);
-        profile::work(Part::ResidualNorm, tokens * h, tokens * h * 8);
+        let _region = trace::region(Op::Pooling);
+        let _timer = trace::time(Part::ResidualNorm);
+        trace::work(Part::ResidualNorm, tokens * h, tokens * h * 8);
         layer_norm_dyn(x, h, norm);
     }
     let x = &*x;
     match e.output {
         BertOutput::LastHiddenState => {
-            let _region = profile::region(Op::Pooling);
-            let _timer = profile::time(Part::Pool);
-            profile::work(Part::Pool, tokens * h, tokens * h * 8);
+            let _region = trace::region(Op::Pooling);
+            let _timer = trace::time(Part::Pool);
+            trace::work(Part::Pool, tokens * h, tokens * h * 8);
             out[..tokens * h].copy_from_slice(x);
         }
         BertOutput::MeanPooled | BertOutput::Cls => {
-            let _region = profile::region(Op::Pooling);
-            let _timer = profile::time(Part::Pool);
-            profile::work(Part::Pool, tokens * h, tokens * h * 4);
+            let _region = trace::region(Op::Pooling);
+            let _timer = trace::time(Part::Pool);
+            trace::work(Part::Pool, tokens * h, tokens * h * 4);
             let width = e.dims.unwrap_or(h);
             let pooled = &mut head_rows[..];
             for (s, input) in inputs.iter().enumerate() {
@@ -294,7 +295,7 @@ pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
             // The first token of each sequence, then the head over those rows (independent rows,
             // as in the layers).
             let (first, pooled) = head_rows.split_at_mut(count * h);
-            let region = profile::region(Op::HeadDense);
+            let region = trace::region(Op::HeadDense);
             for (s, input) in inputs.iter().enumerate() {
                 let (start, len) = (seqs.start(s), seqs.len(s));
                 let row = &mut first[s * h..(s + 1) * h];
@@ -322,11 +323,11 @@ pub fn forward<K: Kernel, D: Dims, O: LinearObserver>(
             );
             observer.linear(0, EncoderLinear::HeadDense, first, pooled);
             if let Some(norm) = &head.norm {
-                let _timer = profile::time(Part::ResidualNorm);
+                let _timer = trace::time(Part::ResidualNorm);
                 layer_norm_dyn(pooled, dn, norm);
             }
             drop(region);
-            let _region = profile::region(Op::HeadOut);
+            let _region = trace::region(Op::HeadOut);
             let out = &mut out[..count * on];
             linear_dyn(kernel, dn, on, pooled, count, &head.out, none, aq, q, out);
             observer.linear(0, EncoderLinear::HeadOut, pooled, out);
@@ -485,7 +486,7 @@ fn dispatch<D: Dims + Send, S: KernelSet>(
     ws: &mut Workspace,
     out: &mut [f32],
 ) -> Result<(), Error> {
-    crate::dispatch(
+    crate::threads::dispatch(
         Job {
             dims,
             kernels: std::marker::PhantomData::<S>,

@@ -5,10 +5,10 @@
 //! scores scaled by `1 / sqrt(head_dim)` with masked keys pushed to `f32::MIN`, mean pooling
 //! over the attention mask.
 
-use super::activation::{exp_k, madd};
 use super::{linear_dyn, linear_post, ActQuant, Activation, Linear, Post, QuantScratch};
 use crate::kernels::Kernel;
-use crate::profile::{self, Op, Part};
+use crate::kernels::{exp_k, madd};
+use crate::trace::{self, Op, Part};
 use crate::Error;
 
 mod tiles;
@@ -366,7 +366,7 @@ pub struct EncoderScratch<'a> {
     pub tmp: &'a mut [f32],
     /// `tokens * intermediate`.
     pub ffn: &'a mut [f32],
-    /// [`ragged_scores_len`]`(seqs, hidden, kernels::threads())`: attention score blocks per
+    /// [`ragged_scores_len`]`(seqs, hidden, threads::count())`: attention score blocks per
     /// thread.
     pub scores: &'a mut [f32],
     /// `tokens`: 0 for attended keys, `f32::MIN` for padding.
@@ -556,14 +556,14 @@ pub fn attention<Kn: Kernel, D: Dims>(
     let h = dims.hidden();
     // Keys per query: all, or the window's.
     let keys = bias.window.map_or(len, |w| len.min(2 * w + 1));
-    profile::work(Part::KeyTranspose, len * h, len * h * 8);
-    profile::work(Part::Scores, 2 * len * keys * h, 0);
-    profile::work(
+    trace::work(Part::KeyTranspose, len * h, len * h * 8);
+    trace::work(Part::Scores, 2 * len * keys * h, 0);
+    trace::work(
         Part::Softmax,
         dims.heads() * len * keys,
         dims.heads() * len * keys * 8,
     );
-    profile::work(Part::ValueSum, 2 * len * keys * h, 0);
+    trace::work(Part::ValueSum, 2 * len * keys * h, 0);
     // kt[h][c][j] = k[j][h * d + c]: rows of kt split over the threads from 64 tokens on.
     let stride = key_stride(len);
     let transpose = TransposeKeys {
@@ -573,7 +573,7 @@ pub fn attention<Kn: Kernel, D: Dims>(
         h,
     };
     let min_rows = if len >= SHORT_SEQUENCE { 1 } else { usize::MAX };
-    crate::kernels::for_each_block(
+    crate::threads::for_each_block(
         kernel,
         h,
         stride,
@@ -593,7 +593,7 @@ pub fn attention<Kn: Kernel, D: Dims>(
         len,
         bias,
     };
-    crate::kernels::for_each_block(
+    crate::threads::for_each_block(
         kernel,
         len,
         h,
@@ -618,7 +618,7 @@ struct TransposeKeys<'a> {
 impl crate::kernels::BlockTask for TransposeKeys<'_> {
     #[inline(always)]
     fn run(&self, hc0: usize, kt: &mut [f32], _: &mut [f32]) {
-        let _timer = profile::time(Part::KeyTranspose);
+        let _timer = trace::time(Part::KeyTranspose);
         let (qkv, len, stride, h) = (self.qkv, self.len, self.stride, self.h);
         let n = kt.len() / stride;
         // Eight keys at a time: each store then fills 32 consecutive bytes instead of touching
@@ -827,7 +827,7 @@ fn attend_block<Kn: Kernel, const R: usize, const W: usize>(
     ctx: &mut [f32],
 ) {
     let (hidden, d, len) = (g.hidden, g.d, g.len);
-    let timer = profile::time(Part::Scores);
+    let timer = trace::time(Part::Scores);
     for r in 0..R {
         let q = &qkv[(i + r) * 3 * hidden + h * d..][..d];
         for (t, &v) in qt.iter_mut().zip(q) {
@@ -862,10 +862,10 @@ fn attend_block<Kn: Kernel, const R: usize, const W: usize>(
         }
     }
     drop(timer);
-    let timer = profile::time(Part::Softmax);
+    let timer = trace::time(Part::Softmax);
     let inv = softmax_unscaled::<Kn, R>(scores, len);
     drop(timer);
-    let _timer = profile::time(Part::ValueSum);
+    let _timer = trace::time(Part::ValueSum);
     // Values: W output lanes per query at a time, then 8, then one by one.
     let base = 2 * hidden + h * d;
     let mut c = 0;
@@ -1219,7 +1219,7 @@ pub fn ragged_attention<Kn: Kernel, D: Dims>(
             relative,
             window,
         };
-        crate::kernels::for_each_span(
+        crate::threads::for_each_span(
             kernel,
             seqs.offsets(),
             h,
@@ -1472,12 +1472,12 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
     );
     let q = &mut s.quant;
     let none = Activation::None;
-    let region = profile::region(Op::Qkv);
+    let region = trace::region(Op::Qkv);
     // Pre-norm: the attention's input is norm1(x) (in tmp), or x where there is no norm1.
     let pre = match (shape.pre_norm, &layer.norm1) {
         (true, Some(norm)) => {
-            let _timer = profile::time(Part::ResidualNorm);
-            profile::work(Part::ResidualNorm, len * h, len * h * 8);
+            let _timer = trace::time(Part::ResidualNorm);
+            trace::work(Part::ResidualNorm, len * h, len * h * 8);
             tmp.copy_from_slice(x);
             layer_norm_dyn(tmp, h, norm);
             true
@@ -1508,7 +1508,7 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
     );
     observer.linear(index, EncoderLinear::Qkv, input, qkv);
     drop(region);
-    let region = profile::region(if layer.window.is_some() {
+    let region = trace::region(if layer.window.is_some() {
         Op::LocalAttention
     } else {
         Op::Attention
@@ -1544,13 +1544,13 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
     let norm1 = layer.norm1.as_ref();
     // Pre-norm: `x + sublayer` becomes x, and its norm the next sublayer's input in tmp.
     let next_input = |x: &mut [f32], tmp: &mut [f32], norm: &LayerNorm<'_>| {
-        let _timer = profile::time(Part::ResidualNorm);
-        profile::work(Part::ResidualNorm, x.len(), x.len() * 12);
+        let _timer = trace::time(Part::ResidualNorm);
+        trace::work(Part::ResidualNorm, x.len(), x.len() * 12);
         x.copy_from_slice(tmp);
         layer_norm_dyn(tmp, h, norm);
     };
     // Attention output: post-norm tmp = norm1(x + attn_out(ctx)); pre-norm tmp = x + attn_out.
-    let region = profile::region(Op::AttnOut);
+    let region = trace::region(Op::AttnOut);
     if O::ACTIVE {
         // The raw product for the observer, then the same arithmetic.
         linear_dyn(kernel, h, h, ctx, len, &layer.attn_out, none, aq, q, tmp);
@@ -1580,7 +1580,7 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
     }
     drop(region);
     // FFN up from tmp: the activation in the GEMM's epilogue, or the gate after it.
-    let region = profile::region(Op::FfnUp);
+    let region = trace::region(Op::FfnUp);
     let (act, post) = if shape.gated {
         (none, Post::Gated { act: shape.act })
     } else {
@@ -1602,7 +1602,7 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
     if shape.gated {
         // Row r's `act(input) * gate` (its first i values) to row r of a `len x i` buffer,
         // in place: rows move down in order, each onto rows already done.
-        let _timer = profile::time(Part::Gate);
+        let _timer = trace::time(Part::Gate);
         for r in 1..len {
             ffn.copy_within(r * up..r * up + i, r * i);
         }
@@ -1611,7 +1611,7 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
     observer.linear(index, EncoderLinear::FfnUp, tmp, ffn);
     drop(region);
     // FFN down: post-norm x = norm2(tmp + down); pre-norm tmp = x + down, then into x.
-    let _region = profile::region(Op::FfnDown);
+    let _region = trace::region(Op::FfnDown);
     let (out, res): (&mut [f32], &mut [f32]) = if shape.pre_norm { (tmp, x) } else { (x, tmp) };
     if O::ACTIVE {
         linear_dyn(kernel, i, h, ffn, len, &layer.ffn_down, none, aq, q, out);
@@ -1642,7 +1642,7 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
         );
     }
     if shape.pre_norm {
-        let _timer = profile::time(Part::ResidualNorm);
+        let _timer = trace::time(Part::ResidualNorm);
         res.copy_from_slice(out);
     }
 }
@@ -1651,8 +1651,8 @@ pub fn encoder_layer_dyn<Kn: Kernel, D: Dims, O: LinearObserver>(
 /// [`Post::Add`] do inside the GEMM's blocks.
 #[inline(always)]
 fn residual(out: &mut [f32], residual: &[f32], norm: Option<&LayerNorm<'_>>, h: usize) {
-    let _timer = profile::time(Part::ResidualNorm);
-    profile::work(Part::ResidualNorm, out.len(), out.len() * 12);
+    let _timer = trace::time(Part::ResidualNorm);
+    trace::work(Part::ResidualNorm, out.len(), out.len() * 12);
     add_in_place(out, residual);
     if let Some(norm) = norm {
         layer_norm_dyn(out, h, norm);

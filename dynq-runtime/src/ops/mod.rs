@@ -1,62 +1,14 @@
 //! Layer functions called by generated code, generic over the kernel and constant dimensions.
 
 use crate::kernels::{Kernel, QuantizedRows, TILE_N};
-use crate::profile::{self, Part};
 use crate::quant::{
     padded_k, quantize_rows_asymmetric, quantize_rows_symmetric, Granularity, Scheme,
 };
+use crate::trace::{self, Part};
+use crate::types::{Activation, F32Linear, Linear, QLinear};
 
-mod activation;
 pub mod bert;
 pub mod rnn;
-pub use activation::{apply_activation, erf, exp, gelu, gelu_tanh, sigmoid, tanh, Activation};
-
-/// A linear layer with int8 weights, as stored in the weight blob.
-///
-/// `weight` is `n` output channels of `k` values packed as `[n / 16][k / 4][16][4]`
-/// (see [`crate::kernels::packed_index`]); `scales[j]` dequantizes channel `j`
-/// (all equal for per-tensor weights); `col_sums[j] = sum_k weight[j][k]` corrects for the
-/// activation zero point in the asymmetric scheme.
-///
-/// ```
-/// let weight = [0i8; dynq_runtime::kernels::packed_len(2, 1)];
-/// let w = dynq_runtime::QLinear { n: 2, k: 1, weight: &weight, scales: &[0.1, 0.1],
-///     col_sums: &[0, 0], bias: None };
-/// assert_eq!(w.weight.len(), 16 * 4);
-/// ```
-#[derive(Debug, Clone, Copy)]
-pub struct QLinear<'a> {
-    /// Output channels.
-    pub n: usize,
-    /// Input width.
-    pub k: usize,
-    /// Quantized weights in [-127, 127].
-    pub weight: &'a [i8],
-    /// Per-channel dequantization scales.
-    pub scales: &'a [f32],
-    /// Per-channel sums of the quantized weights.
-    pub col_sums: &'a [i32],
-    /// Optional bias, one per channel.
-    pub bias: Option<&'a [f32]>,
-}
-
-/// A linear layer kept in f32 (`keep_f32`, or the f32 reference build).
-///
-/// ```
-/// let w = dynq_runtime::F32Linear { n: 1, k: 2, weight: &[0.5, 0.25], bias: Some(&[1.0]) };
-/// assert_eq!(w.weight.len(), w.n * w.k);
-/// ```
-#[derive(Debug, Clone, Copy)]
-pub struct F32Linear<'a> {
-    /// Output channels.
-    pub n: usize,
-    /// Input width.
-    pub k: usize,
-    /// Row-major `[n][k]` weights.
-    pub weight: &'a [f32],
-    /// Optional bias, one per channel.
-    pub bias: Option<&'a [f32]>,
-}
 
 /// How a quantized linear layer quantizes its input activations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +77,8 @@ pub fn linear_q<Kn: Kernel, const K: usize, const N: usize>(
 /// compile-time constants (`dynq report`). Same arithmetic, same results.
 ///
 /// ```
-/// use dynq_runtime::ops::{linear_dyn, ActQuant, Linear, QuantScratch};
+/// use dynq_runtime::ops::{linear_dyn, ActQuant, QuantScratch};
+/// use dynq_runtime::Linear;
 /// use dynq_runtime::{kernels::Scalar, Activation, F32Linear, Granularity, Scheme};
 /// let w = Linear::F32(F32Linear { n: 1, k: 2, weight: &[0.5, 0.25], bias: None });
 /// let aq = ActQuant { granularity: Granularity::PerToken, scheme: Scheme::Symmetric };
@@ -183,7 +136,7 @@ impl Post<'_> {
         match self {
             Post::None => {}
             Post::ResidualNorm { residual, norm } => {
-                let _timer = profile::time(Part::ResidualNorm);
+                let _timer = trace::time(Part::ResidualNorm);
                 let residual = &residual[r0 * n..r0 * n + out.len()];
                 for (o, r) in out.iter_mut().zip(residual) {
                     *o += r;
@@ -191,7 +144,7 @@ impl Post<'_> {
                 bert::layer_norm_dyn(out, n, norm);
             }
             Post::Add { residual } => {
-                let _timer = profile::time(Part::ResidualNorm);
+                let _timer = trace::time(Part::ResidualNorm);
                 let residual = &residual[r0 * n..r0 * n + out.len()];
                 for (o, r) in out.iter_mut().zip(residual) {
                     *o += r;
@@ -202,7 +155,7 @@ impl Post<'_> {
                 seqs,
                 heads,
             } => {
-                let _timer = profile::time(Part::Rotary);
+                let _timer = trace::time(Part::Rotary);
                 let offsets = seqs.offsets();
                 // The sequence of the block's first row, then onwards.
                 let mut s = offsets.partition_point(|&o| o <= r0).saturating_sub(1);
@@ -215,11 +168,11 @@ impl Post<'_> {
                 }
             }
             Post::Gated { act } => {
-                let _timer = profile::time(Part::Gate);
+                let _timer = trace::time(Part::Gate);
                 let i = n / 2;
                 for row in out.chunks_exact_mut(n) {
                     let (input, gate) = row.split_at_mut(i);
-                    activation::activate(act, input);
+                    crate::math::activate(act, input);
                     for (x, g) in input.iter_mut().zip(&*gate) {
                         *x *= g;
                     }
@@ -248,16 +201,16 @@ pub(crate) fn linear_post<Kn: Kernel>(
 ) {
     debug_assert_eq!((w.k(), w.n()), (k, n));
     match post {
-        Post::ResidualNorm { .. } => profile::work(Part::ResidualNorm, rows * n, rows * n * 12),
-        Post::Add { .. } => profile::work(Part::ResidualNorm, rows * n, rows * n * 12),
-        Post::Rotary { .. } => profile::work(Part::Rotary, rows * n, rows * n * 4),
-        Post::Gated { .. } => profile::work(Part::Gate, rows * n / 2, rows * n * 6),
+        Post::ResidualNorm { .. } => trace::work(Part::ResidualNorm, rows * n, rows * n * 12),
+        Post::Add { .. } => trace::work(Part::ResidualNorm, rows * n, rows * n * 12),
+        Post::Rotary { .. } => trace::work(Part::Rotary, rows * n, rows * n * 4),
+        Post::Gated { .. } => trace::work(Part::Gate, rows * n / 2, rows * n * 6),
         Post::None => {}
     }
     let w = match w {
         Linear::Int8(q) => q,
         Linear::F32(f) => {
-            profile::work(Part::GemmF32, 2 * rows * k * n, k * n * 4);
+            trace::work(Part::GemmF32, 2 * rows * k * n, k * n * 4);
             // Row blocks over the threads from two rows and 2^20 multiply-adds: every kernel's
             // f32 product computes each row on its own, so the split changes no bit.
             let min_rows = if rows * k * n >= SPLIT_CHANNELS_MACS {
@@ -274,18 +227,18 @@ pub(crate) fn linear_post<Kn: Kernel>(
                 post,
             };
             let out = &mut out[..rows * n];
-            crate::kernels::for_each_block(kernel, rows, n, 1, min_rows, out, &mut [], 0, &task);
+            crate::threads::for_each_block(kernel, rows, n, 1, min_rows, out, &mut [], 0, &task);
             return;
         }
     };
     let stride = padded_k(k);
-    profile::work(Part::Gemm, rows * k * n, n * stride);
-    profile::work(Part::Quantize, rows * k, rows * (k * 4 + stride));
+    trace::work(Part::Gemm, rows * k * n, n * stride);
+    trace::work(Part::Quantize, rows * k, rows * (k * 4 + stride));
     let (x, out) = (&x[..rows * k], &mut out[..rows * n]);
     // Row blocks on the thread pool (feature `rayon`) once there is enough work to share.
     let (align, min_rows) = (4, 32);
     let source = if aq.granularity == Granularity::PerToken
-        && crate::kernels::threads() > 1
+        && crate::threads::count() > 1
         && rows >= min_rows
     {
         // Per-token quantization is row by row: each block quantizes its own rows (into
@@ -295,7 +248,7 @@ pub(crate) fn linear_post<Kn: Kernel>(
         let quant = &mut scratch.quant[..rows * stride];
         let scales = &mut scratch.scales[..rows];
         let zero_points = &mut scratch.zero_points[..rows];
-        let timer = profile::time(Part::Quantize);
+        let timer = trace::time(Part::Quantize);
         let zero_points = quantize_activations(x, rows, k, stride, aq, quant, scales, zero_points);
         drop(timer);
         Rows::Quantized {
@@ -304,7 +257,7 @@ pub(crate) fn linear_post<Kn: Kernel>(
             zero_points,
         }
     };
-    let threads = crate::kernels::threads();
+    let threads = crate::threads::count();
     let tiles = n.div_ceil(TILE_N);
     if let Rows::Quantized {
         quant,
@@ -339,7 +292,7 @@ pub(crate) fn linear_post<Kn: Kernel>(
         act,
         post,
     };
-    crate::kernels::for_each_block(kernel, rows, n, align, min_rows, out, &mut [], 0, &task);
+    crate::threads::for_each_block(kernel, rows, n, align, min_rows, out, &mut [], 0, &task);
 }
 
 /// Multiply-adds from which a GEMM of few rows (fewer than a row block per thread) splits its
@@ -384,7 +337,7 @@ fn split_channels<Kn: Kernel>(
         w,
         act,
     };
-    crate::kernels::for_each_block(
+    crate::threads::for_each_block(
         kernel,
         tiles,
         rows * TILE_N,
@@ -395,7 +348,7 @@ fn split_channels<Kn: Kernel>(
         scratch_len,
         &task,
     );
-    let _timer = profile::time(Part::Gemm);
+    let _timer = trace::time(Part::Gemm);
     for (t, tile) in by_tile_buf.chunks_exact(rows * TILE_N).enumerate() {
         let (j0, width) = (t * TILE_N, TILE_N.min(n - t * TILE_N));
         for (r, src) in tile.chunks_exact(TILE_N).enumerate() {
@@ -422,7 +375,7 @@ impl<K: Kernel> crate::kernels::BlockTask for F32Blocks<'_, K> {
             return; // no output channels: nothing to compute
         };
         let x = &self.x[r0 * self.k..(r0 + m) * self.k];
-        let timer = profile::time(Part::GemmF32);
+        let timer = trace::time(Part::GemmF32);
         self.kernel.gemm_f32(x, m, self.w, self.act, out);
         drop(timer);
         self.post.apply(r0, self.w.n, out);
@@ -441,7 +394,7 @@ struct ChannelBlocks<'a, K> {
 impl<K: Kernel> crate::kernels::BlockTask for ChannelBlocks<'_, K> {
     #[inline(always)]
     fn run(&self, t0: usize, out: &mut [f32], scratch: &mut [f32]) {
-        let _timer = profile::time(Part::Gemm);
+        let _timer = trace::time(Part::Gemm);
         let (rows, w) = (self.rows, self.w);
         let count = out.len() / (rows * TILE_N);
         let j0 = t0 * TILE_N;
@@ -559,7 +512,7 @@ impl<K: Kernel> crate::kernels::BlockTask for QgemmBlocks<'_, K> {
                     scales: &scales[r0..],
                     zero_points: zero_points.map(|z| &z[r0..]),
                 };
-                let _timer = profile::time(Part::Gemm);
+                let _timer = trace::time(Part::Gemm);
                 self.kernel.qgemm(a, m, self.w, self.act, out);
             }
             Rows::Raw { x, k, aq } => {
@@ -575,7 +528,7 @@ impl<K: Kernel> crate::kernels::BlockTask for QgemmBlocks<'_, K> {
                     z.resize(m, 0);
                 }
                 let x = &x[r0 * k..(r0 + m) * k];
-                let timer = profile::time(Part::Quantize);
+                let timer = trace::time(Part::Quantize);
                 let zp = quantize_activations(x, m, k, stride, aq, q, s, z);
                 drop(timer);
                 let a = QuantizedRows {
@@ -584,7 +537,7 @@ impl<K: Kernel> crate::kernels::BlockTask for QgemmBlocks<'_, K> {
                     scales: &s[..m],
                     zero_points: zp,
                 };
-                let timer = profile::time(Part::Gemm);
+                let timer = trace::time(Part::Gemm);
                 self.kernel.qgemm(a, m, self.w, self.act, out);
                 drop(timer);
                 BLOCK_QUANT.with(|b| *b.borrow_mut() = bufs);
@@ -614,40 +567,6 @@ pub fn linear_f32<Kn: Kernel, const K: usize, const N: usize>(
 ) {
     debug_assert_eq!((w.k, w.n), (K, N));
     kernel.gemm_f32(&x[..rows * K], rows, w, act, &mut out[..rows * N]);
-}
-
-/// A linear layer stored either way: generated code uses it where one layer function serves
-/// layers of both precisions (the encoder layers of BERT, with `keep_f32`).
-///
-/// ```
-/// use dynq_runtime::{F32Linear, ops::Linear};
-/// let l = Linear::F32(F32Linear { n: 1, k: 1, weight: &[2.0], bias: None });
-/// assert_eq!((l.n(), l.k()), (1, 1));
-/// ```
-#[derive(Debug, Clone, Copy)]
-pub enum Linear<'a> {
-    /// INT8 weights, dynamically quantized activations.
-    Int8(QLinear<'a>),
-    /// f32 weights.
-    F32(F32Linear<'a>),
-}
-
-impl Linear<'_> {
-    /// Output channels.
-    pub fn n(&self) -> usize {
-        match self {
-            Linear::Int8(l) => l.n,
-            Linear::F32(l) => l.n,
-        }
-    }
-
-    /// Input width.
-    pub fn k(&self) -> usize {
-        match self {
-            Linear::Int8(l) => l.k,
-            Linear::F32(l) => l.k,
-        }
-    }
 }
 
 /// Scratch for the activation quantization of [`linear`].

@@ -16,11 +16,10 @@
 //! with index `layer * directions + direction`, as PyTorch's `h_n`.
 
 use crate::kernels::Kernel;
-use crate::ops::{
-    linear_f32, quantize_activations, sigmoid, tanh, ActQuant, Activation, Linear, QLinear,
-    QuantScratch,
-};
+use crate::math::{sigmoid, tanh};
+use crate::ops::{linear_f32, quantize_activations, ActQuant, QuantScratch};
 use crate::quant::padded_k;
+use crate::types::{Activation, Linear, QLinear};
 use crate::Error;
 
 /// The recurrent cell of a layer.
@@ -579,7 +578,7 @@ fn two_term_product<Kn: Kernel, const K: usize, const N: usize>(
         post: crate::ops::Post::None,
     };
     let out = &mut out[..2 * rows * N];
-    crate::kernels::for_each_block(kernel, 2 * rows, N, 4, 32, out, &mut [], 0, &task);
+    crate::threads::for_each_block(kernel, 2 * rows, N, 4, 32, out, &mut [], 0, &task);
     let (first, second) = out.split_at_mut(rows * N);
     for r in 0..rows {
         let (o, t) = (&mut first[r * N..][..N], &second[r * N..][..N]);

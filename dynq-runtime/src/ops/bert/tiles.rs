@@ -44,7 +44,7 @@ pub const fn tile_spare_len(hidden: usize, heads: usize, len: usize) -> usize {
 }
 
 /// Self-attention for INT8 models: [`attention`]'s arguments and result, with the products in
-/// bf16 on the AMX tiles when the kernel has them ([`Kernel::attention_tiles`]), the sequence
+/// bf16 on the AMX tiles when the kernel has them ([`Kernel::bf16_tiles`]), the sequence
 /// has at least [`MIN_TILE_TOKENS`] tokens and `spare` holds [`tile_spare_len`] values (its
 /// contents are overwritten); f32 [`attention`] otherwise. The module documentation above
 /// gives the accuracy argument.
@@ -83,15 +83,15 @@ pub fn attention_bf16<Kn: Kernel, D: Dims>(
             && bias.window.is_none()
             && spare.len() >= need
             && hidden.is_multiple_of(heads)
-            && kernel.attention_tiles().is_some()
+            && kernel.bf16_tiles().is_some()
         {
             let g = Geometry::new(hidden, heads, len);
-            use crate::profile::{work, Part};
+            use crate::trace::{work, Part};
             work(Part::KeyTranspose, 3 * len * hidden, len * hidden * 6);
             work(Part::Tiles, 4 * len * len * hidden, 0);
             let packed = &mut spare[..need];
             let pack = PackHeads { g, qkv };
-            crate::kernels::for_each_block(
+            crate::threads::for_each_block(
                 kernel,
                 heads,
                 g.head_len(),
@@ -110,7 +110,7 @@ pub fn attention_bf16<Kn: Kernel, D: Dims>(
                 packed: &*packed,
                 bias,
             };
-            crate::kernels::for_each_block(
+            crate::threads::for_each_block(
                 kernel,
                 len,
                 hidden,
@@ -249,7 +249,7 @@ mod imp {
     impl BlockTask for PackHeads<'_> {
         #[inline(always)]
         fn run(&self, h0: usize, out: &mut [f32], _: &mut [f32]) {
-            let _timer = crate::profile::time(crate::profile::Part::KeyTranspose);
+            let _timer = crate::trace::time(crate::trace::Part::KeyTranspose);
             let g = self.g;
             let (h, d, len) = (g.hidden, g.d, g.len);
             let chunks = g.dp / 32;
@@ -332,10 +332,10 @@ mod imp {
     impl<Kn: Kernel> BlockTask for TileBlocks<'_, Kn> {
         #[inline(always)]
         fn run(&self, i0: usize, ctx: &mut [f32], _: &mut [f32]) {
-            let _timer = crate::profile::time(crate::profile::Part::Tiles);
+            let _timer = crate::trace::time(crate::trace::Part::Tiles);
             let tiles = self
                 .kernel
-                .attention_tiles()
+                .bf16_tiles()
                 .expect("attention_bf16 found the tiles");
             let mut s = SCRATCH.with_borrow_mut(std::mem::take);
             let rows = ctx.len() / self.g.hidden;

@@ -1,21 +1,9 @@
-//! Element-wise activation functions.
+//! Scalar f32 math below the kernels: `exp`, `erf`, the activation functions, and
+//! [`apply_activation`]. Written in f32 arithmetic only (no libm calls), so loops over them
+//! vectorize inside whatever target features the caller is compiled with; the kernels' fused
+//! variants (`exp_k` in [`crate::kernels`]) are the same polynomial with the kernel's FMA flag.
 
-/// The activation applied after a linear layer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Activation {
-    /// Identity.
-    None,
-    /// `max(x, 0)`.
-    Relu,
-    /// The exact GELU, `x * Phi(x)` with the error function (PyTorch's default).
-    Gelu,
-    /// The tanh approximation of GELU (`gelu_new`, `approximate="tanh"`).
-    GeluTanh,
-    /// Hyperbolic tangent.
-    Tanh,
-    /// Logistic sigmoid.
-    Sigmoid,
-}
+use crate::types::Activation;
 
 /// `e^x` in f32 arithmetic only (no libm call), so loops over it vectorize: `2^n * p(r)` with
 /// `n = round(x / ln 2)`, `r = x - n ln 2` split in two constants, and the degree-7 Taylor
@@ -23,30 +11,31 @@ pub enum Activation {
 /// Relative error below 4e-7 over the whole range; inputs below -87.3 give exactly 0.
 ///
 /// ```
-/// let e = dynq_runtime::ops::exp(1.0);
+/// let e = dynq_runtime::math::exp(1.0);
 /// assert!((e - std::f32::consts::E).abs() < 2e-6);
-/// assert_eq!(dynq_runtime::ops::exp(-1000.0), 0.0);
-/// assert_eq!(dynq_runtime::ops::exp(f32::MIN), 0.0);
+/// assert_eq!(dynq_runtime::math::exp(-1000.0), 0.0);
+/// assert_eq!(dynq_runtime::math::exp(f32::MIN), 0.0);
 /// ```
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
-    exp_k::<crate::kernels::Scalar>(x)
+    exp_with(x, false)
 }
 
-/// `a * b + c`, fused into one instruction and one rounding where the kernel's CPU has FMA.
+/// `a * b + c`, fused into one instruction and one rounding if `fma` (a constant where it is
+/// inlined: the CPU the caller is compiled for has FMA).
 #[inline(always)]
-pub(crate) fn madd<Kn: crate::kernels::Kernel>(a: f32, b: f32, c: f32) -> f32 {
-    if Kn::FMA {
+pub(crate) fn madd_with(a: f32, b: f32, c: f32, fma: bool) -> f32 {
+    if fma {
         a.mul_add(b, c)
     } else {
         a * b + c
     }
 }
 
-/// [`exp`] with the polynomial in [`madd`]s: fused where the kernel's CPU has FMA (half the
-/// instructions; results may differ from [`exp`] in the last bit).
+/// [`exp`] with the polynomial in [`madd_with`]s: fused if `fma` (half the instructions;
+/// results may differ from [`exp`] in the last bit).
 #[inline(always)]
-pub(crate) fn exp_k<Kn: crate::kernels::Kernel>(x: f32) -> f32 {
+pub(crate) fn exp_with(x: f32, fma: bool) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const LN2_HI: f32 = 0.693_145_75; // ln 2 rounded to 16 significant bits: n * LN2_HI is exact
     const LN2_LO: f32 = 1.428_606_8e-6;
@@ -59,13 +48,13 @@ pub(crate) fn exp_k<Kn: crate::kernels::Kernel>(x: f32) -> f32 {
     let n = t - ROUND;
     let r = (xc - n * LN2_HI) - n * LN2_LO;
     let mut p = 1.0 / 5040.0;
-    p = madd::<Kn>(p, r, 1.0 / 720.0);
-    p = madd::<Kn>(p, r, 1.0 / 120.0);
-    p = madd::<Kn>(p, r, 1.0 / 24.0);
-    p = madd::<Kn>(p, r, 1.0 / 6.0);
-    p = madd::<Kn>(p, r, 0.5);
-    p = madd::<Kn>(p, r, 1.0);
-    p = madd::<Kn>(p, r, 1.0);
+    p = madd_with(p, r, 1.0 / 720.0, fma);
+    p = madd_with(p, r, 1.0 / 120.0, fma);
+    p = madd_with(p, r, 1.0 / 24.0, fma);
+    p = madd_with(p, r, 1.0 / 6.0, fma);
+    p = madd_with(p, r, 0.5, fma);
+    p = madd_with(p, r, 1.0, fma);
+    p = madd_with(p, r, 1.0, fma);
     let scale = f32::from_bits(t.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23);
     if x < -87.3 {
         0.0
@@ -78,8 +67,8 @@ pub(crate) fn exp_k<Kn: crate::kernels::Kernel>(x: f32) -> f32 {
 /// `1 - (a1 t + ... + a5 t^5) e^(-x^2)` with `t = 1 / (1 + p |x|)`, absolute error below 1e-6 (1.5e-7 from the approximation, the rest f32 rounding in the polynomial).
 ///
 /// ```
-/// assert!((dynq_runtime::ops::erf(0.5) - 0.520_499_9).abs() < 1e-6);
-/// assert_eq!(dynq_runtime::ops::erf(10.0), 1.0);
+/// assert!((dynq_runtime::math::erf(0.5) - 0.520_499_9).abs() < 1e-6);
+/// assert_eq!(dynq_runtime::math::erf(10.0), 1.0);
 /// ```
 #[inline(always)]
 pub fn erf(x: f32) -> f32 {
@@ -99,7 +88,7 @@ pub fn erf(x: f32) -> f32 {
 /// Exact GELU: `0.5 x (1 + erf(x / sqrt 2))`.
 ///
 /// ```
-/// assert!((dynq_runtime::ops::gelu(1.0) - 0.841_344_7).abs() < 1e-6);
+/// assert!((dynq_runtime::math::gelu(1.0) - 0.841_344_7).abs() < 1e-6);
 /// ```
 #[inline(always)]
 pub fn gelu(x: f32) -> f32 {
@@ -109,7 +98,7 @@ pub fn gelu(x: f32) -> f32 {
 /// Tanh GELU: `0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))`.
 ///
 /// ```
-/// assert!((dynq_runtime::ops::gelu_tanh(1.0) - 0.841_192).abs() < 1e-5);
+/// assert!((dynq_runtime::math::gelu_tanh(1.0) - 0.841_192).abs() < 1e-5);
 /// ```
 #[inline(always)]
 pub fn gelu_tanh(x: f32) -> f32 {
@@ -125,9 +114,9 @@ pub fn gelu_tanh(x: f32) -> f32 {
 /// error matters: relative error below 1e-6 everywhere.
 ///
 /// ```
-/// assert!((dynq_runtime::ops::tanh(0.5) - 0.5f32.tanh()).abs() < 1e-6);
-/// assert!((dynq_runtime::ops::tanh(1e-4) / 1e-4f32.tanh() - 1.0).abs() < 1e-6);
-/// assert_eq!(dynq_runtime::ops::tanh(-20.0), -1.0);
+/// assert!((dynq_runtime::math::tanh(0.5) - 0.5f32.tanh()).abs() < 1e-6);
+/// assert!((dynq_runtime::math::tanh(1e-4) / 1e-4f32.tanh() - 1.0).abs() < 1e-6);
+/// assert_eq!(dynq_runtime::math::tanh(-20.0), -1.0);
 /// ```
 #[inline(always)]
 pub fn tanh(x: f32) -> f32 {
@@ -155,8 +144,8 @@ pub fn tanh(x: f32) -> f32 {
 /// Logistic sigmoid, stable for large |x|.
 ///
 /// ```
-/// assert_eq!(dynq_runtime::ops::sigmoid(0.0), 0.5);
-/// assert!(dynq_runtime::ops::sigmoid(-100.0) >= 0.0);
+/// assert_eq!(dynq_runtime::math::sigmoid(0.0), 0.5);
+/// assert!(dynq_runtime::math::sigmoid(-100.0) >= 0.0);
 /// ```
 #[inline(always)]
 pub fn sigmoid(x: f32) -> f32 {
@@ -172,7 +161,7 @@ pub fn sigmoid(x: f32) -> f32 {
 /// Applies `act` in place.
 ///
 /// ```
-/// use dynq_runtime::{ops::apply_activation, Activation};
+/// use dynq_runtime::{math::apply_activation, Activation};
 /// let mut v = [-1.0, 2.0];
 /// apply_activation(Activation::Relu, &mut v);
 /// assert_eq!(v, [0.0, 2.0]);
@@ -183,8 +172,8 @@ pub fn apply_activation(act: Activation, v: &mut [f32]) {
     let _timer = match act {
         Activation::None => None,
         _ => {
-            crate::profile::work(crate::profile::Part::Activation, v.len(), v.len() * 8);
-            Some(crate::profile::time(crate::profile::Part::Activation))
+            crate::trace::work(crate::trace::Part::Activation, v.len(), v.len() * 8);
+            Some(crate::trace::time(crate::trace::Part::Activation))
         }
     };
     activate(act, v);
@@ -258,25 +247,6 @@ mod tests {
             x += 0.013;
         }
         assert!(worst < 4e-7, "relative error {worst:e}");
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[test]
-    fn fused_exp_is_as_accurate() {
-        use crate::kernels::Avx2;
-        if Avx2::detect().is_none() {
-            eprintln!("skipped: no AVX2/FMA");
-            return;
-        }
-        let mut worst = 0.0f64;
-        let mut x = -87.0f32;
-        while x < 88.0 {
-            let e = f64::from(x).exp();
-            worst = worst.max(((f64::from(exp_k::<Avx2>(x)) - e) / e).abs());
-            x += 0.013;
-        }
-        assert!(worst < 4e-7, "relative error {worst:e}");
-        assert_eq!(exp_k::<Avx2>(-1000.0), 0.0);
     }
 
     #[test]
