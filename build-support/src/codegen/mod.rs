@@ -196,21 +196,6 @@ fn blob_items(model: &Model, layout: &Layout) -> BlobItems {
     }
 }
 
-/// `fn #name() -> Result<&'static #ty, rt::Error>`: the model's weight views, built from
-/// `blob()` (bound to `b`) by `init` at first use; a failure is returned, not kept.
-pub(crate) fn weights_loader(name: &str, ty: TokenStream, init: TokenStream) -> TokenStream {
-    let name = format_ident!("{}", name);
-    quote! {
-        fn #name() -> Result<&'static #ty, rt::Error> {
-            static CELL: rt::blob::LoadOnce<#ty> = rt::blob::LoadOnce::new();
-            CELL.get_or_try_init(|| {
-                let b = blob()?;
-                Ok(#init)
-            })
-        }
-    }
-}
-
 /// Where a tensor other than a linear layer's lies in the blob.
 #[derive(Debug, Clone, Copy)]
 pub struct Stored {
@@ -484,11 +469,10 @@ pub struct ModuleParts {
     pub consts: TokenStream,
     /// Items between `KERNELS` and the blob's items (the activation quantization, `AQ`).
     pub quant: TokenStream,
-    /// Items after the blob's: the weight views' types and constructors and their loader
-    /// (`weights_loader`, named [`Self::loader`]).
+    /// Items after the blob's: the weight views' types and the functions that build them.
     pub weights: TokenStream,
-    /// The loader function's name, which the trait's `load` calls.
-    pub loader: &'static str,
+    /// The function, after [`Self::weights`], that builds the views at first use.
+    pub loader: Loader,
     /// The model type's first doc line.
     pub summary: String,
     /// The rest of its doc comment, as `#[doc]` attributes, after an empty line.
@@ -505,6 +489,20 @@ pub struct ModuleParts {
     pub trait_fns: TokenStream,
     /// Items after the impls (a model's own `rt::Job`).
     pub tail: TokenStream,
+}
+
+/// `fn #name() -> Result<&'static #ty, rt::Error>`, which the skeleton writes and the model
+/// trait's `load` calls: the model's weight views, built from `blob()` (bound to `b`) by
+/// `init` at first use, kept in a `rt::blob::LoadOnce` (a failure is returned, not kept).
+pub struct Loader {
+    /// The function's name.
+    pub name: &'static str,
+    /// Its doc lines (provenance of what it builds besides the per-layer functions).
+    pub docs: Vec<String>,
+    /// The views' type.
+    pub ty: TokenStream,
+    /// The expression that builds them.
+    pub init: TokenStream,
 }
 
 /// Generates the model module and its re-export: one skeleton for every kind, filled with
@@ -526,6 +524,12 @@ pub fn generate(model: &Model, layout: &Layout) -> TokenStream {
     } = model.body.kind().module(model, layout);
     let module = format_ident!("{}", model.name);
     let ty = format_ident!("{}", model.type_name);
+    let Loader {
+        name: loader,
+        docs: loader_docs,
+        ty: loaded,
+        init,
+    } = loader;
     let loader = format_ident!("{}", loader);
     let name = &model.name;
     let precision = model.precision.name();
@@ -547,6 +551,14 @@ pub fn generate(model: &Model, layout: &Layout) -> TokenStream {
             #quant
             #blob_module
             #weights
+            #(#[doc = #loader_docs])*
+            fn #loader() -> Result<&'static #loaded, rt::Error> {
+                static CELL: rt::blob::LoadOnce<#loaded> = rt::blob::LoadOnce::new();
+                CELL.get_or_try_init(|| {
+                    let b = blob()?;
+                    Ok(#init)
+                })
+            }
 
             #[doc = #summary]
             ///

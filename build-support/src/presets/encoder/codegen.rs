@@ -6,8 +6,8 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
 use crate::codegen::{
-    act_quant_tokens, activation_tokens, linear_value, lit, provenance, section_tokens,
-    weights_loader, Layout, ModuleParts, TableSections,
+    act_quant_tokens, activation_tokens, linear_value, lit, provenance, section_tokens, Layout,
+    Loader, ModuleParts, TableSections,
 };
 use crate::ir::{Encoder, Model, Norm, Positions};
 use crate::spec::BertOutputSpec;
@@ -565,10 +565,7 @@ pub(super) fn module(model: &Model, layout: &Layout, b: &Encoder) -> ModuleParts
             )),
         ),
     };
-    let loader = weights_loader(
-        "encoder",
-        quote!(rt::models::encoder::Encoder<'static>),
-        quote! {
+    let init = quote! {
             rt::models::encoder::Encoder {
                 embeddings: rt::ops::bert::Embeddings {
                     word: #word,
@@ -592,8 +589,7 @@ pub(super) fn module(model: &Model, layout: &Layout, b: &Encoder) -> ModuleParts
                 max_seq_len: MAX_SEQ_LEN,
                 pad_id: PAD_ID,
             }
-        },
-    );
+    };
 
     ModuleParts {
         consts: quote! {
@@ -614,11 +610,13 @@ pub(super) fn module(model: &Model, layout: &Layout, b: &Encoder) -> ModuleParts
             #forward_items
 
             #(#layer_fns)*
-
-            #(#[doc = #docs])*
-            #loader
         },
-        loader: "encoder",
+        loader: Loader {
+            name: "encoder",
+            docs,
+            ty: quote!(rt::models::encoder::Encoder<'static>),
+            init,
+        },
         summary: type_doc,
         type_docs: quote! {
             /// A unit struct: use it directly, `Model.forward(...)`. One call runs one sequence

@@ -4,7 +4,7 @@
 use proc_macro2::Ident;
 use quote::{format_ident, quote};
 
-use crate::codegen::{linear_call, linear_weights, lit, weights_loader, Layout, ModuleParts};
+use crate::codegen::{linear_call, linear_weights, lit, Layout, Loader, ModuleParts};
 use crate::ir::{LayerPrecision, Mlp, Model};
 
 pub(super) fn module(model: &Model, layout: &Layout, mlp: &Mlp) -> ModuleParts {
@@ -63,7 +63,6 @@ pub(super) fn module(model: &Model, layout: &Layout, mlp: &Mlp) -> ModuleParts {
     } else {
         quote!(let _ = ws;)
     };
-    let loader = weights_loader("weights", quote!(Weights), quote!(Weights { #(#inits)* }));
     let (input_lit, output_lit, hidden_lit, quant_lit) = (
         lit(input_size),
         lit(output_size),
@@ -86,10 +85,13 @@ pub(super) fn module(model: &Model, layout: &Layout, mlp: &Mlp) -> ModuleParts {
             struct Weights {
                 #(#fields)*
             }
-
-            #loader
         },
-        loader: "weights",
+        loader: Loader {
+            name: "weights",
+            docs: Vec::new(),
+            ty: quote!(Weights),
+            init: quote!(Weights { #(#inits)* }),
+        },
         summary: format!(
             " The `{}` model: an MLP of {} layers, {input_size} -> {output_size}, {}.",
             model.name,

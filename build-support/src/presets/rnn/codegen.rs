@@ -5,7 +5,7 @@ use proc_macro2::TokenStream;
 use quote::{format_ident, quote};
 
 use crate::codegen::{
-    act_quant_tokens, linear_value, lit, provenance, weights_loader, Layout, ModuleParts,
+    act_quant_tokens, linear_value, lit, provenance, Layout, Loader, ModuleParts,
 };
 use crate::ir::{Cell, Model, Rnn, RnnDirection};
 
@@ -98,11 +98,6 @@ pub(super) fn module(model: &Model, layout: &Layout, r: &Rnn) -> ModuleParts {
         model.precision.name(),
     );
     let aq = act_quant_tokens(model);
-    let loader = weights_loader(
-        "weights",
-        quote!(Weights),
-        quote!(Weights { layers: [#(#layer_calls),*] }),
-    );
     let c_n_len = match r.cell {
         Cell::Lstm => quote!(NUM_LAYERS * NUM_DIRECTIONS * HIDDEN_SIZE),
         Cell::Gru => quote!(0),
@@ -136,10 +131,13 @@ pub(super) fn module(model: &Model, layout: &Layout, r: &Rnn) -> ModuleParts {
             }
 
             #(#layer_fns)*
-
-            #loader
         },
-        loader: "weights",
+        loader: Loader {
+            name: "weights",
+            docs: Vec::new(),
+            ty: quote!(Weights),
+            init: quote!(Weights { layers: [#(#layer_calls),*] }),
+        },
         summary: type_doc,
         type_docs: quote! {
             /// A unit struct: use it directly, `Model.forward(...)`. The number of steps and of
