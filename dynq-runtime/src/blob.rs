@@ -471,10 +471,12 @@ mod tests {
         (bytes, hex(&digest))
     }
 
-    fn dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("dynq-blob-{}-{name}", std::process::id()));
-        std::fs::create_dir_all(&d).unwrap();
-        d
+    /// A fresh directory, removed when the returned guard drops.
+    fn dir() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .prefix("dynq-blob-")
+            .tempdir()
+            .unwrap()
     }
 
     fn leak(s: String) -> &'static str {
@@ -484,7 +486,8 @@ mod tests {
     #[test]
     fn a_weights_file_is_mapped_checked_and_read() {
         let (bytes, id) = blob_bytes(&[1.0, -2.5, 3.0]);
-        let d = dir("good");
+        let tmp = dir();
+        let d = tmp.path();
         let path = d.join("m.blob");
         std::fs::write(&path, &bytes).unwrap();
         let b = open_file(&path, &id, bytes.len()).unwrap();
@@ -513,7 +516,8 @@ mod tests {
     #[test]
     fn a_weights_file_of_another_build_is_refused_and_named() {
         let (bytes, id) = blob_bytes(&[1.0, 2.0]);
-        let d = dir("bad");
+        let tmp = dir();
+        let d = tmp.path();
         // Another build of the same size: the header's id differs.
         let (other, _) = blob_bytes(&[1.0, 3.0]);
         let path = d.join("other.blob");
@@ -548,9 +552,9 @@ mod tests {
     #[test]
     fn a_missing_weights_file_lists_where_it_was_looked_for_and_is_retried() {
         let (bytes, id) = blob_bytes(&[4.0]);
-        let d = dir("missing");
+        let tmp = dir();
+        let d = tmp.path();
         let path = d.join("late.blob");
-        let _ = std::fs::remove_file(&path);
         let file = WeightsFile::new(
             "late.blob",
             Some(leak(path.display().to_string())),
