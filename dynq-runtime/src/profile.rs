@@ -302,7 +302,8 @@ pub fn encoder<M: crate::EncoderModel>(
     })
 }
 
-/// `seq_len` token ids for [`encoder`].
+/// `seq_len` token ids for [`encoder`]: a sentence through `M`'s tokenizer where it has one.
+#[cfg_attr(not(feature = "text"), allow(clippy::extra_unused_type_parameters))]
 fn sample_ids<M: crate::EncoderModel>(seq_len: usize) -> Result<Vec<u32>, crate::Error> {
     #[cfg(feature = "text")]
     if let Some(json) = M::TOKENIZER_JSON {

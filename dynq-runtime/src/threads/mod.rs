@@ -221,33 +221,30 @@ pub fn for_each_span<K: Kernel, T: BlockTask>(
     task: &T,
 ) {
     let blocks = bounds.len().saturating_sub(1);
-    let t = count();
-    let run_here = |out: &mut [f32], scratch: &mut [f32]| {
-        for b in 0..blocks {
-            let (start, end) = (bounds[b] * row_len, bounds[b + 1] * row_len);
-            kernel.run_block(task, bounds[b], &mut out[start..end], scratch);
-        }
-    };
-    if t <= 1 || blocks <= 1 {
-        run_here(out, &mut scratch[..scratch_len]);
-        return;
-    }
     #[cfg(feature = "rayon")]
     {
-        let values: Vec<usize> = bounds.iter().map(|&r| r * row_len).collect();
-        if team::split_at(
-            out,
-            &values,
-            &mut scratch[..t * scratch_len],
-            scratch_len,
-            &|b, o, s| kernel.run_block(task, bounds[b], o, s),
-        ) {
+        let t = count();
+        if t > 1 && blocks > 1 {
+            let values: Vec<usize> = bounds.iter().map(|&r| r * row_len).collect();
+            if !team::split_at(
+                out,
+                &values,
+                &mut scratch[..t * scratch_len],
+                scratch_len,
+                &|b, o, s| kernel.run_block(task, bounds[b], o, s),
+            ) {
+                // Outside a forward's team: contiguous groups of blocks, one per thread.
+                par_groups(out, &values, t, scratch, scratch_len, &|b, o, s| {
+                    kernel.run_block(task, bounds[b], o, s)
+                });
+            }
             return;
         }
-        // Outside a forward's team: contiguous groups of blocks, one per thread.
-        par_groups(out, &values, t, scratch, scratch_len, &|b, o, s| {
-            kernel.run_block(task, bounds[b], o, s)
-        });
+    }
+    let scratch = &mut scratch[..scratch_len];
+    for b in 0..blocks {
+        let (start, end) = (bounds[b] * row_len, bounds[b + 1] * row_len);
+        kernel.run_block(task, bounds[b], &mut out[start..end], scratch);
     }
 }
 
