@@ -284,11 +284,6 @@ fn unavailable_reason(id: KernelId) -> Option<String> {
         KernelId::Avx2 => Avx2::detect()
             .is_none()
             .then(|| "this CPU lacks AVX2 or FMA".to_string()),
-        #[cfg(not(target_arch = "x86_64"))]
-        KernelId::Avx2 => Some(format!(
-            "the AVX2 kernel needs x86-64, this is {}",
-            std::env::consts::ARCH
-        )),
         #[cfg(target_arch = "x86_64")]
         KernelId::Amx => Amx::detect().is_none().then(|| {
             "this CPU lacks AMX-TILE/AMX-INT8 or AVX-512 F/BW/VNNI, or the OS refused the \
@@ -307,23 +302,20 @@ fn unavailable_reason(id: KernelId) -> Option<String> {
         KernelId::NeonDot => NeonDot::detect()
             .is_none()
             .then(|| "this CPU lacks the dot-product extension (dotprod)".to_string()),
-        #[cfg(not(target_arch = "aarch64"))]
-        KernelId::NeonDot => Some(format!(
-            "the NEON dotprod kernel needs aarch64, this is {}",
-            std::env::consts::ARCH
-        )),
         #[cfg(target_arch = "aarch64")]
         KernelId::NeonI8mm => NeonI8mm::detect()
             .is_none()
             .then(|| "this CPU lacks the int8 matrix-multiply extension (i8mm)".to_string()),
-        #[cfg(not(target_arch = "aarch64"))]
-        KernelId::NeonI8mm => Some(format!(
-            "the NEON i8mm kernel needs aarch64, this is {}",
+        // Another architecture's kernel, by the name `DYNQ_KERNEL` spells it.
+        #[cfg(not(target_arch = "x86_64"))]
+        KernelId::Avx2 | KernelId::Amx | KernelId::Avx512Vnni | KernelId::AvxVnni => Some(format!(
+            "the {} kernel needs x86-64, this is {}",
+            id.name(),
             std::env::consts::ARCH
         )),
-        #[cfg(not(target_arch = "x86_64"))]
-        KernelId::Amx | KernelId::Avx512Vnni | KernelId::AvxVnni => Some(format!(
-            "the {} kernel needs x86-64, this is {}",
+        #[cfg(not(target_arch = "aarch64"))]
+        KernelId::NeonDot | KernelId::NeonI8mm => Some(format!(
+            "the {} kernel needs aarch64, this is {}",
             id.name(),
             std::env::consts::ARCH
         )),
