@@ -48,32 +48,34 @@ impl<'a> Reader<'a> {
             read: RefCell::new(BTreeSet::new()),
         }
     }
-}
 
-/// A checkpoint with a layer past the config's count computes another network: an error.
-pub(super) fn no_layer_past(
-    weights: &Weights,
-    prefix: &str,
-    f: &Family,
-    c: &EncoderConfig,
-    config_path: &std::path::Path,
-) -> Result<()> {
-    let next_layer = format!("{prefix}{}.", f.layer(c.num_hidden_layers));
-    if weights.names().iter().any(|n| n.starts_with(&next_layer)) {
-        return Err(Error::Weights {
-            file: weights.path().to_path_buf(),
-            message: format!(
-                "has more encoder layers than {} = {} in {}",
-                c.keys.layers,
-                c.num_hidden_layers,
-                config_path.display()
-            ),
-        });
+    /// A checkpoint with a layer past the config's count computes another network: an error.
+    pub(super) fn no_layer_past(
+        &self,
+        f: &Family,
+        c: &EncoderConfig,
+        config_path: &std::path::Path,
+    ) -> Result<()> {
+        let next_layer = format!("{}{}.", self.prefix, f.layer(c.num_hidden_layers));
+        if self
+            .weights
+            .names()
+            .iter()
+            .any(|n| n.starts_with(&next_layer))
+        {
+            return Err(Error::Weights {
+                file: self.weights.path().to_path_buf(),
+                message: format!(
+                    "has more encoder layers than {} = {} in {}",
+                    c.keys.layers,
+                    c.num_hidden_layers,
+                    config_path.display()
+                ),
+            });
+        }
+        Ok(())
     }
-    Ok(())
-}
 
-impl Reader<'_> {
     pub(super) fn get(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         self.get_exact(&format!("{}{name}", self.prefix), shape)
     }
@@ -575,7 +577,7 @@ pub(super) fn expand(
             window: None,
         });
     }
-    no_layer_past(weights, prefix, f, &c, &config_path)?;
+    r.no_layer_past(f, &c, &config_path)?;
 
     let output = section
         .output

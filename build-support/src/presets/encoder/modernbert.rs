@@ -10,8 +10,7 @@ use std::path::Path;
 
 use super::family::Family;
 use super::{
-    check_all_read, no_layer_past, output_dims, pad_id, read_out_layer, read_tokenizer,
-    word_storage, Reader,
+    check_all_read, output_dims, pad_id, read_out_layer, read_tokenizer, word_storage, Reader,
 };
 use crate::error::{Error, Result};
 use crate::hf_config::{ClassifierPooling, EncoderConfig, ModernBertOptions};
@@ -200,7 +199,7 @@ pub(super) fn expand(
             window,
         });
     }
-    no_layer_past(weights, prefix, f, c, config_path)?;
+    r.no_layer_past(f, c, config_path)?;
     let final_norm = r.norm_maybe_bias("final_norm", h, o.norm_bias)?;
     // Layer 0 has no attention norm: one in the checkpoint is a piece this code does not
     // compute.
