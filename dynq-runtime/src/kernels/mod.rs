@@ -483,43 +483,57 @@ pub(crate) fn run_selected<J: Job>(job: J, enabled: &[KernelId]) -> Result<J::Ou
             .find(|&k| carried(k) && unavailable_reason(k).is_none())
             .unwrap_or(KernelId::Scalar)
     };
+    // Each kernel's forward is compiled once, out of line, in its own module (so in its own
+    // codegen unit, which rustc optimizes in parallel with the others): a SIMD kernel's `enter`
+    // when the CPU has it, else the one scalar instantiation, which every fallback shares. (A
+    // `job.run(Scalar::new())` per arm inlined the whole scalar forward seven times into this
+    // function: 8 of the 10 minutes the shared forward took to compile.)
     match id {
-        KernelId::Scalar => Ok(job.run(Scalar::new())),
+        KernelId::Scalar => {}
         #[cfg(target_arch = "x86_64")]
-        KernelId::Avx2 if Compiled::<J>::AVX2 => match Avx2::detect() {
-            Some(k) => Ok(avx2::enter(job, k)),
-            None => Ok(job.run(Scalar::new())),
-        },
+        KernelId::Avx2 if Compiled::<J>::AVX2 => {
+            if let Some(k) = Avx2::detect() {
+                return Ok(avx2::enter(job, k));
+            }
+        }
         #[cfg(target_arch = "x86_64")]
-        KernelId::Amx if Compiled::<J>::AMX => match Amx::detect() {
-            Some(k) => Ok(amx::enter(job, k)),
-            None => Ok(job.run(Scalar::new())),
-        },
+        KernelId::Amx if Compiled::<J>::AMX => {
+            if let Some(k) = Amx::detect() {
+                return Ok(amx::enter(job, k));
+            }
+        }
         #[cfg(target_arch = "x86_64")]
-        KernelId::Avx512Vnni if Compiled::<J>::AVX512VNNI => match Avx512Vnni::detect() {
-            Some(k) => Ok(avx512vnni::enter(job, k)),
-            None => Ok(job.run(Scalar::new())),
-        },
+        KernelId::Avx512Vnni if Compiled::<J>::AVX512VNNI => {
+            if let Some(k) = Avx512Vnni::detect() {
+                return Ok(avx512vnni::enter(job, k));
+            }
+        }
         #[cfg(target_arch = "x86_64")]
-        KernelId::AvxVnni if Compiled::<J>::AVXVNNI => match AvxVnni::detect() {
-            Some(k) => Ok(avxvnni::enter(job, k)),
-            None => Ok(job.run(Scalar::new())),
-        },
+        KernelId::AvxVnni if Compiled::<J>::AVXVNNI => {
+            if let Some(k) = AvxVnni::detect() {
+                return Ok(avxvnni::enter(job, k));
+            }
+        }
         #[cfg(target_arch = "aarch64")]
-        KernelId::NeonDot if Compiled::<J>::NEON_DOT => match NeonDot::detect() {
-            Some(k) => Ok(neon_dot::enter(job, k)),
-            None => Ok(job.run(Scalar::new())),
-        },
+        KernelId::NeonDot if Compiled::<J>::NEON_DOT => {
+            if let Some(k) = NeonDot::detect() {
+                return Ok(neon_dot::enter(job, k));
+            }
+        }
         #[cfg(target_arch = "aarch64")]
-        KernelId::NeonI8mm if Compiled::<J>::NEON_I8MM => match NeonI8mm::detect() {
-            Some(k) => Ok(neon_i8mm::enter(job, k)),
-            None => Ok(job.run(Scalar::new())),
-        },
-        other => Err(Error::KernelUnavailable {
-            name: other.name(),
-            reason: "no entry point in this build".into(),
-        }),
+        KernelId::NeonI8mm if Compiled::<J>::NEON_I8MM => {
+            if let Some(k) = NeonI8mm::detect() {
+                return Ok(neon_i8mm::enter(job, k));
+            }
+        }
+        other => {
+            return Err(Error::KernelUnavailable {
+                name: other.name(),
+                reason: "no entry point in this build".into(),
+            })
+        }
     }
+    Ok(scalar::enter(job))
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]

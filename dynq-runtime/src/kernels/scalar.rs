@@ -15,6 +15,13 @@ impl Scalar {
     }
 }
 
+/// Runs `job` with the scalar kernel: one out-of-line instantiation per job, in this module's
+/// codegen unit, shared by every way [`super::run_selected`] falls back to it.
+#[inline(never)]
+pub(super) fn enter<J: super::Job>(job: J) -> J::Output {
+    job.run(Scalar::new())
+}
+
 /// The dequantizing epilogue shared by every kernel: `acc as f32 * (row_scale * w_scale) + b`,
 /// two roundings in this order (no FMA) so SIMD kernels can reproduce it bit for bit.
 #[inline(always)]
