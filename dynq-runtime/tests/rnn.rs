@@ -75,7 +75,11 @@ impl Model {
             .collect()
     }
 
-    /// Runs the model with `kernel`: (output, h_n, c_n).
+    /// Runs the model with `kernel`: (output, h_n, c_n). Inlined into [`Dispatched`]'s `run`,
+    /// so into the kernel's target-feature entry point: compiled with the kernel's features, as
+    /// in generated models, and in the kernel's own codegen unit. (Out of line, all kernels'
+    /// instantiations shared this crate's one codegen unit, compiled without them.)
+    #[inline(always)]
     fn run<K: Kernel>(
         &self,
         kernel: K,
