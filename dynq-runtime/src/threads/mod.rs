@@ -225,16 +225,16 @@ pub fn for_each_span<K: Kernel, T: BlockTask>(
     {
         let t = count();
         if t > 1 && blocks > 1 {
-            let values: Vec<usize> = bounds.iter().map(|&r| r * row_len).collect();
             if !team::split_at(
                 out,
-                &values,
+                bounds,
+                row_len,
                 &mut scratch[..t * scratch_len],
                 scratch_len,
                 &|b, o, s| kernel.run_block(task, bounds[b], o, s),
             ) {
                 // Outside a forward's team: contiguous groups of blocks, one per thread.
-                par_groups(out, &values, t, scratch, scratch_len, &|b, o, s| {
+                par_groups(out, bounds, row_len, t, scratch, scratch_len, &|b, o, s| {
                     kernel.run_block(task, bounds[b], o, s)
                 });
             }
@@ -280,36 +280,39 @@ fn par_blocks(
     }
 }
 
-/// [`for_each_span`] outside a forward's team, on rayon's pool: the blocks `values[b]..values[b
-/// + 1]` of `out` in `threads` contiguous groups, each group's blocks in order on one thread
-/// with its own piece of `scratch`. Not generic, like [`par_blocks`].
+/// [`for_each_span`] outside a forward's team, on rayon's pool: the blocks of rows
+/// `bounds[b]..bounds[b + 1]` of `out` (`row_len` values each) in `threads` contiguous groups,
+/// each group's blocks in order on one thread with its own piece of `scratch`. Not generic,
+/// like [`par_blocks`].
 #[cfg(feature = "rayon")]
 #[inline(never)]
 fn par_groups(
     out: &mut [f32],
-    values: &[usize],
+    bounds: &[usize],
+    row_len: usize,
     threads: usize,
     scratch: &mut [f32],
     scratch_len: usize,
     f: &BlockFn<'_>,
 ) {
     use rayon::prelude::*;
-    let blocks = values.len() - 1;
+    let values = |b: usize| bounds[b] * row_len;
+    let blocks = bounds.len() - 1;
     let per = blocks.div_ceil(threads.max(1)).max(1);
     let mut groups = Vec::with_capacity(threads);
-    let mut rest = &mut out[..values[blocks]];
+    let mut rest = &mut out[..values(blocks)];
     let mut at = 0;
     for g in 0..blocks.div_ceil(per) {
         let (first, last) = (g * per, ((g + 1) * per).min(blocks));
-        let (mine, more) = std::mem::take(&mut rest).split_at_mut(values[last] - at);
+        let (mine, more) = std::mem::take(&mut rest).split_at_mut(values(last) - at);
         groups.push((first, last, mine));
         rest = more;
-        at = values[last];
+        at = values(last);
     }
     let run_group = |(first, last, o): (usize, usize, &mut [f32]), s: &mut [f32]| {
-        let base = values[first];
+        let base = values(first);
         for b in first..last {
-            f(b, &mut o[values[b] - base..values[b + 1] - base], s);
+            f(b, &mut o[values(b) - base..values(b + 1) - base], s);
         }
     };
     if scratch_len == 0 {

@@ -222,21 +222,23 @@ pub(crate) fn split(
     split_by(out, blocks, &range, scratch, scratch_len, f)
 }
 
-/// [`split`] with blocks of varied sizes: block `b` is `out[bounds[b]..bounds[b + 1]]`
-/// (`bounds` ascending, ending at most at `out.len()`).
+/// [`split`] with blocks of varied sizes: block `b` is rows `bounds[b]..bounds[b + 1]` of
+/// `out`, `row_len` values each (`bounds` ascending, ending at most at `out.len() / row_len`).
 pub(crate) fn split_at(
     out: &mut [f32],
     bounds: &[usize],
+    row_len: usize,
     scratch: &mut [f32],
     scratch_len: usize,
     f: &BlockWork<'_>,
 ) -> bool {
     let blocks = bounds.len().saturating_sub(1);
     assert!(
-        bounds.windows(2).all(|w| w[0] <= w[1]) && bounds.last().is_none_or(|&e| e <= out.len()),
+        bounds.windows(2).all(|w| w[0] <= w[1])
+            && bounds.last().is_none_or(|&e| e * row_len <= out.len()),
         "block bounds"
     );
-    let range = |b: usize| (bounds[b], bounds[b + 1] - bounds[b]);
+    let range = |b: usize| (bounds[b] * row_len, (bounds[b + 1] - bounds[b]) * row_len);
     split_by(out, blocks, &range, scratch, scratch_len, f)
 }
 
